@@ -1,0 +1,117 @@
+//! In-process HTTP backends on 127.0.0.1 for the examples and integration tests: each can be
+//! slowed down, told to fail, stopped, and started again on the same port.
+//!
+//! Shared by `examples/` and `tests/` through `#[path]`, so it is one file, not a crate.
+#![allow(dead_code)] // each includer uses a different part
+
+use http_body_util::Full;
+use hyper::{body::Bytes, server::conn::http1, service::service_fn, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// What a backend does with each request; shared with its handle, changed at any time.
+#[derive(Debug, Default)]
+pub struct Behaviour {
+    delay_us: AtomicU64,
+    failing: AtomicBool,
+    hits: AtomicU64,
+}
+
+/// A running (or stopped) loopback HTTP backend. Answers every path with its name, after its
+/// current delay, with 200 or, while failing, 500.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    behaviour: Arc<Behaviour>,
+    tasks: Option<JoinSet<()>>,
+}
+
+impl Backend {
+    /// Starts a backend on a free loopback port.
+    pub async fn start(name: impl Into<String>) -> std::io::Result<Backend> {
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let mut backend = Backend {
+            name: name.into(),
+            addr: listener.local_addr()?,
+            behaviour: Arc::default(),
+            tasks: None,
+        };
+        backend.serve(listener);
+        Ok(backend)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.behaviour
+            .delay_us
+            .store(delay.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        self.behaviour.failing.store(failing, Ordering::Relaxed);
+    }
+
+    /// Requests this backend has received since it was created.
+    pub fn hits(&self) -> u64 {
+        self.behaviour.hits.load(Ordering::Relaxed)
+    }
+
+    /// Closes the listener and every open connection, as a crashed server would.
+    pub fn stop(&mut self) {
+        self.tasks = None; // dropping a JoinSet aborts its tasks
+    }
+
+    /// Listens again on the same port.
+    pub async fn restart(&mut self) -> std::io::Result<()> {
+        self.stop();
+        let listener = TcpListener::bind(self.addr).await?;
+        self.serve(listener);
+        Ok(())
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let mut tasks = JoinSet::new();
+        let behaviour = Arc::clone(&self.behaviour);
+        let name = Bytes::from(self.name.clone());
+        tasks.spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let (behaviour, name) = (Arc::clone(&behaviour), name.clone());
+                connections.spawn(async move {
+                    let handler = service_fn(move |_req| {
+                        let (behaviour, name) = (Arc::clone(&behaviour), name.clone());
+                        async move {
+                            behaviour.hits.fetch_add(1, Ordering::Relaxed);
+                            let delay = behaviour.delay_us.load(Ordering::Relaxed);
+                            if delay > 0 {
+                                tokio::time::sleep(Duration::from_micros(delay)).await;
+                            }
+                            let status = if behaviour.failing.load(Ordering::Relaxed) {
+                                StatusCode::INTERNAL_SERVER_ERROR
+                            } else {
+                                StatusCode::OK
+                            };
+                            let mut response = Response::new(Full::new(name));
+                            *response.status_mut() = status;
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), handler)
+                        .await;
+                });
+                // Reap finished connections so a long run does not accumulate them.
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        self.tasks = Some(tasks);
+    }
+}

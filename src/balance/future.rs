@@ -1,0 +1,90 @@
+//! The response future of a [`Balance`](super::Balance) call.
+
+use crate::{load::InFlight, BoxError, Error};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tower::util::Oneshot;
+use tower_service::Service;
+
+pin_project! {
+    /// Drives the picked endpoint's `poll_ready` and `call`, and accounts for the call's load.
+    ///
+    /// A named type rather than a boxed future: no allocation per request. Dropping it before
+    /// it completes releases the endpoint's in-flight count at once.
+    pub struct ResponseFuture<S, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        kind: Kind<S, Req>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, Req>
+    where
+        S: Service<Req>,
+    {
+        Failed { error: Error },
+        Called {
+            #[pin]
+            call: Oneshot<S, Req>,
+            guard: Option<InFlight>,
+        },
+    }
+}
+
+impl<S, Req> ResponseFuture<S, Req>
+where
+    S: Service<Req>,
+{
+    pub(crate) fn called(call: Oneshot<S, Req>, guard: InFlight) -> Self {
+        ResponseFuture {
+            kind: Kind::Called {
+                call,
+                guard: Some(guard),
+            },
+        }
+    }
+
+    pub(crate) fn failed(error: Error) -> Self {
+        ResponseFuture {
+            kind: Kind::Failed { error },
+        }
+    }
+}
+
+impl<S, Req> Future for ResponseFuture<S, Req>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Failed { error } => Poll::Ready(Err(error.clone().into())),
+            KindProj::Called { call, guard } => {
+                let result = ready!(call.poll(cx));
+                // Completing releases the in-flight count now, not whenever the future is dropped.
+                if let Some(guard) = guard.take() {
+                    guard.complete(result.is_ok());
+                }
+                Poll::Ready(result.map_err(Into::into))
+            }
+        }
+    }
+}
+
+impl<S, Req> std::fmt::Debug for ResponseFuture<S, Req>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,59 @@
+//! `tower::Service` for [`Balance`].
+
+use super::{Balance, ResponseFuture};
+use crate::{
+    load::InFlight,
+    policy::{Candidates, Pick},
+    BoxError, Error,
+};
+use std::fmt::Debug;
+use std::task::{Context, Poll};
+use tower::ServiceExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+impl<K, S, P, L, Req> Service<Req> for Balance<K, S, P, L>
+where
+    K: Clone + Eq + Debug + Send + Sync + 'static,
+    P: Pick<Req>,
+    L: Layer<S>,
+    L::Service: Service<Req> + Clone,
+    <L::Service as Service<Req>>::Error: Into<BoxError>,
+{
+    type Response = <L::Service as Service<Req>>::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<L::Service, Req>;
+
+    /// Always ready: readiness is the picked endpoint's business, inside the response future.
+    /// The one exception is a balancer whose discovery could not start (no tokio runtime),
+    /// which reports that error here.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match &self.shared().broken {
+            None => Poll::Ready(Ok(())),
+            Some(error) => Poll::Ready(Err(error.clone().into())),
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = self.shared();
+        let snapshot = shared.current.load();
+        let (Some(table), None) = (&snapshot.table, &shared.broken) else {
+            let error = shared.broken.clone().unwrap_or(Error::NoEndpoints);
+            return ResponseFuture::failed(error);
+        };
+        let candidates = Candidates::new(&snapshot.stats);
+        let eligible = candidates.len();
+        let Some(index) = shared
+            .policy
+            .pick(&req, table, &candidates)
+            .filter(|&i| i < eligible)
+        else {
+            return ResponseFuture::failed(Error::NoPick { eligible });
+        };
+        tracing::trace!(endpoint = ?snapshot.keys[index], eligible, "picked");
+        let timing = shared.policy.latency().map(|ewma| (candidates.now(), ewma));
+        let guard = InFlight::start(snapshot.stats[index].clone(), timing);
+        let service = snapshot.services[index].clone();
+        ResponseFuture::called(service.oneshot(req), guard)
+    }
+}

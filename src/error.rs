@@ -1,0 +1,72 @@
+//! The errors a balancer reports itself.
+//!
+//! Endpoint errors are never wrapped in [`Error`]: a [`Balance`](crate::Balance) returns them
+//! boxed as [`BoxError`], unchanged, so callers can `downcast_ref` to the endpoint's own type.
+
+/// A type-erased error, as tower's own middleware returns them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error raised by the balancer itself (as opposed to one returned by an endpoint).
+///
+/// A call returns it boxed as a [`BoxError`]; recover it with `downcast_ref::<Error>()`:
+///
+/// ```
+/// use tower::{service_fn, ServiceExt};
+/// use tower_lb::{policy::RoundRobin, Balance, BoxError, Error};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let endpoint = service_fn(|req: u32| async move { Ok::<_, BoxError>(req) });
+/// let lb = Balance::builder(RoundRobin::new())
+///     .endpoint("a", endpoint)
+///     .build()
+///     .unwrap();
+/// lb.remove(&"a").unwrap();
+///
+/// let err = lb.oneshot(1).await.unwrap_err();
+/// assert!(matches!(err.downcast_ref::<Error>(), Some(Error::NoEndpoints)));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The pool has no endpoint to send the request to. The call fails at once rather than wait.
+    #[error("no endpoints in the pool")]
+    NoEndpoints,
+
+    /// An endpoint weight outside `1..=MAX_WEIGHT` was given at build or insert time.
+    #[error("weight {weight} for endpoint {key} is out of range 1..={max}")]
+    InvalidWeight {
+        /// The endpoint's key, formatted with `Debug`.
+        key: String,
+        /// The rejected weight.
+        weight: u32,
+        /// The largest weight accepted ([`MAX_WEIGHT`](crate::MAX_WEIGHT)).
+        max: u32,
+    },
+
+    /// A membership operation named a key that is not in the pool.
+    #[error("unknown endpoint {key}")]
+    UnknownEndpoint {
+        /// The endpoint's key, formatted with `Debug`.
+        key: String,
+    },
+
+    /// The policy returned no endpoint (or one out of range) from a non-empty pool.
+    #[error("the balancing policy picked no endpoint among {eligible}")]
+    NoPick {
+        /// How many endpoints the policy was offered.
+        eligible: usize,
+    },
+
+    /// Discovery must keep running in the background, and there is no tokio runtime to run it on.
+    #[error("a discovery stream needs a tokio runtime to run on; build the balancer inside one")]
+    NoRuntime,
+}
+
+impl Error {
+    pub(crate) fn unknown_endpoint(key: &impl std::fmt::Debug) -> Self {
+        Error::UnknownEndpoint {
+            key: format!("{key:?}"),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Client-side load balancing for [tower](https://docs.rs/tower).
+//!
+//! `tower-lb` spreads one logical client's calls over many endpoints: a pool of HTTP servers
+//! behind `reqwest`, database replicas behind `sqlx`, any `tower::Service + Clone`. A
+//! [`Balance`] is itself a tower `Service`, cheap to clone and shared by its clones, so it
+//! composes with `ServiceBuilder`, `tower::retry`, `tower::timeout` and `tower::limit`.
+//!
+//! ```
+//! use tower::{service_fn, ServiceExt};
+//! use tower_lb::{policy::P2c, Balance, BoxError};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+//! // Any Service + Clone is an endpoint; here, two in-process stand-ins for real backends.
+//! let backend = |name: &'static str| service_fn(move |req: String| async move {
+//!     Ok::<_, BoxError>(format!("{name} answered {req}"))
+//! });
+//! let lb = Balance::builder(P2c::peak_ewma())
+//!     .endpoints([("a", backend("a")), ("b", backend("b"))])
+//!     .build()?;
+//!
+//! let answer = lb.clone().oneshot("hello".to_string()).await?;
+//! assert!(answer.ends_with("answered hello"));
+//! # Ok(()) }
+//! ```
+//!
+//! # How it works
+//!
+//! - `poll_ready` is always ready; `call` picks an endpoint from an immutable snapshot of the
+//!   pool, and the [`ResponseFuture`] drives that endpoint's readiness and call. No endpoint
+//!   blocks requests bound for another, and there is no `Buffer` task in the request path.
+//! - Membership changes publish a new snapshot through `arc-swap`; picks read it lock-free.
+//!   Per-endpoint load ([`EndpointStats`]) is kept in atomics shared by all snapshots.
+//! - The [`policy`] decides: round robin, smooth weighted round robin, (weighted) random,
+//!   least pending, and power of two choices on in-flight count or peak-EWMA latency.
+//! - Load accounting is drop-safe: a response future dropped before it completes releases its
+//!   endpoint's in-flight count.
+//! - With nothing to pick, a call fails at once with a typed [`Error`]; it never pends forever.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations, rust_2018_idioms)]
+
+mod balance;
+mod discover;
+mod endpoint;
+mod error;
+pub mod load;
+mod membership;
+pub mod policy;
+mod rng;
+mod snapshot;
+#[cfg(test)]
+mod stats;
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
+pub use balance::{
+    Balance, BalanceLayer, Builder, EndpointSnapshot, EndpointState, ResponseFuture,
+};
+pub use endpoint::{EndpointStats, MAX_WEIGHT};
+pub use error::{BoxError, Error};

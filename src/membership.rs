@@ -1,0 +1,87 @@
+//! The authoritative member list, changed only under the balancer's membership lock.
+
+use crate::{endpoint::MAX_WEIGHT, EndpointStats, Error};
+use std::fmt::Debug;
+use std::sync::Arc;
+
+pub(crate) struct Member<K, S> {
+    pub(crate) key: K,
+    pub(crate) service: S,
+    pub(crate) stats: Arc<EndpointStats>,
+}
+
+/// Active endpoints in insertion order, plus removed ones that still have calls in flight.
+pub(crate) struct Members<K, S> {
+    pub(crate) active: Vec<Member<K, S>>,
+    /// A removed endpoint's service is gone from here (its in-flight calls own their clones);
+    /// its counters stay visible in [`Balance::snapshot`](crate::Balance::snapshot) until the
+    /// last call ends, so draining is observable rather than silent.
+    pub(crate) draining: Vec<(K, Arc<EndpointStats>)>,
+}
+
+impl<K: Eq + Debug, S> Members<K, S> {
+    pub(crate) fn new() -> Self {
+        Members {
+            active: Vec::new(),
+            draining: Vec::new(),
+        }
+    }
+
+    /// Adds an endpoint, or replaces the one with the same key (which then drains). The weight
+    /// has been checked with [`check_weight`].
+    pub(crate) fn insert(&mut self, key: K, service: S, weight: u32) {
+        let member = Member {
+            stats: Arc::new(EndpointStats::new(weight)),
+            key,
+            service,
+        };
+        match self.active.iter().position(|m| m.key == member.key) {
+            Some(i) => {
+                let old = std::mem::replace(&mut self.active[i], member);
+                tracing::debug!(endpoint = ?old.key, weight, "endpoint replaced");
+                self.drain(old);
+            }
+            None => {
+                tracing::debug!(endpoint = ?member.key, weight, "endpoint inserted");
+                self.active.push(member);
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &K) -> Result<(), Error> {
+        let i = self
+            .active
+            .iter()
+            .position(|m| m.key == *key)
+            .ok_or_else(|| Error::unknown_endpoint(key))?;
+        // `remove`, not `swap_remove`: order-dependent policies (round robin) keep their order.
+        let old = self.active.remove(i);
+        tracing::debug!(endpoint = ?old.key, in_flight = old.stats.in_flight(), "endpoint removed");
+        self.drain(old);
+        Ok(())
+    }
+
+    fn drain(&mut self, old: Member<K, S>) {
+        self.forget_drained();
+        if old.stats.in_flight() > 0 {
+            self.draining.push((old.key, old.stats));
+        }
+    }
+
+    /// Drops draining entries whose last call has ended.
+    pub(crate) fn forget_drained(&mut self) {
+        self.draining.retain(|(_, stats)| stats.in_flight() > 0);
+    }
+}
+
+pub(crate) fn check_weight<K: Debug>(key: &K, weight: u32) -> Result<(), Error> {
+    if (1..=MAX_WEIGHT).contains(&weight) {
+        Ok(())
+    } else {
+        Err(Error::InvalidWeight {
+            key: format!("{key:?}"),
+            weight,
+            max: MAX_WEIGHT,
+        })
+    }
+}

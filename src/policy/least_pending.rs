@@ -1,0 +1,106 @@
+//! Least pending requests (least connections).
+
+use super::{pending_cost, Candidates, Pick, Policy};
+use crate::{rng::Rng, EndpointStats};
+use std::sync::Arc;
+
+/// Sends each request to the endpoint with the fewest calls in flight per unit of weight,
+/// breaking ties uniformly at random.
+///
+/// This scans every eligible endpoint, so a pick costs O(n); with many endpoints prefer
+/// [`P2c`](super::P2c), which gets most of the benefit from two random candidates.
+///
+/// ```
+/// use tower::{service_fn, ServiceExt};
+/// use tower_lb::{policy::LeastPending, Balance, BoxError};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+/// let lb = Balance::builder(LeastPending::new())
+///     .endpoints([1, 2].map(|i| (i, service_fn(move |()| async move { Ok::<_, BoxError>(i) }))))
+///     .build()?;
+/// lb.oneshot(()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LeastPending {
+    rng: Rng,
+}
+
+impl LeastPending {
+    /// Least pending, ties broken by the per-thread generator.
+    pub fn new() -> Self {
+        LeastPending { rng: Rng::Thread }
+    }
+
+    /// Breaks ties with a seeded generator, for reproducible tests.
+    pub fn with_rng(self, seed: u64) -> Self {
+        LeastPending {
+            rng: Rng::seeded(seed),
+        }
+    }
+}
+
+impl Default for LeastPending {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Policy for LeastPending {
+    type Table = ();
+
+    fn table(&self, _: &[Arc<EndpointStats>]) {}
+}
+
+impl<Req> Pick<Req> for LeastPending {
+    fn pick(&self, _: &Req, _: &(), candidates: &Candidates<'_>) -> Option<usize> {
+        let mut best = 0;
+        let mut best_cost = f64::INFINITY;
+        let mut ties = 0usize;
+        for (i, endpoint) in candidates.iter().enumerate() {
+            let cost = pending_cost(endpoint);
+            if cost < best_cost {
+                (best, best_cost, ties) = (i, cost, 1);
+            } else if cost == best_cost {
+                // Reservoir sampling: the k-th tie replaces the choice with probability 1/k,
+                // so every tied endpoint ends up equally likely, with no second pass.
+                ties += 1;
+                if self.rng.below(ties) == 0 {
+                    best = i;
+                }
+            }
+        }
+        Some(best)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::testing::{count_picks, endpoints};
+    use crate::stats::chi_squared_p_value;
+
+    #[test]
+    fn picks_the_least_loaded() {
+        let eps = endpoints(&[1, 1, 1, 2]);
+        eps[0].hold_in_flight(3);
+        eps[1].hold_in_flight(1);
+        eps[2].hold_in_flight(2);
+        eps[3].hold_in_flight(4); // (4 + 1) / 2 = 2.5 per unit of weight, more than (1 + 1) / 1
+        assert_eq!(
+            count_picks(&LeastPending::new(), &eps, 100),
+            vec![0, 100, 0, 0]
+        );
+    }
+
+    #[test]
+    fn ties_are_uniform() {
+        let eps = endpoints(&[1, 1, 1, 1]);
+        eps[1].hold_in_flight(9);
+        let counts = count_picks(&LeastPending::new().with_rng(5), &eps, 3000);
+        assert_eq!(counts[1], 0);
+        let tied = [counts[0], counts[2], counts[3]];
+        let p = chi_squared_p_value(&tied, &[1.0; 3]);
+        assert!(p > 1e-6, "p = {p}, counts {counts:?}");
+    }
+}

@@ -1,0 +1,168 @@
+//! Balancing policies: how one endpoint is chosen among the eligible ones.
+//!
+//! Every policy runs on the same mechanism. When membership changes, the balancer builds a new
+//! immutable snapshot of the eligible endpoints and asks the policy for a [`Policy::Table`]
+//! precomputed from it (a weighted schedule, an alias table, a hash ring). A pick then reads
+//! that snapshot without locks and looks at the endpoints' live, atomic [`EndpointStats`].
+//! A new policy is therefore one small type: a table builder and a pick function.
+//!
+//! | policy | cost per pick | honours weights |
+//! |---|---|---|
+//! | [`RoundRobin`] | O(1), one atomic increment | no |
+//! | [`WeightedRoundRobin`] | O(1), one atomic increment | yes, exactly per cycle |
+//! | [`Random`] | O(1), alias method | yes |
+//! | [`LeastPending`] | O(n) scan | yes (in-flight per unit of weight) |
+//! | [`P2c`] | O(1), two candidates | yes (cost per unit of weight) |
+
+mod least_pending;
+mod p2c;
+mod random;
+mod round_robin;
+mod weighted;
+
+pub use least_pending::LeastPending;
+pub use p2c::P2c;
+pub use random::Random;
+pub use round_robin::RoundRobin;
+pub use weighted::WeightedRoundRobin;
+
+use crate::{load::PeakEwma, EndpointStats};
+use std::cell::Cell;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// The part of a policy that does not depend on the request: what it precomputes per snapshot.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_lb::{policy::{Policy, WeightedRoundRobin}, EndpointStats};
+///
+/// let endpoints = [2, 1].map(|w| Arc::new(EndpointStats::new(w)));
+/// let schedule = WeightedRoundRobin::new().table(&endpoints);
+/// # let _ = schedule;
+/// ```
+pub trait Policy: Send + Sync + 'static {
+    /// Whatever the policy precomputes from a snapshot's eligible endpoints; rebuilt only when
+    /// membership, weights or health change, never per request.
+    type Table: Send + Sync + 'static;
+
+    /// Builds the table for a new snapshot. `endpoints` is never empty.
+    fn table(&self, endpoints: &[Arc<EndpointStats>]) -> Self::Table;
+
+    /// `Some` when the policy needs each call's latency measured, and how to record it.
+    fn latency(&self) -> Option<PeakEwma> {
+        None
+    }
+}
+
+/// Picks an endpoint for one request.
+///
+/// Generic over the request so a policy may look at it (a sticky key, read vs write); the
+/// built-in load-based policies implement it for every request type.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_lb::{policy::{Candidates, P2c, Pick, Policy}, EndpointStats};
+///
+/// let endpoints = [1, 1].map(|w| Arc::new(EndpointStats::new(w)));
+/// let p2c = P2c::new().with_rng(7);
+/// let table = p2c.table(&endpoints);
+/// let picked = p2c.pick(&"request", &table, &Candidates::new(&endpoints));
+/// assert!(matches!(picked, Some(0 | 1)));
+/// ```
+pub trait Pick<Req>: Policy {
+    /// Returns the index of the chosen endpoint in `candidates` (never empty), or `None` to
+    /// refuse the request, which then fails with [`Error::NoPick`](crate::Error::NoPick).
+    fn pick(&self, req: &Req, table: &Self::Table, candidates: &Candidates<'_>) -> Option<usize>;
+}
+
+/// The eligible endpoints of one snapshot, as a policy sees them during one pick.
+///
+/// Also carries the pick's clock: [`Candidates::now`] reads the time at most once per pick, and
+/// the balancer reuses that reading as the call's start time, so a latency-aware pick costs one
+/// clock read, and the completion one more.
+#[derive(Debug)]
+pub struct Candidates<'a> {
+    endpoints: &'a [Arc<EndpointStats>],
+    now: Cell<Option<Instant>>,
+}
+
+impl<'a> Candidates<'a> {
+    /// The candidates for one pick.
+    pub fn new(endpoints: &'a [Arc<EndpointStats>]) -> Self {
+        Candidates {
+            endpoints,
+            now: Cell::new(None),
+        }
+    }
+
+    /// How many endpoints there are to choose from.
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Whether there is none (a balancer never asks a policy to pick from an empty set).
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// The stats of the endpoint at `index`.
+    ///
+    /// # Panics
+    /// If `index >= self.len()`, like slice indexing.
+    pub fn get(&self, index: usize) -> &'a EndpointStats {
+        &self.endpoints[index]
+    }
+
+    /// All candidates in snapshot order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a EndpointStats> + 'a {
+        self.endpoints.iter().map(|e| &**e)
+    }
+
+    /// The time of this pick, read from the clock on first use only.
+    pub fn now(&self) -> Instant {
+        match self.now.get() {
+            Some(now) => now,
+            None => {
+                let now = Instant::now();
+                self.now.set(Some(now));
+                now
+            }
+        }
+    }
+}
+
+/// The cost every load-aware policy compares: calls in flight, counting the one about to be
+/// sent, per unit of weight. The `+ 1` makes weights matter on idle endpoints too.
+pub(crate) fn pending_cost(endpoint: &EndpointStats) -> f64 {
+    (endpoint.in_flight() + 1) as f64 / f64::from(endpoint.weight())
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Picks `n` times and counts the picks per endpoint.
+    pub(crate) fn count_picks<P: Pick<()>>(
+        policy: &P,
+        endpoints: &[Arc<EndpointStats>],
+        n: usize,
+    ) -> Vec<u64> {
+        let table = policy.table(endpoints);
+        let mut counts = vec![0u64; endpoints.len()];
+        for _ in 0..n {
+            let i = policy
+                .pick(&(), &table, &Candidates::new(endpoints))
+                .expect("a pick");
+            counts[i] += 1;
+        }
+        counts
+    }
+
+    pub(crate) fn endpoints(weights: &[u32]) -> Vec<Arc<EndpointStats>> {
+        weights
+            .iter()
+            .map(|&w| Arc::new(EndpointStats::new(w)))
+            .collect()
+    }
+}

@@ -1,0 +1,164 @@
+//! Power of two choices.
+
+use super::{pending_cost, random::below_u32, Candidates, Pick, Policy};
+use crate::{load::PeakEwma, rng::Rng, EndpointStats};
+use std::sync::Arc;
+
+/// Power of two random choices: draws two distinct endpoints at random and sends the request to
+/// the cheaper one (Mitzenmacher). Nearly as good as a full least-loaded scan, at O(1) per pick.
+///
+/// The cost is either
+/// - calls in flight ([`P2c::new`]), like tower's `PendingRequests`, or
+/// - peak-EWMA latency × (in flight + 1) ([`P2c::peak_ewma`]), like Finagle's and linkerd's
+///   balancers: slow endpoints lose traffic as soon as they slow down.
+///
+/// Both are divided by the endpoint's weight. On a tie the first draw wins, which keeps the
+/// choice uniform among equally loaded endpoints.
+///
+/// ```
+/// use tower::{service_fn, ServiceExt};
+/// use tower_lb::{policy::P2c, Balance, BoxError};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+/// let lb = Balance::builder(P2c::peak_ewma())
+///     .endpoints([1, 2, 3].map(|i| (i, service_fn(move |()| async move { Ok::<_, BoxError>(i) }))))
+///     .build()?;
+/// lb.oneshot(()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct P2c {
+    rng: Rng,
+    ewma: Option<PeakEwma>,
+}
+
+impl P2c {
+    /// P2C on calls in flight.
+    pub fn new() -> Self {
+        P2c {
+            rng: Rng::Thread,
+            ewma: None,
+        }
+    }
+
+    /// P2C on peak-EWMA latency with the default settings (decay 10 s, default RTT 30 ms,
+    /// failure penalty 1 s).
+    pub fn peak_ewma() -> Self {
+        Self::peak_ewma_with(PeakEwma::default())
+    }
+
+    /// P2C on peak-EWMA latency with the given settings.
+    pub fn peak_ewma_with(ewma: PeakEwma) -> Self {
+        P2c {
+            rng: Rng::Thread,
+            ewma: Some(ewma),
+        }
+    }
+
+    /// Draws candidates from a seeded generator, for reproducible tests.
+    pub fn with_rng(self, seed: u64) -> Self {
+        P2c {
+            rng: Rng::seeded(seed),
+            ..self
+        }
+    }
+
+    fn cost(&self, endpoint: &EndpointStats, candidates: &Candidates<'_>) -> f64 {
+        let pending = pending_cost(endpoint);
+        match &self.ewma {
+            None => pending,
+            Some(ewma) => {
+                pending * endpoint.decayed_rtt_ns(candidates.now(), ewma.decay_ns, ewma.default_ns)
+            }
+        }
+    }
+}
+
+impl Default for P2c {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Policy for P2c {
+    type Table = ();
+
+    fn table(&self, _: &[Arc<EndpointStats>]) {}
+
+    fn latency(&self) -> Option<PeakEwma> {
+        self.ewma
+    }
+}
+
+impl<Req> Pick<Req> for P2c {
+    fn pick(&self, _: &Req, _: &(), candidates: &Candidates<'_>) -> Option<usize> {
+        let n = candidates.len();
+        if n < 2 {
+            return Some(0);
+        }
+        // One 64-bit draw: the high half picks the first candidate, the low half the second
+        // among the other n - 1, so the two are always distinct.
+        let random = self.rng.u64();
+        let first = below_u32((random >> 32) as u32, n);
+        let mut second = below_u32(random as u32, n - 1);
+        if second >= first {
+            second += 1;
+        }
+        let (a, b) = (candidates.get(first), candidates.get(second));
+        Some(if self.cost(b, candidates) < self.cost(a, candidates) {
+            second
+        } else {
+            first
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::testing::{count_picks, endpoints};
+    use crate::stats::chi_squared_p_value;
+
+    #[test]
+    fn oracle_shares_for_held_loads() {
+        let eps = endpoints(&[1, 1, 1]);
+        for (i, e) in eps.iter().enumerate() {
+            e.hold_in_flight(i);
+        }
+        let n = 100_000;
+        let counts = count_picks(&P2c::new().with_rng(9), &eps, n);
+        let share = |i: usize| counts[i] as f64 / n as f64;
+        assert!((share(0) - 2.0 / 3.0).abs() <= 0.01, "{counts:?}");
+        assert!((share(1) - 1.0 / 3.0).abs() <= 0.01, "{counts:?}");
+        assert_eq!(counts[2], 0, "the most loaded endpoint never wins a pair");
+    }
+
+    #[test]
+    fn one_endpoint_is_always_picked() {
+        let eps = endpoints(&[1]);
+        eps[0].hold_in_flight(50);
+        assert_eq!(count_picks(&P2c::new(), &eps, 1000), vec![1000]);
+        assert_eq!(count_picks(&P2c::peak_ewma(), &eps, 1000), vec![1000]);
+    }
+
+    #[test]
+    fn equal_loads_are_uniform() {
+        let eps = endpoints(&[1; 8]);
+        let counts = count_picks(&P2c::new().with_rng(4), &eps, 8 * 1000);
+        let p = chi_squared_p_value(&counts, &[1.0; 8]);
+        assert!(p > 1e-6, "p = {p}, counts {counts:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peak_ewma_prefers_the_faster_endpoint() {
+        let eps = endpoints(&[1, 1]);
+        let ewma = PeakEwma::default();
+        let now = tokio::time::Instant::now();
+        eps[0].record_rtt(now, 10e6, ewma.decay_ns);
+        eps[1].record_rtt(now, 50e6, ewma.decay_ns);
+        assert_eq!(count_picks(&P2c::peak_ewma(), &eps, 100), vec![100, 0]);
+        // Five calls in flight on the fast one cost 10 ms × 6 > 50 ms × 1.
+        eps[0].hold_in_flight(5);
+        assert_eq!(count_picks(&P2c::peak_ewma(), &eps, 100), vec![0, 100]);
+    }
+}

@@ -1,0 +1,83 @@
+//! The random source behind every random policy.
+//!
+//! Production picks use a per-thread generator (`fastrand`), so clones of one balancer on many
+//! threads never contend on a shared RNG state. Tests want reproducible picks instead, so every
+//! random policy can be given a seed; seeded picks share one atomic state (deterministic for a
+//! single-threaded test, still correct, if slower, under concurrency).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// wyrand's increment: an odd constant, so the sequence has full period.
+const WY_INCREMENT: u64 = 0xa076_1d64_78bd_642f;
+const WY_MIX: u64 = 0xe703_7ed1_a0b4_28db;
+
+#[derive(Debug)]
+pub(crate) enum Rng {
+    Thread,
+    Seeded(AtomicU64),
+}
+
+impl Rng {
+    pub(crate) fn seeded(seed: u64) -> Self {
+        Rng::Seeded(AtomicU64::new(seed))
+    }
+
+    pub(crate) fn u64(&self) -> u64 {
+        match self {
+            Rng::Thread => fastrand::u64(..),
+            Rng::Seeded(state) => {
+                let s = state
+                    .fetch_add(WY_INCREMENT, Ordering::Relaxed)
+                    .wrapping_add(WY_INCREMENT);
+                let t = u128::from(s) * u128::from(s ^ WY_MIX);
+                ((t >> 64) as u64) ^ (t as u64)
+            }
+        }
+    }
+
+    /// A uniform index below `n` (which must be non-zero).
+    pub(crate) fn below(&self, n: usize) -> usize {
+        below(self.u64(), n)
+    }
+}
+
+impl Clone for Rng {
+    /// A clone of a seeded source starts from the same state: two policies built from one
+    /// seeded policy pick alike.
+    fn clone(&self) -> Self {
+        match self {
+            Rng::Thread => Rng::Thread,
+            Rng::Seeded(state) => Rng::Seeded(AtomicU64::new(state.load(Ordering::Relaxed))),
+        }
+    }
+}
+
+/// Maps 64 random bits onto `0..n` by multiply-shift (Lemire): no division, bias below 2^-32
+/// for any pool size a balancer sees.
+pub(crate) fn below(random: u64, n: usize) -> usize {
+    ((u128::from(random) * n as u128) >> 64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_sources_repeat_and_stay_in_range() {
+        let a = Rng::seeded(7);
+        let b = Rng::seeded(7);
+        for n in [1usize, 2, 3, 10, 4096] {
+            for _ in 0..1000 {
+                let (x, y) = (a.below(n), b.below(n));
+                assert_eq!(x, y);
+                assert!(x < n);
+            }
+        }
+    }
+
+    #[test]
+    fn below_covers_the_whole_range() {
+        assert_eq!(below(0, 10), 0);
+        assert_eq!(below(u64::MAX, 10), 9);
+    }
+}
