@@ -69,7 +69,7 @@ where
             let request = client.get(&url);
             async move {
                 let response = request.send().await?.error_for_status()?;
-                Ok::<_, reqwest::Error>(response.text().await?)
+                response.text().await
             }
         })
     };
