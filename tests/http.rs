@@ -1,0 +1,100 @@
+//! Real loopback HTTP servers behind reqwest.
+
+#[path = "../examples/support/backend.rs"]
+mod backend;
+
+use backend::Backend;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::{service_fn, ServiceExt};
+use tower_lb::policy::P2c;
+use tower_lb::{Balance, EndpointState};
+
+fn http_endpoint(
+    client: &reqwest::Client,
+    url: String,
+) -> impl tower::Service<(), Response = String, Error = reqwest::Error, Future = impl Send>
+       + Clone
+       + Send
+       + Sync {
+    let client = client.clone();
+    service_fn(move |()| {
+        let request = client.get(&url);
+        async move { request.send().await?.error_for_status()?.text().await }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_spreads_and_a_removed_endpoint_loses_no_request() {
+    let mut backends = Vec::new();
+    for i in 0..4 {
+        let backend = Backend::start(format!("b{i}")).await.unwrap();
+        backend.set_delay(Duration::from_millis(1));
+        backends.push(backend);
+    }
+    let client = reqwest::Client::new();
+    let lb = Balance::builder(P2c::new())
+        .endpoints(
+            backends
+                .iter()
+                .map(|b| (b.name.clone(), http_endpoint(&client, b.url()))),
+        )
+        .build()
+        .unwrap();
+
+    const REQUESTS: usize = 2000;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let removed_at = Arc::new(tokio::sync::Notify::new());
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (lb, sent, removed_at) = (lb.clone(), Arc::clone(&sent), Arc::clone(&removed_at));
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                loop {
+                    let n = sent.fetch_add(1, Ordering::Relaxed);
+                    if n >= REQUESTS {
+                        break;
+                    }
+                    if n == REQUESTS / 2 {
+                        removed_at.notify_one();
+                    }
+                    answers.push(lb.clone().oneshot(()).await);
+                }
+                answers
+            })
+        })
+        .collect();
+
+    // Mid-traffic, remove b0 while calls to it are in flight.
+    tokio::time::timeout(Duration::from_secs(30), removed_at.notified())
+        .await
+        .unwrap();
+    lb.remove(&"b0".to_string()).unwrap();
+    let hits_at_removal = backends[0].hits();
+
+    let mut answers = Vec::new();
+    for worker in workers {
+        answers.extend(worker.await.unwrap());
+    }
+    assert_eq!(answers.len(), REQUESTS);
+    for answer in &answers {
+        assert!(answer.is_ok(), "a request was lost: {answer:?}");
+    }
+    // After removal, b0 only finished what was already in flight (at most one per caller).
+    assert!(backends[0].hits() <= hits_at_removal + 16);
+    assert!(lb
+        .snapshot()
+        .iter()
+        .all(|e| e.key != "b0" || e.state == EndpointState::Draining));
+    for b in &backends[1..] {
+        let share = b.hits() as f64 / answers.len() as f64;
+        assert!(
+            share > 0.15,
+            "{} got {:.1}% of the traffic",
+            b.name,
+            share * 100.0
+        );
+    }
+    assert!(backends[0].hits() as f64 / answers.len() as f64 > 0.05);
+}
