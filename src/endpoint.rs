@@ -5,7 +5,7 @@
 //! [`EndpointStats`] behind an `Arc` that each snapshot, and each in-flight call, shares.
 
 use crate::load::PeakEwma;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -36,15 +36,22 @@ pub const MAX_WEIGHT: u32 = 1000;
 #[derive(Debug)]
 #[repr(align(128))]
 pub struct EndpointStats {
-    in_flight: AtomicUsize,
-    picks: AtomicU64,
+    /// Calls started (= picks) and calls ended: in flight is their difference. Two monotonic
+    /// counters cost one atomic increment per pick and one per completion, where an in-flight
+    /// gauge plus a pick counter would cost three.
+    started: AtomicU64,
+    ended: AtomicU64,
     failures: AtomicU64,
     /// Peak-EWMA latency estimate in nanoseconds, as `f64` bits; 0 until the first sample.
     rtt_bits: AtomicU64,
-    /// When `rtt_bits` was last written, in nanoseconds after `born`.
+    /// When `rtt_bits` was last written, in nanoseconds after `epoch`.
     rtt_at: AtomicU64,
-    born: Instant,
+    /// The origin of this endpoint's timestamps: the balancer's, shared by all its endpoints,
+    /// so that a pick converts the time to nanoseconds once for both of its candidates.
+    epoch: Instant,
     weight: u32,
+    /// How calls are timed, if the policy measures latency (see [`PeakEwma`]).
+    latency: Option<PeakEwma>,
 }
 
 impl EndpointStats {
@@ -53,14 +60,20 @@ impl EndpointStats {
     /// The weight is not checked here; the balancer validates it against [`MAX_WEIGHT`] before
     /// an endpoint joins.
     pub fn new(weight: u32) -> Self {
+        Self::timed(weight, None, Instant::now())
+    }
+
+    /// Counters for an endpoint whose calls are timed with `latency`, when it is `Some`.
+    pub(crate) fn timed(weight: u32, latency: Option<PeakEwma>, epoch: Instant) -> Self {
         EndpointStats {
-            in_flight: AtomicUsize::new(0),
-            picks: AtomicU64::new(0),
+            started: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             rtt_bits: AtomicU64::new(0),
             rtt_at: AtomicU64::new(0),
-            born: Instant::now(),
+            epoch,
             weight,
+            latency,
         }
     }
 
@@ -71,12 +84,15 @@ impl EndpointStats {
 
     /// Calls sent to this endpoint whose response futures have neither completed nor been dropped.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        // `ended` first: read in this order, `started` can only be the larger, as both only grow.
+        let ended = self.ended.load(Ordering::Relaxed);
+        let started = self.started.load(Ordering::Relaxed);
+        started.saturating_sub(ended) as usize
     }
 
     /// How many times a policy has picked this endpoint.
     pub fn picks(&self) -> u64 {
-        self.picks.load(Ordering::Relaxed)
+        self.started.load(Ordering::Relaxed)
     }
 
     /// How many calls to this endpoint have failed.
@@ -93,14 +109,13 @@ impl EndpointStats {
 
     /// The latency estimate decayed to `now`: the stored estimate shrinks by `exp(-elapsed/decay)`
     /// since it was written, as in Finagle's and tower's peak EWMA. Reading it writes nothing.
-    pub(crate) fn decayed_rtt_ns(&self, now: Instant, decay_ns: f64, default_ns: f64) -> f64 {
+    pub(crate) fn decayed_rtt_ns(&self, now_ns: u64, ewma: &PeakEwma) -> f64 {
         let rtt = f64::from_bits(self.rtt_bits.load(Ordering::Relaxed));
         if rtt <= 0.0 {
-            return default_ns;
+            return ewma.default_ns;
         }
-        let elapsed =
-            self.nanos_since_born(now) as f64 - self.rtt_at.load(Ordering::Relaxed) as f64;
-        rtt * (-elapsed.max(0.0) / decay_ns).exp()
+        let elapsed = now_ns as f64 - self.rtt_at.load(Ordering::Relaxed) as f64;
+        rtt * decay_factor(elapsed * ewma.decay_rate)
     }
 
     /// Folds one latency sample into the peak-EWMA estimate: a sample above the estimate
@@ -110,14 +125,14 @@ impl EndpointStats {
     /// The two atomics are written without a lock; two completions racing here may lose one
     /// sample, which an estimate that is itself a smoothed approximation can afford. A lock
     /// per endpoint would put every completion on the same mutex.
-    pub(crate) fn record_rtt(&self, now: Instant, sample_ns: f64, decay_ns: f64) {
-        let at = self.nanos_since_born(now);
+    pub(crate) fn record_rtt(&self, now_ns: u64, sample_ns: f64, ewma: &PeakEwma) {
+        let at = now_ns;
         let prior = f64::from_bits(self.rtt_bits.load(Ordering::Relaxed));
         let next = if prior < sample_ns {
             sample_ns
         } else {
             let elapsed = at as f64 - self.rtt_at.load(Ordering::Relaxed) as f64;
-            let decay = (-elapsed.max(0.0) / decay_ns).exp();
+            let decay = decay_factor(elapsed * ewma.decay_rate);
             prior * decay + sample_ns * (1.0 - decay)
         };
         self.rtt_bits.store(next.to_bits(), Ordering::Relaxed);
@@ -125,35 +140,84 @@ impl EndpointStats {
     }
 
     /// Raises the estimate to `at_least_ns` if it is below that, leaving it alone otherwise.
-    pub(crate) fn raise_rtt(&self, now: Instant, at_least_ns: f64, ewma: &PeakEwma) {
-        if at_least_ns > self.decayed_rtt_ns(now, ewma.decay_ns, ewma.default_ns) {
+    fn raise_rtt(&self, now_ns: u64, at_least_ns: f64, ewma: &PeakEwma) {
+        if at_least_ns > self.decayed_rtt_ns(now_ns, ewma) {
             self.rtt_bits
                 .store(at_least_ns.to_bits(), Ordering::Relaxed);
-            self.rtt_at
-                .store(self.nanos_since_born(now), Ordering::Relaxed);
+            self.rtt_at.store(now_ns, Ordering::Relaxed);
         }
     }
 
-    pub(crate) fn start_call(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.picks.fetch_add(1, Ordering::Relaxed);
+    /// Counts a call as started; returns its start time, in nanoseconds after `epoch`, when
+    /// calls are timed (`now_ns` is called only then, and reads the pick's clock).
+    pub(crate) fn start_call(&self, now_ns: impl FnOnce() -> u64) -> u64 {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        match self.latency {
+            Some(_) => now_ns(),
+            None => 0,
+        }
     }
 
-    pub(crate) fn end_call(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Release);
+    /// Records a completed call: a failure, and its latency when calls are timed. A failed
+    /// call counts at least the failure penalty, so an endpoint that fails fast does not look
+    /// fast.
+    pub(crate) fn complete_call(&self, started_ns: u64, succeeded: bool) {
+        if !succeeded {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(ewma) = &self.latency {
+            let now = self.clock_ns(Instant::now());
+            let mut sample = now.saturating_sub(started_ns) as f64;
+            if !succeeded {
+                sample = sample.max(ewma.penalty_ns);
+            }
+            self.record_rtt(now, sample, ewma);
+        }
+        self.ended.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_failure(&self) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
+    /// Records a call dropped before it completed (a timeout, a lost `select!`). The endpoint
+    /// took at least this long: that lower bound may raise the estimate but never lowers it.
+    /// Otherwise an endpoint so slow that every call times out would never record a sample
+    /// and would keep looking fast.
+    pub(crate) fn cancel_call(&self, started_ns: u64) {
+        if let Some(ewma) = &self.latency {
+            let now = self.clock_ns(Instant::now());
+            let at_least = now.saturating_sub(started_ns) as f64;
+            self.raise_rtt(now, at_least, ewma);
+        }
+        self.ended.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn nanos_since_born(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.born).as_nanos() as u64
+    /// `now` in this endpoint's timestamps: nanoseconds after its epoch.
+    pub(crate) fn clock_ns(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.epoch);
+        // Without `as_nanos`, whose u128 arithmetic costs more than the subtraction.
+        elapsed.as_secs() * 1_000_000_000 + u64::from(elapsed.subsec_nanos())
+    }
+
+    pub(crate) fn epoch(&self) -> Instant {
+        self.epoch
     }
 
     #[cfg(test)]
     pub(crate) fn hold_in_flight(&self, n: usize) {
-        self.in_flight.store(n, Ordering::Relaxed);
+        let ended = self.ended.load(Ordering::Relaxed);
+        self.started.store(ended + n as u64, Ordering::Relaxed);
+    }
+}
+
+/// `exp(-x)` for `x = elapsed / decay`: how much of an estimate survives `elapsed`.
+///
+/// On the pick path `elapsed` is usually tiny next to the decay (milliseconds against
+/// seconds), and there three terms of the series are exact to 2e-10, at a fraction of the
+/// cost of `exp`, which would otherwise be a tenth of a peak-EWMA pick.
+fn decay_factor(x: f64) -> f64 {
+    let x = x.max(0.0);
+    if x < 1e-3 {
+        1.0 - x + x * x / 2.0
+    } else {
+        (-x).exp()
     }
 }
 
@@ -161,33 +225,47 @@ impl EndpointStats {
 mod tests {
     use super::*;
 
+    #[test]
+    fn decay_factor_matches_exp() {
+        for x in [0.0, 1e-9, 1e-6, 5e-4, 9.99e-4, 1e-3, 0.5, 1.0, 20.0] {
+            let exact = (-x as f64).exp();
+            assert!((decay_factor(x) - exact).abs() < 1e-9, "{x}");
+        }
+        assert_eq!(
+            decay_factor(-5.0),
+            1.0,
+            "a clock that went backwards decays nothing"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn peak_ewma_takes_peaks_and_decays() {
         let stats = EndpointStats::new(1);
-        let decay = Duration::from_secs(10).as_nanos() as f64;
-        let default = 30e6;
+        let ewma = PeakEwma::default();
         assert_eq!(
-            stats.decayed_rtt_ns(Instant::now(), decay, default),
-            default
+            stats.decayed_rtt_ns(stats.clock_ns(Instant::now()), &ewma),
+            30e6,
+            "the default rtt"
         );
 
-        stats.record_rtt(Instant::now(), 100e6, decay);
-        assert_eq!(stats.decayed_rtt_ns(Instant::now(), decay, default), 100e6);
+        let now = || stats.clock_ns(Instant::now());
+        stats.record_rtt(now(), 100e6, &ewma);
+        assert_eq!(stats.decayed_rtt_ns(now(), &ewma), 100e6);
 
         // A lower sample right away barely moves a fresh peak ...
-        stats.record_rtt(Instant::now(), 10e6, decay);
+        stats.record_rtt(now(), 10e6, &ewma);
         assert_eq!(stats.rtt_estimate(), Some(Duration::from_millis(100)));
 
         // ... but after one decay period the estimate has shrunk by e.
         tokio::time::advance(Duration::from_secs(10)).await;
-        let decayed = stats.decayed_rtt_ns(Instant::now(), decay, default);
+        let decayed = stats.decayed_rtt_ns(now(), &ewma);
         assert!(
             (decayed - 100e6 / std::f64::consts::E).abs() < 1e3,
             "{decayed}"
         );
 
         // A higher sample is a new peak at once.
-        stats.record_rtt(Instant::now(), 500e6, decay);
+        stats.record_rtt(now(), 500e6, &ewma);
         assert_eq!(stats.rtt_estimate(), Some(Duration::from_millis(500)));
     }
 }

@@ -1,8 +1,9 @@
 //! The authoritative member list, changed only under the balancer's membership lock.
 
-use crate::{endpoint::MAX_WEIGHT, EndpointStats, Error};
+use crate::{endpoint::MAX_WEIGHT, load::PeakEwma, EndpointStats, Error};
 use std::fmt::Debug;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 pub(crate) struct Member<K, S> {
     pub(crate) key: K,
@@ -17,13 +18,19 @@ pub(crate) struct Members<K, S> {
     /// its counters stay visible in [`Balance::snapshot`](crate::Balance::snapshot) until the
     /// last call ends, so draining is observable rather than silent.
     pub(crate) draining: Vec<(K, Arc<EndpointStats>)>,
+    /// How new endpoints' calls are timed: the policy's choice.
+    latency: Option<PeakEwma>,
+    /// The clock origin all endpoints of this balancer share.
+    epoch: Instant,
 }
 
 impl<K: Eq + Debug, S> Members<K, S> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(latency: Option<PeakEwma>) -> Self {
         Members {
             active: Vec::new(),
             draining: Vec::new(),
+            latency,
+            epoch: Instant::now(),
         }
     }
 
@@ -31,7 +38,7 @@ impl<K: Eq + Debug, S> Members<K, S> {
     /// has been checked with [`check_weight`].
     pub(crate) fn insert(&mut self, key: K, service: S, weight: u32) {
         let member = Member {
-            stats: Arc::new(EndpointStats::new(weight)),
+            stats: Arc::new(EndpointStats::timed(weight, self.latency, self.epoch)),
             key,
             service,
         };

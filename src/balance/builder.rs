@@ -152,7 +152,7 @@ where
     /// Builds the balancer even when discovery cannot start; such a balancer reports why from
     /// `poll_ready` and from every call.
     pub(crate) fn assemble(self) -> (Balance<K, S, P, L>, Option<Error>) {
-        let mut members = Members::new();
+        let mut members = Members::new(self.policy.latency());
         for (key, service, weight) in self.endpoints {
             members.insert(key, self.layer.layer(service), weight);
         }

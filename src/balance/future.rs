@@ -28,7 +28,7 @@ pin_project! {
     where
         S: Service<Req>,
     {
-        Failed { error: Error },
+        Failed { error: Option<BoxError> },
         Called {
             #[pin]
             call: Oneshot<S, Req>,
@@ -52,7 +52,9 @@ where
 
     pub(crate) fn failed(error: Error) -> Self {
         ResponseFuture {
-            kind: Kind::Failed { error },
+            kind: Kind::Failed {
+                error: Some(error.into()),
+            },
         }
     }
 }
@@ -67,7 +69,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.kind.project() {
-            KindProj::Failed { error } => Poll::Ready(Err(error.clone().into())),
+            KindProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .expect("ResponseFuture polled after completion"))),
             KindProj::Called { call, guard } => {
                 let result = ready!(call.poll(cx));
                 // Completing releases the in-flight count now, not whenever the future is dropped.

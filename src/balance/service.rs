@@ -1,12 +1,15 @@
 //! `tower::Service` for [`Balance`].
 
-use super::{Balance, ResponseFuture};
+use super::{Balance, ResponseFuture, Shared};
+use crate::snapshot::Snapshot;
 use crate::{
     load::InFlight,
     policy::{Candidates, Pick},
     BoxError, Error,
 };
 use std::fmt::Debug;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::ServiceExt;
 use tower_layer::Layer;
@@ -28,32 +31,59 @@ where
     /// The one exception is a balancer whose discovery could not start (no tokio runtime),
     /// which reports that error here.
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        match &self.shared().broken {
+        match &self.shared.broken {
             None => Poll::Ready(Ok(())),
             Some(error) => Poll::Ready(Err(error.clone().into())),
         }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let shared = self.shared();
-        let snapshot = shared.current.load();
-        let (Some(table), None) = (&snapshot.table, &shared.broken) else {
-            let error = shared.broken.clone().unwrap_or(Error::NoEndpoints);
-            return ResponseFuture::failed(error);
-        };
-        let candidates = Candidates::new(&snapshot.stats);
-        let eligible = candidates.len();
-        let Some(index) = shared
-            .policy
-            .pick(&req, table, &candidates)
-            .filter(|&i| i < eligible)
-        else {
-            return ResponseFuture::failed(Error::NoPick { eligible });
-        };
-        tracing::trace!(endpoint = ?snapshot.keys[index], eligible, "picked");
-        let timing = shared.policy.latency().map(|ewma| (candidates.now(), ewma));
-        let guard = InFlight::start(snapshot.stats[index].clone(), timing);
-        let service = snapshot.services[index].clone();
-        ResponseFuture::called(service.oneshot(req), guard)
+        let shared = &*self.shared;
+        let generation = shared.generation.load(Ordering::Acquire);
+        match &self.cached {
+            Some((cached_at, snapshot)) if *cached_at == generation => route(shared, snapshot, req),
+            _ if self.called => {
+                let snapshot = shared.current.load_full();
+                let future = route(shared, &snapshot, req);
+                self.cached = Some((generation, snapshot));
+                future
+            }
+            _ => {
+                self.called = true;
+                route(shared, &shared.current.load(), req)
+            }
+        }
     }
+}
+
+/// Picks an endpoint from `snapshot` for `req` and starts the call.
+fn route<K, S, P, L, Req>(
+    shared: &Shared<K, S, P, L>,
+    snapshot: &Snapshot<K, L::Service, P::Table>,
+    req: Req,
+) -> ResponseFuture<L::Service, Req>
+where
+    K: Debug,
+    P: Pick<Req>,
+    L: Layer<S>,
+    L::Service: Service<Req> + Clone,
+{
+    let (Some(table), None) = (&snapshot.table, &shared.broken) else {
+        let error = shared.broken.clone().unwrap_or(Error::NoEndpoints);
+        return ResponseFuture::failed(error);
+    };
+    let candidates = Candidates::new(&snapshot.stats);
+    let eligible = candidates.len();
+    let Some(index) = shared
+        .policy
+        .pick(&req, table, &candidates)
+        .filter(|&i| i < eligible)
+    else {
+        return ResponseFuture::failed(Error::NoPick { eligible });
+    };
+    tracing::trace!(endpoint = ?snapshot.keys[index], eligible, "picked");
+    let endpoint = &snapshot.stats[index];
+    let guard = InFlight::start(Arc::clone(endpoint), || candidates.now_ns(endpoint));
+    let service = snapshot.services[index].clone();
+    ResponseFuture::called(service.oneshot(req), guard)
 }

@@ -1,53 +1,44 @@
 //! The in-flight guard a response future carries.
 
-use super::{peak_ewma::nanos, PeakEwma};
 use crate::EndpointStats;
 use std::sync::Arc;
-use tokio::time::Instant;
 
 /// Counts one call against its endpoint from the pick until the response future completes or
-/// is dropped, whichever comes first: the count is released in `Drop`, so cancelled calls
+/// is dropped, whichever comes first: a dropped guard releases the count, so cancelled calls
 /// (a timeout, a `select!` that lost) never leave an endpoint looking busy forever.
+///
+/// Sixteen bytes: the response future is moved at least once per request, and everything the
+/// completion needs besides the start time lives in the endpoint's [`EndpointStats`].
 #[derive(Debug)]
 pub(crate) struct InFlight {
     stats: Arc<EndpointStats>,
-    /// Set when the policy measures latency: when the call started, and how to record it.
-    timing: Option<(Instant, PeakEwma)>,
+    /// When the call started, in nanoseconds after the endpoint joined; 0 when untimed;
+    /// [`COMPLETED`] once the outcome is recorded.
+    started_ns: u64,
 }
 
+/// Marks a guard whose call has completed, so `Drop` has nothing left to do. No call starts
+/// 584 years after its endpoint joined.
+const COMPLETED: u64 = u64::MAX;
+
 impl InFlight {
-    pub(crate) fn start(stats: Arc<EndpointStats>, timing: Option<(Instant, PeakEwma)>) -> Self {
-        stats.start_call();
-        InFlight { stats, timing }
+    /// Starts counting a call; `now_ns` is called only if the endpoint's calls are timed.
+    pub(crate) fn start(stats: Arc<EndpointStats>, now_ns: impl FnOnce() -> u64) -> Self {
+        let started_ns = stats.start_call(now_ns);
+        InFlight { stats, started_ns }
     }
 
     /// Records the outcome of a completed call and releases its in-flight count.
     pub(crate) fn complete(mut self, succeeded: bool) {
-        if !succeeded {
-            self.stats.record_failure();
-        }
-        if let Some((started, ewma)) = self.timing.take() {
-            let now = Instant::now();
-            let mut sample = nanos(now.saturating_duration_since(started));
-            if !succeeded {
-                sample = sample.max(ewma.penalty_ns);
-            }
-            self.stats.record_rtt(now, sample, ewma.decay_ns);
-        }
+        self.stats.complete_call(self.started_ns, succeeded);
+        self.started_ns = COMPLETED;
     }
 }
 
 impl Drop for InFlight {
-    /// Releases the in-flight count. A call dropped before completing (a timeout, a lost
-    /// `select!`) still tells something about latency: the endpoint took at least this long.
-    /// That lower bound may raise the estimate but never lowers it; otherwise an endpoint so
-    /// slow that every call times out would never record a sample and would keep looking fast.
     fn drop(&mut self) {
-        if let Some((started, ewma)) = self.timing.take() {
-            let now = Instant::now();
-            let at_least = nanos(now.saturating_duration_since(started));
-            self.stats.raise_rtt(now, at_least, &ewma);
+        if self.started_ns != COMPLETED {
+            self.stats.cancel_call(self.started_ns);
         }
-        self.stats.end_call();
     }
 }

@@ -23,7 +23,8 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PeakEwma {
-    pub(crate) decay_ns: f64,
+    /// `1 / decay` in nanoseconds: the pick path multiplies rather than divides.
+    pub(crate) decay_rate: f64,
     pub(crate) default_ns: f64,
     pub(crate) penalty_ns: f64,
 }
@@ -32,7 +33,7 @@ impl Default for PeakEwma {
     /// Decay 10 s, default RTT 30 ms (Finagle's defaults), failure penalty 1 s.
     fn default() -> Self {
         PeakEwma {
-            decay_ns: nanos(Duration::from_secs(10)),
+            decay_rate: 1.0 / nanos(Duration::from_secs(10)),
             default_ns: nanos(Duration::from_millis(30)),
             penalty_ns: nanos(Duration::from_secs(1)),
         }
@@ -43,7 +44,7 @@ impl PeakEwma {
     /// The time constant over which an old estimate loses weight (default 10 s). A zero
     /// duration is raised to one nanosecond.
     pub fn decay(mut self, decay: Duration) -> Self {
-        self.decay_ns = nanos(decay).max(1.0);
+        self.decay_rate = 1.0 / nanos(decay).max(1.0);
         self
     }
 
@@ -60,6 +61,6 @@ impl PeakEwma {
     }
 }
 
-pub(crate) fn nanos(d: Duration) -> f64 {
+fn nanos(d: Duration) -> f64 {
     d.as_nanos() as f64
 }

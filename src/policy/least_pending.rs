@@ -1,7 +1,8 @@
 //! Least pending requests (least connections).
 
-use super::{pending_cost, Candidates, Pick, Policy};
+use super::{Candidates, Pending, Pick, Policy};
 use crate::{rng::Rng, EndpointStats};
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 /// Sends each request to the endpoint with the fewest calls in flight per unit of weight,
@@ -54,19 +55,22 @@ impl Policy for LeastPending {
 
 impl<Req> Pick<Req> for LeastPending {
     fn pick(&self, _: &Req, _: &(), candidates: &Candidates<'_>) -> Option<usize> {
-        let mut best = 0;
-        let mut best_cost = f64::INFINITY;
-        let mut ties = 0usize;
-        for (i, endpoint) in candidates.iter().enumerate() {
-            let cost = pending_cost(endpoint);
-            if cost < best_cost {
-                (best, best_cost, ties) = (i, cost, 1);
-            } else if cost == best_cost {
-                // Reservoir sampling: the k-th tie replaces the choice with probability 1/k,
-                // so every tied endpoint ends up equally likely, with no second pass.
-                ties += 1;
-                if self.rng.below(ties) == 0 {
-                    best = i;
+        let mut endpoints = candidates.iter().enumerate();
+        let (mut best, first) = endpoints.next()?;
+        let mut best_load = Pending::of(first);
+        let mut ties = 1usize;
+        for (i, endpoint) in endpoints {
+            let load = Pending::of(endpoint);
+            match load.cmp_load(&best_load) {
+                Ordering::Less => (best, best_load, ties) = (i, load, 1),
+                Ordering::Greater => {}
+                Ordering::Equal => {
+                    // Reservoir sampling: the k-th tie replaces the choice with probability 1/k,
+                    // so every tied endpoint ends up equally likely, with no second pass.
+                    ties += 1;
+                    if self.rng.below(ties) == 0 {
+                        best = i;
+                    }
                 }
             }
         }

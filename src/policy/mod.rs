@@ -85,6 +85,9 @@ pub trait Pick<Req>: Policy {
 pub struct Candidates<'a> {
     endpoints: &'a [Arc<EndpointStats>],
     now: Cell<Option<Instant>>,
+    /// `now` in nanoseconds after an endpoint epoch, for the last epoch asked about: all the
+    /// endpoints of one balancer share an epoch, so a pick converts the time only once.
+    now_ns: Cell<Option<(Instant, u64)>>,
 }
 
 impl<'a> Candidates<'a> {
@@ -93,6 +96,7 @@ impl<'a> Candidates<'a> {
         Candidates {
             endpoints,
             now: Cell::new(None),
+            now_ns: Cell::new(None),
         }
     }
 
@@ -132,10 +136,56 @@ impl<'a> Candidates<'a> {
     }
 }
 
-/// The cost every load-aware policy compares: calls in flight, counting the one about to be
+impl Candidates<'_> {
+    /// The time of this pick in `endpoint`'s timestamps (see [`Candidates::now`]).
+    pub(crate) fn now_ns(&self, endpoint: &EndpointStats) -> u64 {
+        match self.now_ns.get() {
+            Some((epoch, ns)) if epoch == endpoint.epoch() => ns,
+            _ => {
+                let ns = endpoint.clock_ns(self.now());
+                self.now_ns.set(Some((endpoint.epoch(), ns)));
+                ns
+            }
+        }
+    }
+}
+
+/// The load every load-aware policy compares: calls in flight, counting the one about to be
 /// sent, per unit of weight. The `+ 1` makes weights matter on idle endpoints too.
-pub(crate) fn pending_cost(endpoint: &EndpointStats) -> f64 {
-    (endpoint.in_flight() + 1) as f64 / f64::from(endpoint.weight())
+///
+/// Kept as a fraction and compared by cross-multiplication: two integer multiplications are
+/// much cheaper on the pick path than two floating-point divisions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pending {
+    calls: u64,
+    weight: u64,
+}
+
+impl Pending {
+    pub(crate) fn of(endpoint: &EndpointStats) -> Self {
+        Pending {
+            calls: endpoint.in_flight() as u64 + 1,
+            weight: u64::from(endpoint.weight()),
+        }
+    }
+
+    /// Compares `self.calls / self.weight` with `other.calls / other.weight`.
+    pub(crate) fn cmp_load(&self, other: &Pending) -> std::cmp::Ordering {
+        (self.calls * other.weight).cmp(&(other.calls * self.weight))
+    }
+
+    /// Compares the same ratios each scaled by a latency: the peak-EWMA cost
+    /// `rtt × calls / weight`, cross-multiplied like [`Pending::cmp_load`].
+    pub(crate) fn cmp_scaled(
+        &self,
+        rtt: f64,
+        other: &Pending,
+        other_rtt: f64,
+    ) -> std::cmp::Ordering {
+        let mine = rtt * (self.calls * other.weight) as f64;
+        let theirs = other_rtt * (other.calls * self.weight) as f64;
+        mine.total_cmp(&theirs)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Power of two choices.
 
-use super::{pending_cost, random::below_u32, Candidates, Pick, Policy};
+use super::{random::below_u32, Candidates, Pending, Pick, Policy};
 use crate::{load::PeakEwma, rng::Rng, EndpointStats};
 use std::sync::Arc;
 
@@ -63,12 +63,20 @@ impl P2c {
         }
     }
 
-    fn cost(&self, endpoint: &EndpointStats, candidates: &Candidates<'_>) -> f64 {
-        let pending = pending_cost(endpoint);
+    /// Whether `b` is strictly cheaper than `a`.
+    fn prefers_second(
+        &self,
+        a: &EndpointStats,
+        b: &EndpointStats,
+        candidates: &Candidates<'_>,
+    ) -> bool {
+        let (load_a, load_b) = (Pending::of(a), Pending::of(b));
         match &self.ewma {
-            None => pending,
+            None => load_b.cmp_load(&load_a).is_lt(),
             Some(ewma) => {
-                pending * endpoint.decayed_rtt_ns(candidates.now(), ewma.decay_ns, ewma.default_ns)
+                let rtt_a = a.decayed_rtt_ns(candidates.now_ns(a), ewma);
+                let rtt_b = b.decayed_rtt_ns(candidates.now_ns(b), ewma);
+                load_b.cmp_scaled(rtt_b, &load_a, rtt_a).is_lt()
             }
         }
     }
@@ -105,7 +113,7 @@ impl<Req> Pick<Req> for P2c {
             second += 1;
         }
         let (a, b) = (candidates.get(first), candidates.get(second));
-        Some(if self.cost(b, candidates) < self.cost(a, candidates) {
+        Some(if self.prefers_second(a, b, candidates) {
             second
         } else {
             first
@@ -154,8 +162,8 @@ mod tests {
         let eps = endpoints(&[1, 1]);
         let ewma = PeakEwma::default();
         let now = tokio::time::Instant::now();
-        eps[0].record_rtt(now, 10e6, ewma.decay_ns);
-        eps[1].record_rtt(now, 50e6, ewma.decay_ns);
+        eps[0].record_rtt(eps[0].clock_ns(now), 10e6, &ewma);
+        eps[1].record_rtt(eps[1].clock_ns(now), 50e6, &ewma);
         assert_eq!(count_picks(&P2c::peak_ewma(), &eps, 100), vec![100, 0]);
         // Five calls in flight on the fast one cost 10 ms × 6 > 50 ms × 1.
         eps[0].hold_in_flight(5);

@@ -2,7 +2,7 @@
 
 use super::{Candidates, Pick, Policy};
 use crate::{rng::Rng, EndpointStats};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Sends each request to the next endpoint in turn, ignoring weights and load.
@@ -33,17 +33,39 @@ pub struct RoundRobin {
 /// snapshot. Every pick on every thread increments it, so it gets cache lines of its own.
 #[derive(Debug)]
 #[repr(align(128))]
-pub struct Cursor(AtomicUsize);
+pub struct Cursor {
+    position: AtomicU64,
+    len: u64,
+    /// `2^128 / len`, rounded up: turns `position % len` into three multiplications (Lemire's
+    /// fastmod), as a 64-bit division would cost as much as the rest of the pick.
+    inverse: u128,
+}
 
 impl Cursor {
-    pub(crate) fn starting_at(start: usize) -> Self {
-        Cursor(AtomicUsize::new(start))
+    /// A cursor over `len` (non-zero) positions, starting at `start`.
+    pub(crate) fn new(len: usize, start: usize) -> Self {
+        let len = len.max(1) as u64;
+        Cursor {
+            position: AtomicU64::new(start as u64),
+            len,
+            inverse: (u128::MAX / u128::from(len)).wrapping_add(1),
+        }
     }
 
-    /// The next position, modulo `len`.
-    pub(crate) fn next(&self, len: usize) -> usize {
-        self.0.fetch_add(1, Ordering::Relaxed) % len
+    /// The next position, in `0..len`.
+    pub(crate) fn next(&self) -> usize {
+        let position = self.position.fetch_add(1, Ordering::Relaxed);
+        fastmod(position, self.inverse, self.len) as usize
     }
+}
+
+/// `a % d` given `inverse = 2^128 / d` rounded up (Lemire, Kaser & Kurz, "Faster remainder by
+/// direct computation", 2019).
+fn fastmod(a: u64, inverse: u128, d: u64) -> u64 {
+    let low = inverse.wrapping_mul(u128::from(a));
+    let bottom = ((low & u128::from(u64::MAX)) * u128::from(d)) >> 64;
+    let top = (low >> 64) * u128::from(d);
+    ((bottom + top) >> 64) as u64
 }
 
 impl RoundRobin {
@@ -70,13 +92,13 @@ impl Policy for RoundRobin {
     type Table = Cursor;
 
     fn table(&self, endpoints: &[Arc<EndpointStats>]) -> Cursor {
-        Cursor::starting_at(self.rng.below(endpoints.len().max(1)))
+        Cursor::new(endpoints.len(), self.rng.below(endpoints.len().max(1)))
     }
 }
 
 impl<Req> Pick<Req> for RoundRobin {
-    fn pick(&self, _: &Req, cursor: &Cursor, candidates: &Candidates<'_>) -> Option<usize> {
-        Some(cursor.next(candidates.len()))
+    fn pick(&self, _: &Req, cursor: &Cursor, _: &Candidates<'_>) -> Option<usize> {
+        Some(cursor.next())
     }
 }
 
@@ -84,6 +106,16 @@ impl<Req> Pick<Req> for RoundRobin {
 mod tests {
     use super::*;
     use crate::policy::testing::{count_picks, endpoints};
+
+    #[test]
+    fn fastmod_is_the_remainder() {
+        for d in [1u64, 2, 3, 7, 10, 4096, 1 << 33, u64::MAX] {
+            let inverse = (u128::MAX / u128::from(d)).wrapping_add(1);
+            for a in [0u64, 1, 2, 9, 4095, 4097, 1 << 40, u64::MAX - 1, u64::MAX] {
+                assert_eq!(fastmod(a, inverse, d), a % d, "{a} % {d}");
+            }
+        }
+    }
 
     #[test]
     fn every_endpoint_gets_the_same_share() {

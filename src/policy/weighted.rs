@@ -74,16 +74,15 @@ impl Policy for WeightedRoundRobin {
         let slots = smooth_schedule(&weights);
         let start = self.rng.below(slots.len().max(1));
         Schedule {
+            cursor: Cursor::new(slots.len(), start),
             slots,
-            cursor: Cursor::starting_at(start),
         }
     }
 }
 
 impl<Req> Pick<Req> for WeightedRoundRobin {
     fn pick(&self, _: &Req, schedule: &Schedule, _: &Candidates<'_>) -> Option<usize> {
-        let slot = schedule.cursor.next(schedule.slots.len());
-        Some(schedule.slots[slot] as usize)
+        Some(schedule.slots[schedule.cursor.next()] as usize)
     }
 }
 

@@ -1,0 +1,135 @@
+//! Pick overhead per request, against the anchors in the same run: a bare `service_fn` call
+//! (the floor) and tower's `p2c::Balance` with `PendingRequests` and with `PeakEwma`.
+//!
+//! Endpoints are trivial and always ready, so what is measured is the balancer itself: pick,
+//! load accounting and the response future. Run with `cargo bench --bench pick`; compare the
+//! ratios within one run, not the times across runs (the machine is shared and noisy).
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use futures::FutureExt;
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::time::Duration;
+use tower::discover::ServiceList;
+use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
+use tower::util::ServiceFn;
+use tower::{service_fn, Service, ServiceExt};
+use tower_lb::policy::{LeastPending, P2c, Pick, Random, RoundRobin, WeightedRoundRobin};
+use tower_lb::Balance;
+
+type Trivial = ServiceFn<fn(()) -> Ready<Result<(), Infallible>>>;
+
+fn trivial() -> Trivial {
+    service_fn(|()| ready(Ok(())))
+}
+
+/// One request through `svc`: readiness, call, and the response future run to completion.
+fn one_request<S: Service<()>>(svc: &mut S)
+where
+    S::Error: std::fmt::Debug,
+{
+    svc.ready()
+        .now_or_never()
+        .expect("ready")
+        .expect("no error");
+    svc.call(())
+        .now_or_never()
+        .expect("complete")
+        .expect("no error");
+}
+
+fn ours<P: Pick<()>>(policy: P, n: usize) -> Balance<usize, Trivial, P> {
+    let mut builder = Balance::builder(policy);
+    for i in 0..n {
+        // Weights 1..=4, so the weighted policies have real work to do.
+        builder = builder
+            .weighted_endpoint(i, trivial(), (i % 4 + 1) as u32)
+            .expect("valid weight");
+    }
+    builder.build().expect("builds")
+}
+
+fn bench_pick(c: &mut Criterion) {
+    for n in [2usize, 8, 64, 512, 4096] {
+        let mut group = c.benchmark_group(format!("pick/n={n}"));
+        group
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2))
+            .sample_size(30);
+
+        group.bench_function("floor (bare service_fn)", |b| {
+            let mut svc = trivial();
+            b.iter(|| one_request(&mut svc))
+        });
+        group.bench_function("tower p2c PendingRequests", |b| {
+            let discover = PendingRequestsDiscover::new(
+                ServiceList::new((0..n).map(|_| trivial())),
+                CompleteOnResponse::default(),
+            );
+            let mut svc = tower::balance::p2c::Balance::new(discover);
+            b.iter(|| one_request(&mut svc))
+        });
+        group.bench_function("tower p2c PeakEwma", |b| {
+            let discover = PeakEwmaDiscover::new::<()>(
+                ServiceList::new((0..n).map(|_| trivial())),
+                Duration::from_millis(30),
+                Duration::from_secs(10),
+                CompleteOnResponse::default(),
+            );
+            let mut svc = tower::balance::p2c::Balance::new(discover);
+            b.iter(|| one_request(&mut svc))
+        });
+
+        macro_rules! policy {
+            ($name:literal, $policy:expr) => {
+                group.bench_function($name, |b| {
+                    let mut svc = ours($policy, n);
+                    b.iter(|| one_request(&mut svc))
+                });
+            };
+        }
+        policy!("tower-lb round robin", RoundRobin::new());
+        policy!("tower-lb weighted round robin", WeightedRoundRobin::new());
+        policy!("tower-lb random (weighted)", Random::new());
+        policy!("tower-lb p2c pending", P2c::new());
+        policy!("tower-lb p2c peak-ewma", P2c::peak_ewma());
+        group.bench_function("tower-lb p2c pending, clone per call", |b| {
+            let svc = ours(P2c::new(), n);
+            b.iter(|| one_request(&mut svc.clone()))
+        });
+        if n <= 512 {
+            // A full scan: O(n) by design, measured where that is still a fair comparison.
+            policy!("tower-lb least pending", LeastPending::new());
+        }
+        group.finish();
+    }
+}
+
+/// Membership change cost: publishing a new snapshot (and its policy table) for one insert.
+fn bench_membership(c: &mut Criterion) {
+    let mut group = c.benchmark_group("membership");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    for n in [64usize, 4096] {
+        group.bench_function(
+            format!("insert+remove at n={n}, weighted round robin"),
+            |b| {
+                let lb = ours(WeightedRoundRobin::new(), n);
+                b.iter_batched(
+                    || (),
+                    |()| {
+                        lb.insert(usize::MAX, trivial());
+                        lb.remove(&usize::MAX).expect("present");
+                    },
+                    BatchSize::SmallInput,
+                )
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_pick, bench_membership);
+criterion_main!(benches);
