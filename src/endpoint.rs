@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn decay_factor_matches_exp() {
-        for x in [0.0, 1e-9, 1e-6, 5e-4, 9.99e-4, 1e-3, 0.5, 1.0, 20.0] {
+        for x in [0.0f64, 1e-9, 1e-6, 5e-4, 9.99e-4, 1e-3, 0.5, 1.0, 20.0] {
             let exact = (-x).exp();
             assert!((decay_factor(x) - exact).abs() < 1e-9, "{x}");
         }
