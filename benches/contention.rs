@@ -1,7 +1,11 @@
 //! Throughput under contention: 64 tasks on a 2-worker tokio runtime send requests through
 //! clones of one balancer, against tower's `p2c::Balance` (PendingRequests) behind a `Buffer`,
 //! the way tower's balancer has to be shared. Reported as requests per second (criterion's
-//! "thrpt"); compare the two within one run.
+//! "thrpt"); compare within one run.
+//!
+//! Two ways to share: each task keeps its own clone and calls it (`ready().await` then
+//! `call`), as a `Buffer` handle is used; or each request clones the shared handle and
+//! `oneshot`s it, the common idiom in handlers.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::convert::Infallible;
@@ -28,8 +32,9 @@ fn endpoint() -> impl Service<
     service_fn(|()| ready(Ok::<_, Infallible>(())))
 }
 
-/// Runs `iters × PER_ITERATION` requests from `TASKS` tasks sharing clones of `svc`.
-fn run<S>(rt: &tokio::runtime::Runtime, svc: S, iters: u64) -> Duration
+/// Runs `iters × PER_ITERATION` requests from `TASKS` tasks sharing clones of `svc`; with
+/// `clone_per_request`, every request goes through a fresh clone.
+fn run<S>(rt: &tokio::runtime::Runtime, svc: S, iters: u64, clone_per_request: bool) -> Duration
 where
     S: Service<()> + Clone + Send + 'static,
     S::Future: Send,
@@ -40,10 +45,19 @@ where
         let start = Instant::now();
         let tasks: Vec<_> = (0..TASKS)
             .map(|_| {
-                let svc = svc.clone();
+                let mut svc = svc.clone();
                 tokio::spawn(async move {
                     for _ in 0..per_task {
-                        svc.clone().oneshot(()).await.expect("no error");
+                        if clone_per_request {
+                            svc.clone().oneshot(()).await.expect("no error");
+                        } else {
+                            svc.ready()
+                                .await
+                                .expect("ready")
+                                .call(())
+                                .await
+                                .expect("no error");
+                        }
                     }
                 })
             })
@@ -75,21 +89,24 @@ fn bench_contention(c: &mut Criterion) {
             );
             tower::buffer::Buffer::new(tower::balance::p2c::Balance::new(discover), 1024)
         });
-        b.iter_custom(|iters| run(&rt, svc.clone(), iters))
+        b.iter_custom(|iters| run(&rt, svc.clone(), iters, false))
     });
-    group.bench_function("tower-lb p2c pending (shared clones)", |b| {
-        let lb = Balance::builder(P2c::new())
-            .endpoints((0..ENDPOINTS).map(|i| (i, endpoint())))
-            .build()
-            .expect("builds");
-        b.iter_custom(|iters| run(&rt, lb.clone(), iters))
+    let p2c = Balance::builder(P2c::new())
+        .endpoints((0..ENDPOINTS).map(|i| (i, endpoint())))
+        .build()
+        .expect("builds");
+    let round_robin = Balance::builder(RoundRobin::new())
+        .endpoints((0..ENDPOINTS).map(|i| (i, endpoint())))
+        .build()
+        .expect("builds");
+    group.bench_function("tower-lb p2c pending, a clone per task", |b| {
+        b.iter_custom(|iters| run(&rt, p2c.clone(), iters, false))
     });
-    group.bench_function("tower-lb round robin (shared clones)", |b| {
-        let lb = Balance::builder(RoundRobin::new())
-            .endpoints((0..ENDPOINTS).map(|i| (i, endpoint())))
-            .build()
-            .expect("builds");
-        b.iter_custom(|iters| run(&rt, lb.clone(), iters))
+    group.bench_function("tower-lb p2c pending, a clone per request", |b| {
+        b.iter_custom(|iters| run(&rt, p2c.clone(), iters, true))
+    });
+    group.bench_function("tower-lb round robin, a clone per task", |b| {
+        b.iter_custom(|iters| run(&rt, round_robin.clone(), iters, false))
     });
     group.finish();
 }

@@ -1,6 +1,7 @@
 //! The authoritative member list, changed only under the balancer's membership lock.
 
-use crate::{endpoint::MAX_WEIGHT, load::PeakEwma, EndpointStats, Error};
+use crate::endpoint::{Timing, MAX_WEIGHT};
+use crate::{load::PeakEwma, EndpointStats, Error};
 use std::fmt::Debug;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -18,10 +19,8 @@ pub(crate) struct Members<K, S> {
     /// its counters stay visible in [`Balance::snapshot`](crate::Balance::snapshot) until the
     /// last call ends, so draining is observable rather than silent.
     pub(crate) draining: Vec<(K, Arc<EndpointStats>)>,
-    /// How new endpoints' calls are timed: the policy's choice.
-    latency: Option<PeakEwma>,
-    /// The clock origin all endpoints of this balancer share.
-    epoch: Instant,
+    /// How new endpoints' calls are timed (the policy's choice), shared by all of them.
+    timing: Option<Arc<Timing>>,
 }
 
 impl<K: Eq + Debug, S> Members<K, S> {
@@ -29,8 +28,12 @@ impl<K: Eq + Debug, S> Members<K, S> {
         Members {
             active: Vec::new(),
             draining: Vec::new(),
-            latency,
-            epoch: Instant::now(),
+            timing: latency.map(|ewma| {
+                Arc::new(Timing {
+                    ewma,
+                    epoch: Instant::now(),
+                })
+            }),
         }
     }
 
@@ -38,7 +41,7 @@ impl<K: Eq + Debug, S> Members<K, S> {
     /// has been checked with [`check_weight`].
     pub(crate) fn insert(&mut self, key: K, service: S, weight: u32) {
         let member = Member {
-            stats: Arc::new(EndpointStats::timed(weight, self.latency, self.epoch)),
+            stats: Arc::new(EndpointStats::timed(weight, self.timing.clone())),
             key,
             service,
         };

@@ -26,6 +26,7 @@ pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use weighted::WeightedRoundRobin;
 
+use crate::endpoint::Timing;
 use crate::{load::PeakEwma, EndpointStats};
 use std::cell::Cell;
 use std::sync::Arc;
@@ -87,7 +88,7 @@ pub struct Candidates<'a> {
     now: Cell<Option<Instant>>,
     /// `now` in nanoseconds after an endpoint epoch, for the last epoch asked about: all the
     /// endpoints of one balancer share an epoch, so a pick converts the time only once.
-    now_ns: Cell<Option<(Instant, u64)>>,
+    now_ns: Cell<Option<(*const Timing, u64)>>,
 }
 
 impl<'a> Candidates<'a> {
@@ -140,10 +141,10 @@ impl Candidates<'_> {
     /// The time of this pick in `endpoint`'s timestamps (see [`Candidates::now`]).
     pub(crate) fn now_ns(&self, endpoint: &EndpointStats) -> u64 {
         match self.now_ns.get() {
-            Some((epoch, ns)) if epoch == endpoint.epoch() => ns,
+            Some((timing, ns)) if timing == endpoint.timing_id() => ns,
             _ => {
                 let ns = endpoint.clock_ns(self.now());
-                self.now_ns.set(Some((endpoint.epoch(), ns)));
+                self.now_ns.set(Some((endpoint.timing_id(), ns)));
                 ns
             }
         }

@@ -159,8 +159,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn peak_ewma_prefers_the_faster_endpoint() {
-        let eps = endpoints(&[1, 1]);
         let ewma = PeakEwma::default();
+        let timing = Arc::new(crate::endpoint::Timing {
+            ewma,
+            epoch: tokio::time::Instant::now(),
+        });
+        let eps: Vec<_> = (0..2)
+            .map(|_| Arc::new(EndpointStats::timed(1, Some(timing.clone()))))
+            .collect();
         let now = tokio::time::Instant::now();
         eps[0].record_rtt(eps[0].clock_ns(now), 10e6, &ewma);
         eps[1].record_rtt(eps[1].clock_ns(now), 50e6, &ewma);
