@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Turns criterion's console output of `cargo bench --bench pick` into the README's table:
+ns per request per N, and the ratios the targets are stated in. Reads standard input.
+
+    cargo bench --bench pick -- --noplot | python3 benches/report.py
+"""
+import re
+import sys
+
+text = sys.stdin.read()
+rows = re.findall(r"^(pick/n=\d+/[^\n]+?)\s*\n?\s*time:\s+\[\S+ \S+ (\S+) (\S+)", text, re.M)
+scale = {"ns": 1.0, "µs": 1e3, "ms": 1e6}
+data = {}
+for name, value, unit in rows:
+    n = int(re.search(r"n=(\d+)", name).group(1))
+    data.setdefault(name.split("/", 2)[2], {})[n] = float(value) * scale[unit]
+sizes = sorted({n for d in data.values() for n in d})
+
+print("| ns per request | " + " | ".join(f"N={n}" for n in sizes) + " | N=max / N=2 |")
+print("|---|" + "---:|" * (len(sizes) + 1))
+for name, d in data.items():
+    cells = [f"{d[n]:.1f}" if n in d else "–" for n in sizes]
+    growth = f"{d[sizes[-1]] / d[sizes[0]]:.2f}" if sizes[-1] in d and sizes[0] in d else "–"
+    print(f"| {name} | " + " | ".join(cells) + f" | {growth} |")
+
+def ratio_row(label, ours, anchor, fmt="{:.3f}", minus=False):
+    cells = []
+    for n in sizes:
+        if n in data.get(ours, {}) and n in data.get(anchor, {}):
+            a, b = data[ours][n], data[anchor][n]
+            cells.append(fmt.format(a - b if minus else a / b))
+        else:
+            cells.append("–")
+    print(f"| {label} | " + " | ".join(cells) + " | |")
+
+print()
+print("| ratio, same run | " + " | ".join(f"N={n}" for n in sizes) + " | |")
+print("|---|" + "---:|" * (len(sizes) + 1))
+ratio_row("p2c pending / tower p2c PendingRequests", "tower-lb p2c pending", "tower p2c PendingRequests")
+ratio_row("p2c peak-ewma / tower p2c PeakEwma", "tower-lb p2c peak-ewma", "tower p2c PeakEwma")
+for policy in ["round robin", "weighted round robin", "random (weighted)"]:
+    ratio_row(f"{policy} − floor (ns)", f"tower-lb {policy}", "floor (bare service_fn)", "{:.1f}", True)
