@@ -86,3 +86,22 @@ async fn endpoint_timeout_inside_releases_the_endpoint() {
     assert_eq!(lb.snapshot()[0].in_flight, 0);
     assert_eq!(lb.snapshot()[0].failures, 1);
 }
+
+/// `Balance` and its response future are `Send + Sync`/`Send` like `reqwest::Client` and its
+/// futures, so they can be shared across tasks and spawned.
+#[test]
+fn balance_is_send_and_sync() {
+    fn send_sync<T: Send + Sync + Clone + 'static>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let client = reqwest::Client::new();
+    let endpoint = service_fn(move |url: String| client.get(url).send());
+    let mut lb = Balance::builder(tower_lb::policy::P2c::peak_ewma())
+        .endpoint("a", endpoint)
+        .build()
+        .unwrap();
+    send_sync(&lb);
+    send(&tower::Service::call(
+        &mut lb,
+        "http://127.0.0.1:9/".to_string(),
+    ));
+}
