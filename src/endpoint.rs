@@ -45,22 +45,50 @@ pub struct EndpointStats {
     failures: AtomicU64,
     /// Peak-EWMA latency estimate in nanoseconds, as `f64` bits; 0 until the first sample.
     rtt_bits: AtomicU64,
-    /// When `rtt_bits` was last written, in nanoseconds after the timing's epoch.
+    /// When `rtt_bits` was last written, in nanoseconds after the pool's epoch.
     rtt_at: AtomicU64,
+    /// A stable hash of the endpoint's key: where it sits on a hash ring.
+    key_hash: u64,
     weight: u32,
-    /// How calls are timed, if the policy measures latency; shared by all the endpoints of a
-    /// balancer, which keeps this struct within one cache line: with thousands of endpoints,
-    /// the fewer lines a pick touches, the fewer cache misses.
-    timing: Option<Arc<Timing>>,
+    /// What the policy wants accounted beyond these counters, shared by all the endpoints of a
+    /// balancer; `None` when nothing is. Kept behind one pointer so this struct fits one cache
+    /// line: with thousands of endpoints, the fewer lines a pick touches, the fewer misses.
+    pool: Option<Arc<Pool>>,
 }
 
-/// How a balancer's calls are timed: the policy's estimator settings, and the origin of all
-/// its endpoints' timestamps (one origin, so a pick converts the time once for every
-/// candidate).
+/// Accounting shared by all the endpoints of one balancer.
 #[derive(Debug)]
-pub(crate) struct Timing {
-    pub(crate) ewma: PeakEwma,
+pub(crate) struct Pool {
+    /// How calls are timed, when the policy measures latency.
+    pub(crate) ewma: Option<PeakEwma>,
+    /// The origin of all the endpoints' timestamps: one origin, so a pick converts the time
+    /// once for every candidate.
     pub(crate) epoch: Instant,
+    /// Calls in flight over the whole pool, when the policy needs the mean load (bounded-load
+    /// consistent hashing). One more atomic per call, so kept only when asked for.
+    pub(crate) in_flight: Option<PoolInFlight>,
+}
+
+/// A pool-wide in-flight counter, on a cache line of its own: every call on every thread
+/// updates it.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct PoolInFlight(AtomicU64);
+
+impl Pool {
+    /// The accounting `latency` and `count_in_flight` ask for; `None` if they ask for nothing.
+    pub(crate) fn for_policy(
+        latency: Option<PeakEwma>,
+        count_in_flight: bool,
+    ) -> Option<Arc<Pool>> {
+        (latency.is_some() || count_in_flight).then(|| {
+            Arc::new(Pool {
+                ewma: latency,
+                epoch: Instant::now(),
+                in_flight: count_in_flight.then(PoolInFlight::default),
+            })
+        })
+    }
 }
 
 impl EndpointStats {
@@ -69,20 +97,27 @@ impl EndpointStats {
     /// The weight is not checked here; the balancer validates it against [`MAX_WEIGHT`] before
     /// an endpoint joins.
     pub fn new(weight: u32) -> Self {
-        Self::timed(weight, None)
+        Self::member(weight, 0, None)
     }
 
-    /// Counters for an endpoint whose calls are timed, when `timing` is `Some`.
-    pub(crate) fn timed(weight: u32, timing: Option<Arc<Timing>>) -> Self {
+    /// Counters for a pool member: its key's hash, and the pool's shared accounting.
+    pub(crate) fn member(weight: u32, key_hash: u64, pool: Option<Arc<Pool>>) -> Self {
         EndpointStats {
             started: AtomicU64::new(0),
             ended: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             rtt_bits: AtomicU64::new(0),
             rtt_at: AtomicU64::new(0),
+            key_hash,
             weight,
-            timing,
+            pool,
         }
+    }
+
+    /// A hash of the endpoint's key, the same in every process (SipHash with fixed keys, as
+    /// the `hashring` crate uses); 0 for stats made with [`EndpointStats::new`].
+    pub fn key_hash(&self) -> u64 {
+        self.key_hash
     }
 
     /// The endpoint's configured weight (1 ..= [`MAX_WEIGHT`]).
@@ -160,7 +195,13 @@ impl EndpointStats {
     /// calls are timed (`now_ns` is called only then, and reads the pick's clock).
     pub(crate) fn start_call(&self, now_ns: impl FnOnce() -> u64) -> u64 {
         self.started.fetch_add(1, Ordering::Relaxed);
-        match self.timing {
+        let Some(pool) = &self.pool else {
+            return 0;
+        };
+        if let Some(total) = &pool.in_flight {
+            total.0.fetch_add(1, Ordering::Relaxed);
+        }
+        match pool.ewma {
             Some(_) => now_ns(),
             None => 0,
         }
@@ -173,8 +214,7 @@ impl EndpointStats {
         if !succeeded {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(timing) = &self.timing {
-            let ewma = &timing.ewma;
+        if let Some(ewma) = self.pool.as_ref().and_then(|pool| pool.ewma.as_ref()) {
             let now = self.clock_ns(Instant::now());
             let mut sample = now.saturating_sub(started_ns) as f64;
             if !succeeded {
@@ -182,7 +222,7 @@ impl EndpointStats {
             }
             self.record_rtt(now, sample, ewma);
         }
-        self.ended.fetch_add(1, Ordering::Relaxed);
+        self.end_call();
     }
 
     /// Records a call dropped before it completed (a timeout, a lost `select!`). The endpoint
@@ -190,29 +230,41 @@ impl EndpointStats {
     /// Otherwise an endpoint so slow that every call times out would never record a sample
     /// and would keep looking fast.
     pub(crate) fn cancel_call(&self, started_ns: u64) {
-        if let Some(timing) = &self.timing {
-            let ewma = &timing.ewma;
+        if let Some(ewma) = self.pool.as_ref().and_then(|pool| pool.ewma.as_ref()) {
             let now = self.clock_ns(Instant::now());
             let at_least = now.saturating_sub(started_ns) as f64;
             self.raise_rtt(now, at_least, ewma);
         }
+        self.end_call();
+    }
+
+    fn end_call(&self) {
         self.ended.fetch_add(1, Ordering::Relaxed);
+        if let Some(total) = self.pool.as_ref().and_then(|pool| pool.in_flight.as_ref()) {
+            total.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Calls in flight over the whole pool, if the pool counts them.
+    pub(crate) fn pool_in_flight(&self) -> Option<u64> {
+        let total = self.pool.as_ref()?.in_flight.as_ref()?;
+        Some(total.0.load(Ordering::Relaxed))
     }
 
     /// `now` in this endpoint's timestamps: nanoseconds after its timing's epoch (0 for an
     /// untimed endpoint, which records no timestamps).
     pub(crate) fn clock_ns(&self, now: Instant) -> u64 {
-        let Some(timing) = &self.timing else {
+        let Some(pool) = &self.pool else {
             return 0;
         };
-        let elapsed = now.saturating_duration_since(timing.epoch);
+        let elapsed = now.saturating_duration_since(pool.epoch);
         // Without `as_nanos`, whose u128 arithmetic costs more than the subtraction.
         elapsed.as_secs() * 1_000_000_000 + u64::from(elapsed.subsec_nanos())
     }
 
     /// Identifies the endpoint's timestamps' origin: equal for endpoints of one balancer.
-    pub(crate) fn timing_id(&self) -> *const Timing {
-        self.timing.as_ref().map_or(std::ptr::null(), Arc::as_ptr)
+    pub(crate) fn pool_id(&self) -> *const Pool {
+        self.pool.as_ref().map_or(std::ptr::null(), Arc::as_ptr)
     }
 
     #[cfg(test)]
@@ -256,11 +308,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn peak_ewma_takes_peaks_and_decays() {
         let ewma = PeakEwma::default();
-        let timing = Arc::new(Timing {
-            ewma,
-            epoch: Instant::now(),
-        });
-        let stats = EndpointStats::timed(1, Some(timing));
+        let stats = EndpointStats::member(1, 0, Pool::for_policy(Some(ewma), false));
         assert_eq!(
             stats.decayed_rtt_ns(stats.clock_ns(Instant::now()), &ewma),
             30e6,

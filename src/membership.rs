@@ -1,10 +1,11 @@
 //! The authoritative member list, changed only under the balancer's membership lock.
 
-use crate::endpoint::{Timing, MAX_WEIGHT};
-use crate::{load::PeakEwma, EndpointStats, Error};
+use crate::endpoint::{Pool, MAX_WEIGHT};
+use crate::{EndpointStats, Error};
 use std::fmt::Debug;
+use std::hash::BuildHasher;
+use std::hash::Hash;
 use std::sync::Arc;
-use tokio::time::Instant;
 
 pub(crate) struct Member<K, S> {
     pub(crate) key: K,
@@ -19,29 +20,25 @@ pub(crate) struct Members<K, S> {
     /// its counters stay visible in [`Balance::snapshot`](crate::Balance::snapshot) until the
     /// last call ends, so draining is observable rather than silent.
     pub(crate) draining: Vec<(K, Arc<EndpointStats>)>,
-    /// How new endpoints' calls are timed (the policy's choice), shared by all of them.
-    timing: Option<Arc<Timing>>,
+    /// The accounting the policy asked for, shared by all endpoints.
+    pool: Option<Arc<Pool>>,
 }
 
-impl<K: Eq + Debug, S> Members<K, S> {
-    pub(crate) fn new(latency: Option<PeakEwma>) -> Self {
+impl<K: Eq + Hash + Debug, S> Members<K, S> {
+    pub(crate) fn new(pool: Option<Arc<Pool>>) -> Self {
         Members {
             active: Vec::new(),
             draining: Vec::new(),
-            timing: latency.map(|ewma| {
-                Arc::new(Timing {
-                    ewma,
-                    epoch: Instant::now(),
-                })
-            }),
+            pool,
         }
     }
 
     /// Adds an endpoint, or replaces the one with the same key (which then drains). The weight
     /// has been checked with [`check_weight`].
     pub(crate) fn insert(&mut self, key: K, service: S, weight: u32) {
+        let key_hash = hashring::DefaultHashBuilder.hash_one(&key);
         let member = Member {
-            stats: Arc::new(EndpointStats::timed(weight, self.timing.clone())),
+            stats: Arc::new(EndpointStats::member(weight, key_hash, self.pool.clone())),
             key,
             service,
         };

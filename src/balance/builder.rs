@@ -3,11 +3,13 @@
 use super::{apply_changes, Balance, Shared};
 use crate::{
     discover::{self, BoxDiscover},
+    endpoint::Pool,
     membership::{check_weight, Members},
     policy::Policy,
     BoxError, Error,
 };
 use std::fmt::{self, Debug};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use tower::discover::Discover;
@@ -129,7 +131,7 @@ impl<K, S, P, L> Builder<K, S, P, L> {
 
 impl<K, S, P, L> Builder<K, S, P, L>
 where
-    K: Clone + Eq + Debug + Send + Sync + 'static,
+    K: Clone + Eq + Hash + Debug + Send + Sync + 'static,
     S: Send + 'static,
     P: Policy,
     L: Layer<S> + Send + Sync + 'static,
@@ -152,7 +154,8 @@ where
     /// Builds the balancer even when discovery cannot start; such a balancer reports why from
     /// `poll_ready` and from every call.
     pub(crate) fn assemble(self) -> (Balance<K, S, P, L>, Option<Error>) {
-        let mut members = Members::new(self.policy.latency());
+        let pool = Pool::for_policy(self.policy.latency(), self.policy.counts_total_in_flight());
+        let mut members = Members::new(pool);
         for (key, service, weight) in self.endpoints {
             members.insert(key, self.layer.layer(service), weight);
         }

@@ -3,6 +3,7 @@
 use super::{Balance, Builder};
 use crate::{policy::Policy, BoxError};
 use std::fmt::Debug;
+use std::hash::Hash;
 use tower::discover::Discover;
 use tower_layer::{Identity, Layer};
 
@@ -56,7 +57,7 @@ impl<P, L> BalanceLayer<P, L> {
 impl<D, P, L> Layer<D> for BalanceLayer<P, L>
 where
     D: Discover + Send + 'static,
-    D::Key: Clone + Eq + Debug + Send + Sync + 'static,
+    D::Key: Clone + Eq + Hash + Debug + Send + Sync + 'static,
     D::Service: Send + 'static,
     D::Error: Into<BoxError>,
     P: Policy + Clone,

@@ -13,6 +13,7 @@ pub use layer::BalanceLayer;
 use crate::{membership::Members, policy::Policy, snapshot::Snapshot, EndpointStats, Error};
 use arc_swap::ArcSwap;
 use std::fmt::{self, Debug};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -160,7 +161,7 @@ where
 
 impl<K, S, P, L> Balance<K, S, P, L>
 where
-    K: Clone + Eq + Debug + Send + Sync + 'static,
+    K: Clone + Eq + Hash + Debug + Send + Sync + 'static,
     P: Policy,
     L: Layer<S>,
     L::Service: Clone,
@@ -233,7 +234,7 @@ where
 
 impl<K, S, P, L> Shared<K, S, P, L>
 where
-    K: Clone + Eq + Debug,
+    K: Clone + Eq + Hash + Debug,
     P: Policy,
     L: Layer<S>,
     L::Service: Clone,
@@ -334,7 +335,7 @@ where
 
 impl<K, S, P, L> Shared<K, S, P, L>
 where
-    K: Clone + Eq + Debug,
+    K: Clone + Eq + Hash + Debug,
     P: Policy,
     L: Layer<S>,
     L::Service: Clone,
@@ -354,7 +355,7 @@ pub(crate) fn apply_changes<K, S, L>(
     members: &mut Members<K, L::Service>,
     changes: Vec<tower::discover::Change<K, S>>,
 ) where
-    K: Eq + Debug,
+    K: Eq + Hash + Debug,
     L: Layer<S>,
 {
     use tower::discover::Change;

@@ -8,6 +8,7 @@ use crate::{
     BoxError, Error,
 };
 use std::fmt::Debug;
+use std::hash::Hash;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +18,7 @@ use tower_service::Service;
 
 impl<K, S, P, L, Req> Service<Req> for Balance<K, S, P, L>
 where
-    K: Clone + Eq + Debug + Send + Sync + 'static,
+    K: Clone + Eq + Hash + Debug + Send + Sync + 'static,
     P: Pick<Req>,
     L: Layer<S>,
     L::Service: Service<Req> + Clone,

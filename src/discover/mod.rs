@@ -12,6 +12,7 @@ use futures_core::Stream;
 use pin_project_lite::pin_project;
 use std::fmt::Debug;
 use std::future::{poll_fn, Future};
+use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Weak;
 use std::task::{Context, Poll};
@@ -97,7 +98,7 @@ pub(crate) async fn drive<K, S, P, L>(
     mut discover: BoxDiscover<K, S>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) where
-    K: Clone + Eq + Debug,
+    K: Clone + Eq + Hash + Debug,
     P: Policy,
     L: Layer<S>,
     L::Service: Clone,

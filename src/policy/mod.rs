@@ -26,7 +26,7 @@ pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use weighted::WeightedRoundRobin;
 
-use crate::endpoint::Timing;
+use crate::endpoint::Pool;
 use crate::{load::PeakEwma, EndpointStats};
 use std::cell::Cell;
 use std::sync::Arc;
@@ -53,6 +53,13 @@ pub trait Policy: Send + Sync + 'static {
     /// `Some` when the policy needs each call's latency measured, and how to record it.
     fn latency(&self) -> Option<PeakEwma> {
         None
+    }
+
+    /// Whether the policy needs the pool's total of calls in flight
+    /// ([`Candidates::total_in_flight`]). Counting it costs every call one more atomic on a
+    /// shared cache line, so only policies that need it say so.
+    fn counts_total_in_flight(&self) -> bool {
+        false
     }
 }
 
@@ -88,7 +95,7 @@ pub struct Candidates<'a> {
     now: Cell<Option<Instant>>,
     /// `now` in nanoseconds after an endpoint epoch, for the last epoch asked about: all the
     /// endpoints of one balancer share an epoch, so a pick converts the time only once.
-    now_ns: Cell<Option<(*const Timing, u64)>>,
+    now_ns: Cell<Option<(*const Pool, u64)>>,
 }
 
 impl<'a> Candidates<'a> {
@@ -138,13 +145,19 @@ impl<'a> Candidates<'a> {
 }
 
 impl Candidates<'_> {
+    /// Calls in flight over the whole pool, when the policy asked for it with
+    /// [`Policy::counts_total_in_flight`] (`None` otherwise).
+    pub fn total_in_flight(&self) -> Option<u64> {
+        self.endpoints.first()?.pool_in_flight()
+    }
+
     /// The time of this pick in `endpoint`'s timestamps (see [`Candidates::now`]).
     pub(crate) fn now_ns(&self, endpoint: &EndpointStats) -> u64 {
         match self.now_ns.get() {
-            Some((timing, ns)) if timing == endpoint.timing_id() => ns,
+            Some((pool, ns)) if pool == endpoint.pool_id() => ns,
             _ => {
                 let ns = endpoint.clock_ns(self.now());
-                self.now_ns.set(Some((endpoint.timing_id(), ns)));
+                self.now_ns.set(Some((endpoint.pool_id(), ns)));
                 ns
             }
         }

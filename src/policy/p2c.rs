@@ -160,12 +160,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn peak_ewma_prefers_the_faster_endpoint() {
         let ewma = PeakEwma::default();
-        let timing = Arc::new(crate::endpoint::Timing {
-            ewma,
-            epoch: tokio::time::Instant::now(),
-        });
+        let pool = crate::endpoint::Pool::for_policy(Some(ewma), false);
         let eps: Vec<_> = (0..2)
-            .map(|_| Arc::new(EndpointStats::timed(1, Some(timing.clone()))))
+            .map(|_| Arc::new(EndpointStats::member(1, 0, pool.clone())))
             .collect();
         let now = tokio::time::Instant::now();
         eps[0].record_rtt(eps[0].clock_ns(now), 10e6, &ewma);
