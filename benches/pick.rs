@@ -14,31 +14,45 @@ use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
 use tower::util::ServiceFn;
 use tower::{service_fn, Service, ServiceExt};
-use tower_lb::policy::{LeastPending, P2c, Pick, Random, RoundRobin, WeightedRoundRobin};
+use tower_lb::policy::{
+    ConsistentHash, LeastPending, P2c, Pick, Random, RoundRobin, WeightedRoundRobin,
+};
+use tower_lb::sticky::{key_fn, KeyFn};
 use tower_lb::Balance;
 
-type Trivial = ServiceFn<fn(()) -> Ready<Result<(), Infallible>>>;
+/// Requests are numbers, so the consistent-hash policy has a different key each time.
+type Trivial = ServiceFn<fn(u64) -> Ready<Result<(), Infallible>>>;
 
 fn trivial() -> Trivial {
-    service_fn(|()| ready(Ok(())))
+    service_fn(|_| ready(Ok(())))
 }
 
 /// One request through `svc`: readiness, call, and the response future run to completion.
-fn one_request<S: Service<()>>(svc: &mut S)
+fn one_request<S: Service<u64>>(svc: &mut S, request: &mut u64)
 where
     S::Error: std::fmt::Debug,
 {
+    *request = request.wrapping_add(1);
     svc.ready()
         .now_or_never()
         .expect("ready")
         .expect("no error");
-    svc.call(())
+    svc.call(*request)
         .now_or_never()
         .expect("complete")
         .expect("no error");
 }
 
-fn ours<P: Pick<()>>(policy: P, n: usize) -> Balance<usize, Trivial, P> {
+/// Hashes each request's number.
+type ByRequest = ConsistentHash<KeyFn<fn(&u64) -> Option<u64>>>;
+
+fn by_request() -> ByRequest {
+    ConsistentHash::new(key_fn(
+        (|request: &u64| Some(*request)) as fn(&u64) -> Option<u64>,
+    ))
+}
+
+fn ours<P: Pick<u64>>(policy: P, n: usize) -> Balance<usize, Trivial, P> {
     let mut builder = Balance::builder(policy);
     for i in 0..n {
         // Weights 1..=4, so the weighted policies have real work to do.
@@ -59,7 +73,10 @@ fn bench_pick(c: &mut Criterion) {
 
         group.bench_function("floor (bare service_fn)", |b| {
             let mut svc = trivial();
-            b.iter(|| one_request(&mut svc))
+            {
+                let mut request = 0;
+                b.iter(|| one_request(&mut svc, &mut request))
+            }
         });
         group.bench_function("tower p2c PendingRequests", |b| {
             let discover = PendingRequestsDiscover::new(
@@ -67,24 +84,33 @@ fn bench_pick(c: &mut Criterion) {
                 CompleteOnResponse::default(),
             );
             let mut svc = tower::balance::p2c::Balance::new(discover);
-            b.iter(|| one_request(&mut svc))
+            {
+                let mut request = 0;
+                b.iter(|| one_request(&mut svc, &mut request))
+            }
         });
         group.bench_function("tower p2c PeakEwma", |b| {
-            let discover = PeakEwmaDiscover::new::<()>(
+            let discover = PeakEwmaDiscover::new::<u64>(
                 ServiceList::new((0..n).map(|_| trivial())),
                 Duration::from_millis(30),
                 Duration::from_secs(10),
                 CompleteOnResponse::default(),
             );
             let mut svc = tower::balance::p2c::Balance::new(discover);
-            b.iter(|| one_request(&mut svc))
+            {
+                let mut request = 0;
+                b.iter(|| one_request(&mut svc, &mut request))
+            }
         });
 
         macro_rules! policy {
             ($name:literal, $policy:expr) => {
                 group.bench_function($name, |b| {
                     let mut svc = ours($policy, n);
-                    b.iter(|| one_request(&mut svc))
+                    {
+                        let mut request = 0;
+                        b.iter(|| one_request(&mut svc, &mut request))
+                    }
                 });
             };
         }
@@ -95,8 +121,10 @@ fn bench_pick(c: &mut Criterion) {
         policy!("tower-lb p2c peak-ewma", P2c::peak_ewma());
         group.bench_function("tower-lb p2c pending, clone per call", |b| {
             let svc = ours(P2c::new(), n);
-            b.iter(|| one_request(&mut svc.clone()))
+            let mut request = 0;
+            b.iter(|| one_request(&mut svc.clone(), &mut request))
         });
+        policy!("tower-lb consistent hash", by_request());
         if n <= 512 {
             // A full scan: O(n) by design, measured where that is still a fair comparison.
             policy!("tower-lb least pending", LeastPending::new());

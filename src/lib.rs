@@ -50,6 +50,7 @@ mod rng;
 mod snapshot;
 #[cfg(test)]
 mod stats;
+pub mod sticky;
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../README.md")]

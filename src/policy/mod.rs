@@ -13,13 +13,16 @@
 //! | [`Random`] | O(1), alias method | yes |
 //! | [`LeastPending`] | O(n) scan | yes (in-flight per unit of weight) |
 //! | [`P2c`] | O(1), two candidates | yes (cost per unit of weight) |
+//! | [`ConsistentHash`] | O(log(N × vnodes)) | yes (virtual nodes per unit of weight) |
 
+mod hash;
 mod least_pending;
 mod p2c;
 mod random;
 mod round_robin;
 mod weighted;
 
+pub use hash::{ConsistentHash, Ring, DEFAULT_VNODES};
 pub use least_pending::LeastPending;
 pub use p2c::P2c;
 pub use random::Random;
