@@ -156,6 +156,14 @@ fn bench_membership(c: &mut Criterion) {
             },
         );
     }
+    // Two ring rebuilds per iteration (512 endpoints × 160 virtual nodes each).
+    group.bench_function("insert+remove at n=512, consistent hash", |b| {
+        let lb = ours(by_request(), 512);
+        b.iter(|| {
+            lb.insert(usize::MAX, trivial());
+            lb.remove(&usize::MAX).expect("present");
+        })
+    });
     group.finish();
 }
 
