@@ -4,8 +4,9 @@
 //! P2C pick must see the calls still in flight from before the change), so they live in one
 //! [`EndpointStats`] behind an `Arc` that each snapshot, and each in-flight call, shares.
 
+use crate::health::driver::HealthEvent;
 use crate::load::PeakEwma;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -50,6 +51,8 @@ pub struct EndpointStats {
     /// A stable hash of the endpoint's key: where it sits on a hash ring.
     key_hash: u64,
     weight: u32,
+    /// Consecutive failures and probation flags (see [`FAILURES`], [`PROBE`]).
+    health: AtomicU32,
     /// What the policy wants accounted beyond these counters, shared by all the endpoints of a
     /// balancer; `None` when nothing is. Kept behind one pointer so this struct fits one cache
     /// line: with thousands of endpoints, the fewer lines a pick touches, the fewer misses.
@@ -67,6 +70,16 @@ pub(crate) struct Pool {
     /// Calls in flight over the whole pool, when the policy needs the mean load (bounded-load
     /// consistent hashing). One more atomic per call, so kept only when asked for.
     pub(crate) in_flight: Option<PoolInFlight>,
+    /// Where passive health reports go; `None` when health is off.
+    pub(crate) health: Option<HealthSink>,
+}
+
+/// The response path's line to the health driver.
+#[derive(Debug)]
+pub(crate) struct HealthSink {
+    /// Failures in a row that make an endpoint an outlier.
+    pub(crate) consecutive_failures: u32,
+    pub(crate) events: tokio::sync::mpsc::UnboundedSender<HealthEvent>,
 }
 
 /// A pool-wide in-flight counter, on a cache line of its own: every call on every thread
@@ -76,20 +89,29 @@ pub(crate) struct Pool {
 pub(crate) struct PoolInFlight(AtomicU64);
 
 impl Pool {
-    /// The accounting `latency` and `count_in_flight` ask for; `None` if they ask for nothing.
-    pub(crate) fn for_policy(
+    /// The accounting asked for; `None` if nothing is.
+    pub(crate) fn new(
         latency: Option<PeakEwma>,
         count_in_flight: bool,
+        health: Option<HealthSink>,
     ) -> Option<Arc<Pool>> {
-        (latency.is_some() || count_in_flight).then(|| {
+        (latency.is_some() || count_in_flight || health.is_some()).then(|| {
             Arc::new(Pool {
                 ewma: latency,
                 epoch: Instant::now(),
                 in_flight: count_in_flight.then(PoolInFlight::default),
+                health,
             })
         })
     }
 }
+
+/// Bits of [`EndpointStats`]'s health word: consecutive failures below, probation flags above.
+const FAILURES: u32 = (1 << 30) - 1;
+/// The endpoint is on probation: the next completed call decides its fate.
+const PROBE: u32 = 1 << 31;
+/// A probation request has been sent and not yet completed.
+const PROBE_CLAIMED: u32 = 1 << 30;
 
 impl EndpointStats {
     /// Counters for a new endpoint of the given weight, all at zero.
@@ -110,6 +132,7 @@ impl EndpointStats {
             rtt_at: AtomicU64::new(0),
             key_hash,
             weight,
+            health: AtomicU32::new(0),
             pool,
         }
     }
@@ -210,7 +233,7 @@ impl EndpointStats {
     /// Records a completed call: a failure, and its latency when calls are timed. A failed
     /// call counts at least the failure penalty, so an endpoint that fails fast does not look
     /// fast.
-    pub(crate) fn complete_call(&self, started_ns: u64, succeeded: bool) {
+    pub(crate) fn complete_call(self: &Arc<Self>, started_ns: u64, succeeded: bool) {
         if !succeeded {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -222,6 +245,7 @@ impl EndpointStats {
             }
             self.record_rtt(now, sample, ewma);
         }
+        self.track_health(succeeded);
         self.end_call();
     }
 
@@ -230,12 +254,77 @@ impl EndpointStats {
     /// Otherwise an endpoint so slow that every call times out would never record a sample
     /// and would keep looking fast.
     pub(crate) fn cancel_call(&self, started_ns: u64) {
+        // A cancelled probe leaves the endpoint on probation, for the next request to claim.
+        if self.health.load(Ordering::Relaxed) & PROBE_CLAIMED != 0 {
+            self.health.fetch_and(!PROBE_CLAIMED, Ordering::Relaxed);
+        }
         if let Some(ewma) = self.pool.as_ref().and_then(|pool| pool.ewma.as_ref()) {
             let now = self.clock_ns(Instant::now());
             let at_least = now.saturating_sub(started_ns) as f64;
             self.raise_rtt(now, at_least, ewma);
         }
         self.end_call();
+    }
+
+    /// Passive health: counts consecutive failures and reports an outlier at the threshold;
+    /// on probation, reports the outcome of the probe instead.
+    fn track_health(self: &Arc<Self>, succeeded: bool) {
+        let Some(sink) = self.pool.as_ref().and_then(|pool| pool.health.as_ref()) else {
+            return;
+        };
+        let word = self.health.load(Ordering::Relaxed);
+        if word & PROBE != 0 {
+            // Only the call that clears the flag reports, if several raced (panic mode).
+            if self
+                .health
+                .fetch_and(!(PROBE | PROBE_CLAIMED), Ordering::Relaxed)
+                & PROBE
+                != 0
+            {
+                let _ = sink.events.send(HealthEvent::ProbeDone {
+                    endpoint: Arc::clone(self),
+                    succeeded,
+                });
+            }
+            return;
+        }
+        if succeeded {
+            if word & FAILURES != 0 {
+                self.health.fetch_and(!FAILURES, Ordering::Relaxed);
+            }
+        } else if sink.consecutive_failures > 0 {
+            let failures = (self.health.fetch_add(1, Ordering::Relaxed) & FAILURES) + 1;
+            if failures == sink.consecutive_failures {
+                let _ = sink.events.send(HealthEvent::Outlier(Arc::clone(self)));
+            }
+        }
+    }
+
+    /// Claims the one probation request, if the endpoint is on probation and nobody has.
+    pub(crate) fn try_claim_probe(&self) -> bool {
+        let word = self.health.load(Ordering::Relaxed);
+        word & PROBE != 0
+            && word & PROBE_CLAIMED == 0
+            && self
+                .health
+                .compare_exchange(
+                    word,
+                    word | PROBE_CLAIMED,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Puts the endpoint on probation (or takes it off): resets the failure count.
+    pub(crate) fn set_probation(&self, on: bool) {
+        self.health
+            .store(if on { PROBE } else { 0 }, Ordering::Relaxed);
+    }
+
+    /// Failures in a row so far.
+    pub(crate) fn consecutive_failures(&self) -> u32 {
+        self.health.load(Ordering::Relaxed) & FAILURES
     }
 
     fn end_call(&self) {
@@ -308,7 +397,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn peak_ewma_takes_peaks_and_decays() {
         let ewma = PeakEwma::default();
-        let stats = EndpointStats::member(1, 0, Pool::for_policy(Some(ewma), false));
+        let stats = EndpointStats::member(1, 0, Pool::new(Some(ewma), false, None));
         assert_eq!(
             stats.decayed_rtt_ns(stats.clock_ns(Instant::now()), &ewma),
             30e6,

@@ -33,6 +33,15 @@ pub enum Error {
     #[error("no endpoints in the pool")]
     NoEndpoints,
 
+    /// Every endpoint in the pool is out of rotation (ejected or on probation) and panic mode
+    /// is off ([`Builder::panic_threshold`](crate::Builder::panic_threshold) 0). The call fails
+    /// at once.
+    #[error("all {endpoints} endpoints are unhealthy")]
+    AllUnhealthy {
+        /// How many endpoints the pool has.
+        endpoints: usize,
+    },
+
     /// An endpoint weight outside `1..=MAX_WEIGHT` was given at build or insert time.
     #[error("weight {weight} for endpoint {key} is out of range 1..={max}")]
     InvalidWeight {

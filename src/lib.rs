@@ -43,6 +43,7 @@ mod balance;
 mod discover;
 mod endpoint;
 mod error;
+pub mod health;
 pub mod load;
 mod membership;
 pub mod policy;
@@ -57,8 +58,7 @@ pub mod sticky;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use balance::{
-    Balance, BalanceLayer, Builder, EndpointSnapshot, EndpointState, ResponseFuture,
-};
+pub use balance::{Balance, BalanceLayer, Builder, EndpointSnapshot, ResponseFuture};
 pub use endpoint::{EndpointStats, MAX_WEIGHT};
 pub use error::{BoxError, Error};
+pub use health::EndpointState;

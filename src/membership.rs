@@ -1,6 +1,9 @@
 //! The authoritative member list, changed only under the balancer's membership lock.
 
 use crate::endpoint::{Pool, MAX_WEIGHT};
+use crate::health::{EndpointState, MemberHealth};
+use crate::policy::Policy;
+use crate::snapshot::Snapshot;
 use crate::{EndpointStats, Error};
 use std::fmt::Debug;
 use std::hash::BuildHasher;
@@ -11,6 +14,13 @@ pub(crate) struct Member<K, S> {
     pub(crate) key: K,
     pub(crate) service: S,
     pub(crate) stats: Arc<EndpointStats>,
+    pub(crate) health: MemberHealth,
+}
+
+impl<K, S> Member<K, S> {
+    fn entry(&self) -> (&K, &S, &Arc<EndpointStats>) {
+        (&self.key, &self.service, &self.stats)
+    }
 }
 
 /// Active endpoints in insertion order, plus removed ones that still have calls in flight.
@@ -22,6 +32,9 @@ pub(crate) struct Members<K, S> {
     pub(crate) draining: Vec<(K, Arc<EndpointStats>)>,
     /// The accounting the policy asked for, shared by all endpoints.
     pool: Option<Arc<Pool>>,
+    /// Whether the last snapshot was built in panic mode, and how often it has entered it.
+    pub(crate) panicking: bool,
+    pub(crate) panics: u64,
 }
 
 impl<K: Eq + Hash + Debug, S> Members<K, S> {
@@ -30,6 +43,8 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
             active: Vec::new(),
             draining: Vec::new(),
             pool,
+            panicking: false,
+            panics: 0,
         }
     }
 
@@ -41,6 +56,7 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
             stats: Arc::new(EndpointStats::member(weight, key_hash, self.pool.clone())),
             key,
             service,
+            health: MemberHealth::new(),
         };
         match self.active.iter().position(|m| m.key == member.key) {
             Some(i) => {
@@ -78,6 +94,56 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
     /// Drops draining entries whose last call has ended.
     pub(crate) fn forget_drained(&mut self) {
         self.draining.retain(|(_, stats)| stats.in_flight() > 0);
+    }
+}
+
+impl<K: Clone + Debug, S: Clone> Members<K, S> {
+    /// The snapshot of the current members: healthy ones are eligible, ejected ones are not,
+    /// ones on probation are offered for their one probe. When fewer than `panic_threshold` of
+    /// the members are healthy, all of them are eligible (panic mode).
+    pub(crate) fn snapshot<P: Policy>(
+        &mut self,
+        policy: &P,
+        panic_threshold: f64,
+    ) -> Snapshot<K, S, P::Table> {
+        let total = self.active.len();
+        let healthy = self.active.iter().filter(|m| m.health.is_healthy()).count();
+        let panicking = total > 0 && (healthy as f64) < panic_threshold * total as f64;
+        if panicking != self.panicking {
+            self.panicking = panicking;
+            if panicking {
+                self.panics += 1;
+                tracing::warn!(
+                    healthy,
+                    total,
+                    panic_threshold,
+                    "panic mode: too few healthy endpoints, balancing over all of them"
+                );
+            } else {
+                tracing::info!(healthy, total, "panic mode over");
+            }
+        }
+        if panicking {
+            return Snapshot::build(
+                policy,
+                self.active.iter().map(Member::entry).collect(),
+                Vec::new(),
+                total,
+            );
+        }
+        let (eligible, probation) = (
+            self.active
+                .iter()
+                .filter(|m| m.health.is_healthy())
+                .map(Member::entry)
+                .collect(),
+            self.active
+                .iter()
+                .filter(|m| m.health.state == EndpointState::Probation)
+                .map(Member::entry)
+                .collect(),
+        );
+        Snapshot::build(policy, eligible, probation, total)
     }
 }
 

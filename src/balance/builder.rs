@@ -1,6 +1,8 @@
 //! Building a [`Balance`].
 
-use super::{apply_changes, Balance, Shared};
+use super::{apply_changes, Balance, HealthConfig, Shared};
+use crate::endpoint::HealthSink;
+use crate::health::{driver, Outlier};
 use crate::{
     discover::{self, BoxDiscover},
     endpoint::Pool,
@@ -45,7 +47,13 @@ pub struct Builder<K, S, P, L = Identity> {
     layer: L,
     endpoints: Vec<(K, S, u32)>,
     discover: Option<BoxDiscover<K, S>>,
+    /// `None`: the default, which needs a runtime only if there is one.
+    outlier: Option<Outlier>,
+    panic_threshold: f64,
 }
+
+/// Below this share of healthy endpoints, the balancer uses all of them (Envoy's default).
+pub const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;
 
 impl<K, S, P> Builder<K, S, P> {
     pub(crate) fn new(policy: P) -> Self {
@@ -54,6 +62,8 @@ impl<K, S, P> Builder<K, S, P> {
             layer: Identity::new(),
             endpoints: Vec::new(),
             discover: None,
+            outlier: None,
+            panic_threshold: DEFAULT_PANIC_THRESHOLD,
         }
     }
 }
@@ -125,7 +135,45 @@ impl<K, S, P, L> Builder<K, S, P, L> {
             layer,
             endpoints: self.endpoints,
             discover: self.discover,
+            outlier: self.outlier,
+            panic_threshold: self.panic_threshold,
         }
+    }
+
+    /// Passive outlier detection settings ([`Outlier::disabled`] turns it off).
+    ///
+    /// On by default with [`Outlier::default`], driven by a task on the tokio runtime. Built
+    /// outside a runtime, a balancer with the *default* settings has no outlier detection;
+    /// with settings given here, `build` then fails with [`Error::NoRuntime`].
+    ///
+    /// ```
+    /// use tower::service_fn;
+    /// use tower_lb::{health::Outlier, policy::P2c, Balance, BoxError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+    /// let lb = Balance::builder(P2c::new())
+    ///     .outlier(Outlier::consecutive_failures(3))
+    ///     .endpoint("a", service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }))
+    ///     .build()?;
+    /// # let _ = lb;
+    /// # Ok(()) }
+    /// ```
+    pub fn outlier(mut self, outlier: Outlier) -> Self {
+        self.outlier = Some(outlier);
+        self
+    }
+
+    /// Below this share of healthy endpoints (default 0.5), balance over all endpoints, healthy
+    /// or not: when most of a pool looks unhealthy, the health signal is more likely wrong
+    /// than the pool. 0 disables panic mode: with no healthy endpoint, calls then fail with
+    /// [`Error::AllUnhealthy`]. Values are clamped to `0.0..=1.0`.
+    pub fn panic_threshold(mut self, threshold: f64) -> Self {
+        self.panic_threshold = if threshold.is_nan() {
+            0.0
+        } else {
+            threshold.clamp(0.0, 1.0)
+        };
+        self
     }
 }
 
@@ -154,7 +202,30 @@ where
     /// Builds the balancer even when discovery cannot start; such a balancer reports why from
     /// `poll_ready` and from every call.
     pub(crate) fn assemble(self) -> (Balance<K, S, P, L>, Option<Error>) {
-        let pool = Pool::for_policy(self.policy.latency(), self.policy.counts_total_in_flight());
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let mut broken = None;
+        let outlier = self.outlier.clone().unwrap_or_default();
+        let health_events = match (outlier.enabled(), &runtime) {
+            (true, Some(_)) => Some(tokio::sync::mpsc::unbounded_channel()),
+            (true, None) if self.outlier.is_some() => {
+                broken = Some(Error::NoRuntime);
+                None
+            }
+            (true, None) => {
+                tracing::debug!("built outside a tokio runtime: no outlier detection");
+                None
+            }
+            (false, _) => None,
+        };
+        let sink = health_events.as_ref().map(|(events, _)| HealthSink {
+            consecutive_failures: outlier.consecutive_failures,
+            events: events.clone(),
+        });
+        let pool = Pool::new(
+            self.policy.latency(),
+            self.policy.counts_total_in_flight(),
+            sink,
+        );
         let mut members = Members::new(pool);
         for (key, service, weight) in self.endpoints {
             members.insert(key, self.layer.layer(service), weight);
@@ -179,24 +250,33 @@ where
                 pending_discovery = Some(stream);
             }
         }
-        let (broken, driver) = match pending_discovery {
-            None => (None, None),
-            Some(stream) => match tokio::runtime::Handle::try_current() {
-                Err(_) => (Some(Error::NoRuntime), None),
-                Ok(runtime) => (None, Some((runtime, stream))),
-            },
+        if pending_discovery.is_some() && runtime.is_none() {
+            broken = Some(Error::NoRuntime);
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let health = HealthConfig {
+            outlier,
+            panic_threshold: self.panic_threshold,
         };
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let stop_tx = driver.is_some().then_some(stop_tx);
         let shared = Arc::new(Shared::new(
             self.policy,
             self.layer,
             members,
             broken.clone(),
-            stop_tx,
+            health,
+            stop,
         ));
-        if let Some((runtime, stream)) = driver {
-            runtime.spawn(discover::drive(Arc::downgrade(&shared), stream, stop_rx));
+        if let Some(runtime) = runtime {
+            if let Some(stream) = pending_discovery {
+                runtime.spawn(discover::drive(
+                    Arc::downgrade(&shared),
+                    stream,
+                    stopped.clone(),
+                ));
+            }
+            if let Some((_, events)) = health_events {
+                runtime.spawn(driver::drive(Arc::downgrade(&shared), events, stopped));
+            }
         }
         (Balance::from_shared(shared), broken)
     }

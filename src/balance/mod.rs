@@ -10,6 +10,7 @@ pub use builder::Builder;
 pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
 
+use crate::health::{EndpointState, Outlier};
 use crate::{membership::Members, policy::Policy, snapshot::Snapshot, EndpointStats, Error};
 use arc_swap::ArcSwap;
 use std::fmt::{self, Debug};
@@ -90,18 +91,16 @@ where
     members: Mutex<Members<K, L::Service>>,
     /// Why this balancer cannot serve at all (discovery could not be started); `None` normally.
     pub(crate) broken: Option<Error>,
-    /// Dropped with the last handle: tells the background driver to stop.
-    _stop_driver: Option<tokio::sync::oneshot::Sender<()>>,
+    pub(crate) health: HealthConfig,
+    /// Dropped with the last handle: tells the background drivers to stop.
+    _stop_drivers: tokio::sync::watch::Sender<()>,
 }
 
-/// Where an endpoint is in its life, as [`Balance::snapshot`] reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum EndpointState {
-    /// In the pool and eligible for picks.
-    Active,
-    /// Removed or replaced: no new picks; shown until its calls in flight have ended.
-    Draining,
+/// How the pool's health is judged.
+#[derive(Debug, Clone)]
+pub(crate) struct HealthConfig {
+    pub(crate) outlier: Outlier,
+    pub(crate) panic_threshold: f64,
 }
 
 /// A copy of one endpoint's state and counters, from [`Balance::snapshot`].
@@ -110,7 +109,7 @@ pub enum EndpointState {
 pub struct EndpointSnapshot<K> {
     /// The endpoint's key.
     pub key: K,
-    /// Active or draining.
+    /// Healthy, ejected, on probation or draining.
     pub state: EndpointState,
     /// The configured weight.
     pub weight: u32,
@@ -213,7 +212,7 @@ where
     ///     .build()?;
     /// let snapshot = lb.snapshot();
     /// assert_eq!(snapshot[0].key, "a");
-    /// assert_eq!(snapshot[0].state, EndpointState::Active);
+    /// assert_eq!(snapshot[0].state, EndpointState::Healthy);
     /// assert_eq!(snapshot[0].in_flight, 0);
     /// # Ok::<(), tower_lb::Error>(())
     /// ```
@@ -223,12 +222,23 @@ where
         let active = members
             .active
             .iter()
-            .map(|m| EndpointSnapshot::new(&m.key, EndpointState::Active, &m.stats));
+            .map(|m| EndpointSnapshot::new(&m.key, m.health.state, &m.stats));
         let draining = members
             .draining
             .iter()
             .map(|(key, stats)| EndpointSnapshot::new(key, EndpointState::Draining, stats));
         active.chain(draining).collect()
+    }
+
+    /// Whether the balancer is in panic mode: fewer than the panic threshold of its endpoints
+    /// are healthy, so it balances over all of them.
+    pub fn in_panic_mode(&self) -> bool {
+        self.shared.members().panicking
+    }
+
+    /// How many times the balancer has entered panic mode.
+    pub fn panic_mode_entries(&self) -> u64 {
+        self.shared.members().panics
     }
 }
 
@@ -242,11 +252,12 @@ where
     pub(crate) fn new(
         policy: P,
         layer: L,
-        members: Members<K, L::Service>,
+        mut members: Members<K, L::Service>,
         broken: Option<Error>,
-        stop_driver: Option<tokio::sync::oneshot::Sender<()>>,
+        health: HealthConfig,
+        stop_drivers: tokio::sync::watch::Sender<()>,
     ) -> Self {
-        let current = ArcSwap::from_pointee(snapshot_of(&policy, &members));
+        let current = ArcSwap::from_pointee(members.snapshot(&policy, health.panic_threshold));
         Shared {
             policy,
             layer,
@@ -254,7 +265,8 @@ where
             generation: AtomicU64::new(0),
             members: Mutex::new(members),
             broken,
-            _stop_driver: stop_driver,
+            health,
+            _stop_drivers: stop_drivers,
         }
     }
 
@@ -273,26 +285,30 @@ where
     ) -> Result<T, Error> {
         let mut members = self.members();
         let outcome = apply(&mut members)?;
-        self.current
-            .store(Arc::new(snapshot_of(&self.policy, &members)));
+        self.publish(&mut members);
+        Ok(outcome)
+    }
+
+    /// Applies a change that may leave the pool as it was; publishes only if it did not.
+    pub(crate) fn update(&self, apply: impl FnOnce(&mut Members<K, L::Service>) -> bool) {
+        let mut members = self.members();
+        if apply(&mut members) {
+            self.publish(&mut members);
+        }
+    }
+
+    fn publish(&self, members: &mut Members<K, L::Service>) {
+        let snapshot = members.snapshot(&self.policy, self.health.panic_threshold);
+        self.current.store(Arc::new(snapshot));
         // After the store, with Release: a handle that sees the new generation also sees the
         // new snapshot.
         self.generation.fetch_add(1, Ordering::Release);
-        Ok(outcome)
     }
-}
 
-fn snapshot_of<K: Clone, S: Clone, P: Policy>(
-    policy: &P,
-    members: &Members<K, S>,
-) -> Snapshot<K, S, P::Table> {
-    Snapshot::build(
-        policy,
-        members
-            .active
-            .iter()
-            .map(|m| (&m.key, &m.service, &m.stats)),
-    )
+    /// Reads the member list (the health driver's timers).
+    pub(crate) fn inspect<T>(&self, read: impl FnOnce(&Members<K, L::Service>) -> T) -> T {
+        read(&self.members())
+    }
 }
 
 impl<K, S, P, L> Balance<K, S, P, L>

@@ -69,18 +69,30 @@ where
     L: Layer<S>,
     L::Service: Service<Req> + Clone,
 {
-    let (Some(table), None) = (&snapshot.table, &shared.broken) else {
-        let error = shared.broken.clone().unwrap_or(Error::NoEndpoints);
-        return ResponseFuture::failed(error);
-    };
-    let candidates = Candidates::new(&snapshot.stats);
-    let eligible = candidates.len();
-    let Some(index) = shared
-        .policy
-        .pick(&req, table, &candidates)
-        .filter(|&i| i < eligible)
-    else {
-        return ResponseFuture::failed(Error::NoPick { eligible });
+    if let Some(error) = &shared.broken {
+        return ResponseFuture::failed(error.clone());
+    }
+    let eligible = snapshot.eligible;
+    let candidates = Candidates::new(&snapshot.stats[..eligible]);
+    // An endpoint on probation takes exactly one request, whichever comes first.
+    let probe = snapshot.stats[eligible..]
+        .iter()
+        .position(|endpoint| endpoint.try_claim_probe())
+        .map(|offset| eligible + offset);
+    let index = match (probe, &snapshot.table) {
+        (Some(probe), _) => {
+            tracing::debug!(endpoint = ?snapshot.keys[probe], "probation request");
+            probe
+        }
+        (None, None) if snapshot.members == 0 => return ResponseFuture::failed(Error::NoEndpoints),
+        (None, None) => {
+            let endpoints = snapshot.members;
+            return ResponseFuture::failed(Error::AllUnhealthy { endpoints });
+        }
+        (None, Some(table)) => match shared.policy.pick(&req, table, &candidates) {
+            Some(index) if index < eligible => index,
+            _ => return ResponseFuture::failed(Error::NoPick { eligible }),
+        },
     };
     tracing::trace!(endpoint = ?snapshot.keys[index], eligible, "picked");
     let endpoint = &snapshot.stats[index];

@@ -11,7 +11,7 @@ use crate::{balance::Shared, policy::Policy, BoxError};
 use futures_core::Stream;
 use pin_project_lite::pin_project;
 use std::fmt::Debug;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Weak;
@@ -96,7 +96,7 @@ pub(crate) fn poll_batch<K, S>(
 pub(crate) async fn drive<K, S, P, L>(
     shared: Weak<Shared<K, S, P, L>>,
     mut discover: BoxDiscover<K, S>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
+    mut stop: tokio::sync::watch::Receiver<()>,
 ) where
     K: Clone + Eq + Hash + Debug,
     P: Policy,
@@ -104,14 +104,11 @@ pub(crate) async fn drive<K, S, P, L>(
     L::Service: Clone,
 {
     loop {
-        let next = poll_fn(|cx| {
-            if Pin::new(&mut stop).poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            poll_batch(&mut discover, cx).map(Some)
-        })
-        .await;
-        let (Some(batch), Some(shared)) = (next, shared.upgrade()) else {
+        let batch = tokio::select! {
+            _ = stop.changed() => None,
+            batch = poll_fn(|cx| poll_batch(&mut discover, cx)) => Some(batch),
+        };
+        let (Some(batch), Some(shared)) = (batch, shared.upgrade()) else {
             tracing::debug!("balancer dropped; discovery stopped");
             return;
         };

@@ -160,7 +160,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn peak_ewma_prefers_the_faster_endpoint() {
         let ewma = PeakEwma::default();
-        let pool = crate::endpoint::Pool::for_policy(Some(ewma), false);
+        let pool = crate::endpoint::Pool::new(Some(ewma), false, None);
         let eps: Vec<_> = (0..2)
             .map(|_| Arc::new(EndpointStats::member(1, 0, pool.clone())))
             .collect();

@@ -1,0 +1,22 @@
+//! Health-aware pools: endpoints that fail are taken out of rotation and brought back.
+//!
+//! - **Passive** ([`Outlier`]): calls that fail in a row eject their endpoint for a while;
+//!   when the ejection ends, one probation request decides whether it comes back.
+//! - **Panic threshold**: when fewer than a share of the endpoints (50 % by default) are
+//!   healthy, the balancer spreads load over all of them rather than crush the few left; a
+//!   broken health signal must not take the whole service down.
+//!
+//! Every endpoint's state is visible in [`Balance::snapshot`](crate::Balance::snapshot) as an
+//! [`EndpointState`]; every change of state is a `tracing` event with the endpoint's key and
+//! the reason. Health is driven by a task on the tokio runtime; nothing waits on traffic.
+
+mod classify;
+pub(crate) mod driver;
+mod outlier;
+mod state;
+mod transitions;
+
+pub use classify::{classify_fn, Classify, ClassifyFn, ErrorsFail, ServerErrors};
+pub use outlier::Outlier;
+pub use state::EndpointState;
+pub(crate) use state::MemberHealth;

@@ -1,0 +1,272 @@
+//! Passive health transitions, applied to the member list under the membership lock.
+//!
+//! Pure state changes with the time passed in, so that ejection timing, the ejection cap and
+//! probation are unit-tested on a paused clock; the driver decides when to call them.
+
+use super::{EndpointState, Outlier};
+use crate::membership::Members;
+use crate::EndpointStats;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+impl<K: Eq + Hash + Debug, S> Members<K, S> {
+    fn position(&self, stats: &Arc<EndpointStats>) -> Option<usize> {
+        self.active
+            .iter()
+            .position(|m| Arc::ptr_eq(&m.stats, stats))
+    }
+
+    /// Endpoints out of rotation for passive-health reasons (ejected or on probation).
+    fn ejected(&self) -> usize {
+        self.active
+            .iter()
+            .filter(|m| {
+                matches!(
+                    m.health.state,
+                    EndpointState::Ejected { .. } | EndpointState::Probation
+                )
+            })
+            .count()
+    }
+
+    /// An endpoint reached the consecutive-failure threshold: ejects it, unless the cap on
+    /// ejected endpoints is reached. Returns whether anything changed.
+    pub(crate) fn outlier(
+        &mut self,
+        stats: &Arc<EndpointStats>,
+        outlier: &Outlier,
+        now: Instant,
+        jitter: f64,
+    ) -> bool {
+        let Some(i) = self.position(stats) else {
+            return false; // removed meanwhile
+        };
+        if !self.active[i].health.is_healthy() {
+            return false;
+        }
+        if self.ejected() >= outlier.max_ejected(self.active.len()) {
+            tracing::info!(endpoint = ?self.active[i].key, failures = stats.consecutive_failures(),
+                "outlier not ejected: the cap on ejected endpoints is reached");
+            stats.set_probation(false); // count again from zero
+            return false;
+        }
+        self.eject(i, outlier, now, jitter, "consecutive failures");
+        true
+    }
+
+    fn eject(&mut self, i: usize, outlier: &Outlier, now: Instant, jitter: f64, reason: &str) {
+        let member = &mut self.active[i];
+        member.health.ejections = member.health.ejections.saturating_add(1);
+        member.health.ejections_changed = now;
+        let base = outlier.ejection_time(member.health.ejections);
+        let until = now + base + base.mul_f64(outlier.jitter * jitter.clamp(0.0, 1.0));
+        member.health.state = EndpointState::Ejected {
+            until,
+            ejections: member.health.ejections,
+        };
+        member.stats.set_probation(false);
+        tracing::warn!(endpoint = ?member.key, ejections = member.health.ejections,
+            for_ms = until.saturating_duration_since(now).as_millis() as u64, reason, "endpoint ejected");
+    }
+
+    /// Ejections that have ended become probation. Returns whether anything changed.
+    pub(crate) fn end_ejections(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for member in &mut self.active {
+            if let EndpointState::Ejected { until, .. } = member.health.state {
+                if until <= now {
+                    member.health.state = EndpointState::Probation;
+                    member.stats.set_probation(true);
+                    tracing::info!(endpoint = ?member.key, "ejection over: endpoint on probation");
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    /// The probation request completed: back in rotation, or ejected again for longer.
+    pub(crate) fn probe_done(
+        &mut self,
+        stats: &Arc<EndpointStats>,
+        succeeded: bool,
+        outlier: &Outlier,
+        now: Instant,
+        jitter: f64,
+    ) -> bool {
+        let Some(i) = self.position(stats) else {
+            return false;
+        };
+        if self.active[i].health.state != EndpointState::Probation {
+            return false;
+        }
+        if succeeded {
+            let member = &mut self.active[i];
+            member.health.state = EndpointState::Healthy;
+            // The count decays from now on, while it stays healthy.
+            member.health.ejections_changed = now;
+            member.stats.set_probation(false);
+            tracing::info!(endpoint = ?member.key, "probation passed: endpoint restored");
+        } else {
+            self.eject(i, outlier, now, jitter, "probation request failed");
+        }
+        true
+    }
+
+    /// Healthy endpoints' ejection counts fall by one per base ejection time spent healthy.
+    pub(crate) fn decay_ejections(&mut self, outlier: &Outlier, now: Instant) {
+        for member in &mut self.active {
+            let health = &mut member.health;
+            if health.is_healthy()
+                && health.ejections > 0
+                && now.saturating_duration_since(health.ejections_changed) >= outlier.base_ejection
+            {
+                health.ejections -= 1;
+                health.ejections_changed = now;
+            }
+        }
+    }
+
+    /// When the next ejection ends, if any does.
+    pub(crate) fn next_ejection_end(&self) -> Option<Instant> {
+        self.active
+            .iter()
+            .filter_map(|m| match m.health.state {
+                EndpointState::Ejected { until, .. } => Some(until),
+                _ => None,
+            })
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::{HealthSink, Pool};
+    use std::time::Duration;
+
+    fn members(
+        n: usize,
+    ) -> (
+        Members<usize, ()>,
+        tokio::sync::mpsc::UnboundedReceiver<super::super::driver::HealthEvent>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let pool = Pool::new(
+            None,
+            false,
+            Some(HealthSink {
+                consecutive_failures: 5,
+                events: tx,
+            }),
+        );
+        let mut members = Members::new(pool);
+        for i in 0..n {
+            members.insert(i, (), 1);
+        }
+        (members, rx)
+    }
+
+    fn state(members: &Members<usize, ()>, i: usize) -> EndpointState {
+        members.active[i].health.state
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_time_grows_with_each_ejection_and_probation_decides() {
+        let (mut m, _rx) = members(10);
+        let outlier = Outlier::default();
+        let stats = Arc::clone(&m.active[3].stats);
+        let t0 = Instant::now();
+
+        assert!(m.outlier(&stats, &outlier, t0, 0.0));
+        assert_eq!(
+            state(&m, 3),
+            EndpointState::Ejected {
+                until: t0 + Duration::from_secs(30),
+                ejections: 1
+            }
+        );
+        assert_eq!(m.next_ejection_end(), Some(t0 + Duration::from_secs(30)));
+
+        assert!(!m.end_ejections(t0 + Duration::from_secs(29)));
+        assert!(m.end_ejections(t0 + Duration::from_secs(30)));
+        assert_eq!(state(&m, 3), EndpointState::Probation);
+        assert!(stats.try_claim_probe(), "one probation request may go");
+        assert!(!stats.try_claim_probe(), "and only one");
+
+        // The probe fails: ejected again, for twice as long.
+        let t1 = t0 + Duration::from_secs(31);
+        assert!(m.probe_done(&stats, false, &outlier, t1, 0.0));
+        assert_eq!(
+            state(&m, 3),
+            EndpointState::Ejected {
+                until: t1 + Duration::from_secs(60),
+                ejections: 2
+            }
+        );
+
+        // Then it passes.
+        let t2 = t1 + Duration::from_secs(60);
+        assert!(m.end_ejections(t2));
+        assert!(m.probe_done(&stats, true, &outlier, t2, 0.0));
+        assert_eq!(state(&m, 3), EndpointState::Healthy);
+
+        // Its ejection count decays while it stays healthy: 2 → 1 → 0, one per 30 s.
+        m.decay_ejections(&outlier, t2 + Duration::from_secs(10));
+        assert_eq!(m.active[3].health.ejections, 2);
+        m.decay_ejections(&outlier, t2 + Duration::from_secs(30));
+        assert_eq!(m.active[3].health.ejections, 1);
+        m.decay_ejections(&outlier, t2 + Duration::from_secs(60));
+        assert_eq!(m.active[3].health.ejections, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_time_is_capped_and_jittered() {
+        let (mut m, _rx) = members(1);
+        let outlier = Outlier::default();
+        let stats = Arc::clone(&m.active[0].stats);
+        let mut now = Instant::now();
+        for _ in 0..12 {
+            m.active[0].health.state = EndpointState::Healthy;
+            assert!(m.outlier(&stats, &outlier, now, 1.0));
+            now += Duration::from_secs(1);
+        }
+        let EndpointState::Ejected { until, ejections } = state(&m, 0) else {
+            panic!()
+        };
+        assert_eq!(ejections, 12);
+        // 300 s cap, plus the full 10 % jitter drawn here (1.0).
+        assert_eq!(
+            until - (now - Duration::from_secs(1)),
+            Duration::from_secs(330)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_ten_percent_are_ejected_but_always_one() {
+        let outlier = Outlier::default();
+        let now = Instant::now();
+
+        let (mut five, _rx) = members(5);
+        let stats: Vec<_> = five.active.iter().map(|m| Arc::clone(&m.stats)).collect();
+        assert!(
+            five.outlier(&stats[0], &outlier, now, 0.0),
+            "one may always be ejected"
+        );
+        assert!(
+            !five.outlier(&stats[1], &outlier, now, 0.0),
+            "10 % of 5 rounds down to the floor of one"
+        );
+
+        let (mut twenty, _rx) = members(20);
+        let stats: Vec<_> = twenty.active.iter().map(|m| Arc::clone(&m.stats)).collect();
+        assert!(twenty.outlier(&stats[0], &outlier, now, 0.0));
+        assert!(twenty.outlier(&stats[1], &outlier, now, 0.0));
+        assert!(!twenty.outlier(&stats[2], &outlier, now, 0.0));
+        // Probation still counts against the cap.
+        twenty.end_ejections(now + Duration::from_secs(31));
+        assert!(!twenty.outlier(&stats[2], &outlier, now, 0.0));
+    }
+}
