@@ -74,7 +74,10 @@ async fn composes_with_buffer_concurrency_limit_timeout_and_retry() {
     assert_eq!(calls[1].load(Ordering::Relaxed), 100);
     let broken = &lb.snapshot()[0];
     assert_eq!(broken.failures as usize, failed);
-    assert!(matches!(broken.state, tower_lb::EndpointState::Ejected { ejections: 1, .. }));
+    assert!(matches!(
+        broken.state,
+        tower_lb::EndpointState::Ejected { ejections: 1, .. }
+    ));
 }
 
 #[tokio::test]

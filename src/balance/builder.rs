@@ -2,7 +2,7 @@
 
 use super::{apply_changes, Balance, HealthConfig, Shared};
 use crate::endpoint::HealthSink;
-use crate::health::{driver, Outlier};
+use crate::health::{driver, ErrorsFail, Outlier};
 use crate::{
     discover::{self, BoxDiscover},
     endpoint::Pool,
@@ -42,9 +42,10 @@ const BUILD_BATCHES: usize = 64;
 /// # let _ = lb;
 /// # Ok(()) }
 /// ```
-pub struct Builder<K, S, P, L = Identity> {
+pub struct Builder<K, S, P, L = Identity, C = ErrorsFail> {
     policy: P,
     layer: L,
+    classify: C,
     endpoints: Vec<(K, S, u32)>,
     discover: Option<BoxDiscover<K, S>>,
     /// `None`: the default, which needs a runtime only if there is one.
@@ -60,6 +61,7 @@ impl<K, S, P> Builder<K, S, P> {
         Builder {
             policy,
             layer: Identity::new(),
+            classify: ErrorsFail,
             endpoints: Vec::new(),
             discover: None,
             outlier: None,
@@ -68,7 +70,7 @@ impl<K, S, P> Builder<K, S, P> {
     }
 }
 
-impl<K, S, P, L> Builder<K, S, P, L> {
+impl<K, S, P, L, C> Builder<K, S, P, L, C> {
     /// Adds an endpoint of weight 1. A later endpoint with the same key replaces it.
     pub fn endpoint(mut self, key: K, service: S) -> Self {
         self.endpoints.push((key, service, 1));
@@ -129,10 +131,39 @@ impl<K, S, P, L> Builder<K, S, P, L> {
     /// Wraps every endpoint in `layer` as it joins the pool, from the builder, from
     /// [`Balance::insert`] or from discovery: a per-endpoint timeout, concurrency limit, or any
     /// `ServiceBuilder` stack.
-    pub fn endpoint_layer<L2>(self, layer: L2) -> Builder<K, S, P, L2> {
+    pub fn endpoint_layer<L2>(self, layer: L2) -> Builder<K, S, P, L2, C> {
         Builder {
             policy: self.policy,
             layer,
+            classify: self.classify,
+            endpoints: self.endpoints,
+            discover: self.discover,
+            outlier: self.outlier,
+            panic_threshold: self.panic_threshold,
+        }
+    }
+
+    /// What counts as a failed call (default [`ErrorsFail`]: every `Err`). For HTTP,
+    /// [`ServerErrors`](crate::health::ServerErrors) also counts 5xx responses.
+    ///
+    /// ```
+    /// use tower::service_fn;
+    /// use tower_lb::{health::ServerErrors, policy::P2c, Balance};
+    ///
+    /// let lb = Balance::builder(P2c::new())
+    ///     .classify(ServerErrors)
+    ///     .endpoint("a", service_fn(|_: ()| async {
+    ///         Ok::<_, std::io::Error>(http::Response::new(()))
+    ///     }))
+    ///     .build()?;
+    /// # let _ = lb;
+    /// # Ok::<(), tower_lb::Error>(())
+    /// ```
+    pub fn classify<C2>(self, classify: C2) -> Builder<K, S, P, L, C2> {
+        Builder {
+            policy: self.policy,
+            layer: self.layer,
+            classify,
             endpoints: self.endpoints,
             discover: self.discover,
             outlier: self.outlier,
@@ -177,13 +208,14 @@ impl<K, S, P, L> Builder<K, S, P, L> {
     }
 }
 
-impl<K, S, P, L> Builder<K, S, P, L>
+impl<K, S, P, L, C> Builder<K, S, P, L, C>
 where
     K: Clone + Eq + Hash + Debug + Send + Sync + 'static,
     S: Send + 'static,
     P: Policy,
     L: Layer<S> + Send + Sync + 'static,
     L::Service: Clone + Send + Sync + 'static,
+    C: Send + Sync + 'static,
 {
     /// Builds the balancer.
     ///
@@ -191,7 +223,7 @@ where
     /// [`Error::NoRuntime`] when a discovery stream still has changes to come and there is no
     /// tokio runtime to run it on. An empty pool is not an error: calls fail with
     /// [`Error::NoEndpoints`] until endpoints join.
-    pub fn build(self) -> Result<Balance<K, S, P, L>, Error> {
+    pub fn build(self) -> Result<Balance<K, S, P, L, C>, Error> {
         let (balance, broken) = self.assemble();
         match broken {
             None => Ok(balance),
@@ -201,7 +233,7 @@ where
 
     /// Builds the balancer even when discovery cannot start; such a balancer reports why from
     /// `poll_ready` and from every call.
-    pub(crate) fn assemble(self) -> (Balance<K, S, P, L>, Option<Error>) {
+    pub(crate) fn assemble(self) -> (Balance<K, S, P, L, C>, Option<Error>) {
         let runtime = tokio::runtime::Handle::try_current().ok();
         let mut broken = None;
         let outlier = self.outlier.clone().unwrap_or_default();
@@ -261,6 +293,7 @@ where
         let shared = Arc::new(Shared::new(
             self.policy,
             self.layer,
+            self.classify,
             members,
             broken.clone(),
             health,
@@ -282,7 +315,7 @@ where
     }
 }
 
-impl<K: Debug, S, P: Debug, L> Debug for Builder<K, S, P, L> {
+impl<K: Debug, S, P: Debug, L, C> Debug for Builder<K, S, P, L, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("policy", &self.policy)

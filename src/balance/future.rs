@@ -1,5 +1,6 @@
 //! The response future of a [`Balance`](super::Balance) call.
 
+use crate::health::{Classify, ErrorsFail};
 use crate::{load::InFlight, BoxError, Error};
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -13,12 +14,13 @@ pin_project! {
     ///
     /// A named type rather than a boxed future: no allocation per request. Dropping it before
     /// it completes releases the endpoint's in-flight count at once.
-    pub struct ResponseFuture<S, Req>
+    pub struct ResponseFuture<S, Req, C = ErrorsFail>
     where
         S: Service<Req>,
     {
         #[pin]
         kind: Kind<S, Req>,
+        classify: C,
     }
 }
 
@@ -37,32 +39,35 @@ pin_project! {
     }
 }
 
-impl<S, Req> ResponseFuture<S, Req>
+impl<S, Req, C> ResponseFuture<S, Req, C>
 where
     S: Service<Req>,
 {
-    pub(crate) fn called(call: Oneshot<S, Req>, guard: InFlight) -> Self {
+    pub(crate) fn called(call: Oneshot<S, Req>, guard: InFlight, classify: C) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 call,
                 guard: Some(guard),
             },
+            classify,
         }
     }
 
-    pub(crate) fn failed(error: Error) -> Self {
+    pub(crate) fn failed(error: Error, classify: C) -> Self {
         ResponseFuture {
             kind: Kind::Failed {
                 error: Some(error.into()),
             },
+            classify,
         }
     }
 }
 
-impl<S, Req> Future for ResponseFuture<S, Req>
+impl<S, Req, C> Future for ResponseFuture<S, Req, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
 {
     type Output = Result<S::Response, BoxError>;
 
@@ -76,7 +81,8 @@ where
                 let result = ready!(call.poll(cx));
                 // Completing releases the in-flight count now, not whenever the future is dropped.
                 if let Some(guard) = guard.take() {
-                    guard.complete(result.is_ok());
+                    let failed = this.classify.is_failure(result.as_ref());
+                    guard.complete(!failed);
                 }
                 Poll::Ready(result.map_err(Into::into))
             }
@@ -84,7 +90,7 @@ where
     }
 }
 
-impl<S, Req> std::fmt::Debug for ResponseFuture<S, Req>
+impl<S, Req, C> std::fmt::Debug for ResponseFuture<S, Req, C>
 where
     S: Service<Req>,
 {

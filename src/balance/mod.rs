@@ -10,7 +10,7 @@ pub use builder::Builder;
 pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
 
-use crate::health::{EndpointState, Outlier};
+use crate::health::{EndpointState, ErrorsFail, Outlier};
 use crate::{membership::Members, policy::Policy, snapshot::Snapshot, EndpointStats, Error};
 use arc_swap::ArcSwap;
 use std::fmt::{self, Debug};
@@ -60,12 +60,12 @@ use tower_layer::{Identity, Layer};
 /// assert_eq!(lb.snapshot().len(), 2);
 /// # Ok(()) }
 /// ```
-pub struct Balance<K, S, P, L = Identity>
+pub struct Balance<K, S, P, L = Identity, C = ErrorsFail>
 where
     P: Policy,
     L: Layer<S>,
 {
-    shared: Arc<Shared<K, S, P, L>>,
+    shared: Arc<Shared<K, S, P, L, C>>,
     /// This handle's own reference to the current snapshot, with the generation it was
     /// current at. A handle that is called again and again (behind `ServiceBuilder`, in a
     /// `Buffer` worker, in a `ready().await; call()` loop) then reads membership with one
@@ -77,13 +77,15 @@ where
 
 type SharedSnapshot<K, S, P, L> = Arc<Snapshot<K, <L as Layer<S>>::Service, <P as Policy>::Table>>;
 
-pub(crate) struct Shared<K, S, P, L>
+pub(crate) struct Shared<K, S, P, L, C>
 where
     P: Policy,
     L: Layer<S>,
 {
     pub(crate) policy: P,
     pub(crate) layer: L,
+    /// What counts as a failed call; cloned into each response future.
+    pub(crate) classify: C,
     pub(crate) current: ArcSwap<Snapshot<K, L::Service, P::Table>>,
     /// Bumped after every publish of `current`, so handles can tell their cached snapshot is
     /// still the current one with a single load.
@@ -158,14 +160,14 @@ where
     }
 }
 
-impl<K, S, P, L> Balance<K, S, P, L>
+impl<K, S, P, L, C> Balance<K, S, P, L, C>
 where
     K: Clone + Eq + Hash + Debug + Send + Sync + 'static,
     P: Policy,
     L: Layer<S>,
     L::Service: Clone,
 {
-    pub(crate) fn from_shared(shared: Arc<Shared<K, S, P, L>>) -> Self {
+    pub(crate) fn from_shared(shared: Arc<Shared<K, S, P, L, C>>) -> Self {
         Balance::from_parts(shared)
     }
 
@@ -242,7 +244,7 @@ where
     }
 }
 
-impl<K, S, P, L> Shared<K, S, P, L>
+impl<K, S, P, L, C> Shared<K, S, P, L, C>
 where
     K: Clone + Eq + Hash + Debug,
     P: Policy,
@@ -252,6 +254,7 @@ where
     pub(crate) fn new(
         policy: P,
         layer: L,
+        classify: C,
         mut members: Members<K, L::Service>,
         broken: Option<Error>,
         health: HealthConfig,
@@ -261,6 +264,7 @@ where
         Shared {
             policy,
             layer,
+            classify,
             current,
             generation: AtomicU64::new(0),
             members: Mutex::new(members),
@@ -311,12 +315,12 @@ where
     }
 }
 
-impl<K, S, P, L> Balance<K, S, P, L>
+impl<K, S, P, L, C> Balance<K, S, P, L, C>
 where
     P: Policy,
     L: Layer<S>,
 {
-    fn from_parts(shared: Arc<Shared<K, S, P, L>>) -> Self {
+    fn from_parts(shared: Arc<Shared<K, S, P, L, C>>) -> Self {
         Balance {
             shared,
             cached: None,
@@ -325,7 +329,7 @@ where
     }
 }
 
-impl<K, S, P, L> Clone for Balance<K, S, P, L>
+impl<K, S, P, L, C> Clone for Balance<K, S, P, L, C>
 where
     P: Policy,
     L: Layer<S>,
@@ -335,7 +339,7 @@ where
     }
 }
 
-impl<K, S, P, L> Debug for Balance<K, S, P, L>
+impl<K, S, P, L, C> Debug for Balance<K, S, P, L, C>
 where
     K: Debug,
     P: Policy + Debug,
@@ -349,7 +353,7 @@ where
     }
 }
 
-impl<K, S, P, L> Shared<K, S, P, L>
+impl<K, S, P, L, C> Shared<K, S, P, L, C>
 where
     K: Clone + Eq + Hash + Debug,
     P: Policy,

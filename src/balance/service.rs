@@ -1,6 +1,7 @@
 //! `tower::Service` for [`Balance`].
 
 use super::{Balance, ResponseFuture, Shared};
+use crate::health::Classify;
 use crate::snapshot::Snapshot;
 use crate::{
     load::InFlight,
@@ -16,17 +17,18 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-impl<K, S, P, L, Req> Service<Req> for Balance<K, S, P, L>
+impl<K, S, P, L, C, Req> Service<Req> for Balance<K, S, P, L, C>
 where
     K: Clone + Eq + Hash + Debug + Send + Sync + 'static,
     P: Pick<Req>,
     L: Layer<S>,
     L::Service: Service<Req> + Clone,
     <L::Service as Service<Req>>::Error: Into<BoxError>,
+    C: Classify<<L::Service as Service<Req>>::Response, <L::Service as Service<Req>>::Error>,
 {
     type Response = <L::Service as Service<Req>>::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<L::Service, Req>;
+    type Future = ResponseFuture<L::Service, Req, C>;
 
     /// Always ready: readiness is the picked endpoint's business, inside the response future.
     /// The one exception is a balancer whose discovery could not start (no tokio runtime),
@@ -58,19 +60,20 @@ where
 }
 
 /// Picks an endpoint from `snapshot` for `req` and starts the call.
-fn route<K, S, P, L, Req>(
-    shared: &Shared<K, S, P, L>,
+fn route<K, S, P, L, C, Req>(
+    shared: &Shared<K, S, P, L, C>,
     snapshot: &Snapshot<K, L::Service, P::Table>,
     req: Req,
-) -> ResponseFuture<L::Service, Req>
+) -> ResponseFuture<L::Service, Req, C>
 where
     K: Debug,
     P: Pick<Req>,
     L: Layer<S>,
     L::Service: Service<Req> + Clone,
+    C: Clone,
 {
     if let Some(error) = &shared.broken {
-        return ResponseFuture::failed(error.clone());
+        return ResponseFuture::failed(error.clone(), shared.classify.clone());
     }
     let eligible = snapshot.eligible;
     let candidates = Candidates::new(&snapshot.stats[..eligible]);
@@ -84,19 +87,26 @@ where
             tracing::debug!(endpoint = ?snapshot.keys[probe], "probation request");
             probe
         }
-        (None, None) if snapshot.members == 0 => return ResponseFuture::failed(Error::NoEndpoints),
+        (None, None) if snapshot.members == 0 => {
+            return ResponseFuture::failed(Error::NoEndpoints, shared.classify.clone())
+        }
         (None, None) => {
             let endpoints = snapshot.members;
-            return ResponseFuture::failed(Error::AllUnhealthy { endpoints });
+            return ResponseFuture::failed(
+                Error::AllUnhealthy { endpoints },
+                shared.classify.clone(),
+            );
         }
         (None, Some(table)) => match shared.policy.pick(&req, table, &candidates) {
             Some(index) if index < eligible => index,
-            _ => return ResponseFuture::failed(Error::NoPick { eligible }),
+            _ => {
+                return ResponseFuture::failed(Error::NoPick { eligible }, shared.classify.clone())
+            }
         },
     };
     tracing::trace!(endpoint = ?snapshot.keys[index], eligible, "picked");
     let endpoint = &snapshot.stats[index];
     let guard = InFlight::start(Arc::clone(endpoint), || candidates.now_ns(endpoint));
     let service = snapshot.services[index].clone();
-    ResponseFuture::called(service.oneshot(req), guard)
+    ResponseFuture::called(service.oneshot(req), guard, shared.classify.clone())
 }

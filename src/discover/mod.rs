@@ -93,8 +93,8 @@ pub(crate) fn poll_batch<K, S>(
 
 /// The background driver: applies discovered changes until the stream ends or the balancer
 /// is dropped.
-pub(crate) async fn drive<K, S, P, L>(
-    shared: Weak<Shared<K, S, P, L>>,
+pub(crate) async fn drive<K, S, P, L, C>(
+    shared: Weak<Shared<K, S, P, L, C>>,
     mut discover: BoxDiscover<K, S>,
     mut stop: tokio::sync::watch::Receiver<()>,
 ) where

@@ -24,8 +24,8 @@ pub(crate) enum HealthEvent {
 }
 
 /// Runs until the balancer is dropped.
-pub(crate) async fn drive<K, S, P, L>(
-    shared: Weak<Shared<K, S, P, L>>,
+pub(crate) async fn drive<K, S, P, L, C>(
+    shared: Weak<Shared<K, S, P, L, C>>,
     mut events: mpsc::UnboundedReceiver<HealthEvent>,
     mut stop: watch::Receiver<()>,
 ) where

@@ -1,0 +1,243 @@
+//! Health-aware pools: outlier ejection, probation, panic mode, HTTP 5xx classification.
+
+#[path = "../examples/support/backend.rs"]
+mod backend;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::{service_fn, ServiceExt};
+use tower_lb::health::{Outlier, ServerErrors};
+use tower_lb::policy::RoundRobin;
+use tower_lb::{Balance, EndpointState, Error};
+
+/// An endpoint that fails while its switch is on, and counts its calls.
+#[derive(Clone, Default)]
+struct Switch {
+    failing: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Switch {
+    fn service(
+        &self,
+    ) -> impl tower::Service<
+        (),
+        Response = (),
+        Error = std::io::Error,
+        Future = impl std::future::Future<Output = Result<(), std::io::Error>> + Send,
+    > + Clone
+           + Send
+           + Sync {
+        let this = self.clone();
+        service_fn(move |()| {
+            this.calls.fetch_add(1, Ordering::Relaxed);
+            let failing = this.failing.load(Ordering::Relaxed);
+            async move {
+                match failing {
+                    true => Err(std::io::Error::other("down")),
+                    false => Ok(()),
+                }
+            }
+        })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// Lets the health task run (paused clock: no time passes).
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_endpoint_is_ejected_put_on_probation_and_restored() {
+    let switches: Vec<Switch> = (0..4).map(|_| Switch::default()).collect();
+    let lb = Balance::builder(RoundRobin::new())
+        .endpoints(switches.iter().enumerate().map(|(i, s)| (i, s.service())))
+        .outlier(
+            Outlier::consecutive_failures(5)
+                .jitter(0.0)
+                .max_ejected_percent(25),
+        )
+        .build()
+        .unwrap();
+    switches[0].failing.store(true, Ordering::Relaxed);
+
+    // Round robin sends endpoint 0 every 4th request: its 5th failure in a row ejects it.
+    for _ in 0..20 {
+        let _ = lb.clone().oneshot(()).await;
+        settle().await;
+    }
+    assert_eq!(switches[0].calls(), 5);
+    let ejected_at = tokio::time::Instant::now();
+    assert_eq!(
+        lb.snapshot()[0].state,
+        EndpointState::Ejected {
+            until: ejected_at + Duration::from_secs(30),
+            ejections: 1
+        }
+    );
+    for _ in 0..100 {
+        lb.clone().oneshot(()).await.unwrap();
+    }
+    assert_eq!(switches[0].calls(), 5, "no traffic while ejected");
+
+    // After 30 s: probation, and exactly one request goes to it; it still fails.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    settle().await;
+    assert_eq!(lb.snapshot()[0].state, EndpointState::Probation);
+    for _ in 0..10 {
+        let _ = lb.clone().oneshot(()).await;
+        settle().await;
+    }
+    assert_eq!(switches[0].calls(), 6, "one probation request");
+    assert!(
+        matches!(
+            lb.snapshot()[0].state,
+            EndpointState::Ejected { ejections: 2, .. }
+        ),
+        "the failed probe ejects it again, for longer"
+    );
+
+    // It recovers; after the second, 60 s ejection the probe succeeds and it is back.
+    switches[0].failing.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    settle().await;
+    for _ in 0..40 {
+        lb.clone().oneshot(()).await.unwrap();
+        settle().await;
+    }
+    assert_eq!(lb.snapshot()[0].state, EndpointState::Healthy);
+    assert!(
+        switches[0].calls() >= 6 + 1 + 9,
+        "back in rotation: {}",
+        switches[0].calls()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_most_endpoints_are_unhealthy_panic_mode_uses_them_all() {
+    let switches: Vec<Switch> = (0..5).map(|_| Switch::default()).collect();
+    let lb = Balance::builder(RoundRobin::new())
+        .endpoints(switches.iter().enumerate().map(|(i, s)| (i, s.service())))
+        .outlier(Outlier::consecutive_failures(2).max_ejected_percent(100))
+        .build()
+        .unwrap();
+    for s in &switches {
+        s.failing.store(true, Ordering::Relaxed);
+    }
+    for _ in 0..50 {
+        let _ = lb.clone().oneshot(()).await;
+        settle().await;
+    }
+    // Three ejected leave 2 of 5 healthy (< 50 %): panic mode spreads load over all five.
+    assert!(lb.in_panic_mode());
+    assert_eq!(lb.panic_mode_entries(), 1);
+    let before: Vec<usize> = switches.iter().map(Switch::calls).collect();
+    for _ in 0..50 {
+        let result = lb.clone().oneshot(()).await;
+        let err = result.unwrap_err();
+        assert!(
+            err.is::<std::io::Error>(),
+            "requests reach endpoints, no balancer error: {err}"
+        );
+    }
+    for (s, before) in switches.iter().zip(before) {
+        assert_eq!(
+            s.calls() - before,
+            10,
+            "every endpoint takes its share in panic mode"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_panic_mode_an_all_unhealthy_pool_fails_fast() {
+    let switches: Vec<Switch> = (0..2).map(|_| Switch::default()).collect();
+    let lb = Balance::builder(RoundRobin::new())
+        .endpoints(switches.iter().enumerate().map(|(i, s)| (i, s.service())))
+        .outlier(Outlier::consecutive_failures(1).max_ejected_percent(100))
+        .panic_threshold(0.0)
+        .build()
+        .unwrap();
+    for s in &switches {
+        s.failing.store(true, Ordering::Relaxed);
+    }
+    for _ in 0..4 {
+        let _ = lb.clone().oneshot(()).await;
+        settle().await;
+    }
+    let err = lb.clone().oneshot(()).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<Error>(),
+        Some(&Error::AllUnhealthy { endpoints: 2 })
+    );
+}
+
+#[test]
+fn explicit_health_settings_need_a_runtime() {
+    let built = Balance::builder(RoundRobin::new())
+        .outlier(Outlier::default())
+        .endpoint(1, Switch::default().service())
+        .build();
+    assert_eq!(built.err(), Some(Error::NoRuntime));
+    // The defaults degrade instead: no outlier detection outside a runtime.
+    assert!(Balance::builder(RoundRobin::new())
+        .endpoint(1, Switch::default().service())
+        .build()
+        .is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_answering_500_is_ejected() {
+    use backend::Backend;
+    let mut backends = Vec::new();
+    for i in 0..3 {
+        backends.push(Backend::start(format!("b{i}")).await.unwrap());
+    }
+    backends[1].set_failing(true);
+    let client = reqwest::Client::new();
+    let endpoint = |url: String| {
+        let client = client.clone();
+        service_fn(move |()| {
+            let request = client.get(&url);
+            async move {
+                let response = request.send().await?;
+                let status = response.status();
+                let body = response.text().await?;
+                Ok::<_, reqwest::Error>(
+                    http::Response::builder()
+                        .status(status)
+                        .body(body)
+                        .expect("a response"),
+                )
+            }
+        })
+    };
+    let lb = Balance::builder(RoundRobin::new())
+        .classify(ServerErrors)
+        .endpoints(backends.iter().map(|b| (b.name.clone(), endpoint(b.url()))))
+        .build()
+        .unwrap();
+    let mut server_errors = 0;
+    for _ in 0..300 {
+        let response = lb.clone().oneshot(()).await.unwrap();
+        server_errors += usize::from(response.status().is_server_error());
+    }
+    // Five 500s in a row eject b1. The health task runs on the other worker, so a request
+    // racing the ejection may still reach it.
+    assert!(
+        (5..=6).contains(&server_errors),
+        "{server_errors} server errors"
+    );
+    assert!(matches!(
+        lb.snapshot()[1].state,
+        EndpointState::Ejected { .. }
+    ));
+    assert_eq!(backends[1].hits() as usize, server_errors);
+}
