@@ -47,6 +47,7 @@ pub mod health;
 pub mod load;
 mod membership;
 pub mod policy;
+pub mod retry;
 mod rng;
 mod snapshot;
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use super::{apply_changes, Balance, HealthConfig, Shared};
 use crate::endpoint::HealthSink;
-use crate::health::{driver, ErrorsFail, Outlier};
+use crate::health::{driver, ActiveChecks, ErrorsFail, Outlier};
 use crate::{
     discover::{self, BoxDiscover},
     endpoint::Pool,
@@ -50,6 +50,7 @@ pub struct Builder<K, S, P, L = Identity, C = ErrorsFail> {
     discover: Option<BoxDiscover<K, S>>,
     /// `None`: the default, which needs a runtime only if there is one.
     outlier: Option<Outlier>,
+    checks: Option<ActiveChecks<K>>,
     panic_threshold: f64,
 }
 
@@ -65,6 +66,7 @@ impl<K, S, P> Builder<K, S, P> {
             endpoints: Vec::new(),
             discover: None,
             outlier: None,
+            checks: None,
             panic_threshold: DEFAULT_PANIC_THRESHOLD,
         }
     }
@@ -139,6 +141,7 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
             endpoints: self.endpoints,
             discover: self.discover,
             outlier: self.outlier,
+            checks: self.checks,
             panic_threshold: self.panic_threshold,
         }
     }
@@ -167,8 +170,16 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
             endpoints: self.endpoints,
             discover: self.discover,
             outlier: self.outlier,
+            checks: self.checks,
             panic_threshold: self.panic_threshold,
         }
+    }
+
+    /// Checks every endpoint actively, on a timer (see [`ActiveChecks`]). Needs a tokio
+    /// runtime: built outside one, `build` fails with [`Error::NoRuntime`].
+    pub fn health_check(mut self, checks: ActiveChecks<K>) -> Self {
+        self.checks = Some(checks);
+        self
     }
 
     /// Passive outlier detection settings ([`Outlier::disabled`] turns it off).
@@ -282,7 +293,7 @@ where
                 pending_discovery = Some(stream);
             }
         }
-        if pending_discovery.is_some() && runtime.is_none() {
+        if (pending_discovery.is_some() || self.checks.is_some()) && runtime.is_none() {
             broken = Some(Error::NoRuntime);
         }
         let (stop, stopped) = tokio::sync::watch::channel(());
@@ -307,8 +318,10 @@ where
                     stopped.clone(),
                 ));
             }
-            if let Some((_, events)) = health_events {
-                runtime.spawn(driver::drive(Arc::downgrade(&shared), events, stopped));
+            let events = health_events.map(|(_, events)| events);
+            if events.is_some() || self.checks.is_some() {
+                let shared = Arc::downgrade(&shared);
+                runtime.spawn(driver::drive(shared, events, self.checks, stopped));
             }
         }
         (Balance::from_shared(shared), broken)

@@ -309,6 +309,14 @@ where
         self.generation.fetch_add(1, Ordering::Release);
     }
 
+    /// Changes the member list without publishing: for bookkeeping no pick depends on.
+    pub(crate) fn with_members<T>(
+        &self,
+        change: impl FnOnce(&mut Members<K, L::Service>) -> T,
+    ) -> T {
+        change(&mut self.members())
+    }
+
     /// Reads the member list (the health driver's timers).
     pub(crate) fn inspect<T>(&self, read: impl FnOnce(&Members<K, L::Service>) -> T) -> T {
         read(&self.members())

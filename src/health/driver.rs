@@ -1,13 +1,16 @@
-//! The health driver: a task on the tokio runtime that applies passive-health events and
-//! timers to the pool, with or without traffic.
+//! The health driver: a task on the tokio runtime that applies passive-health events, runs
+//! active checks and fires the health timers, with or without traffic.
 
+use super::ActiveChecks;
 use crate::balance::Shared;
 use crate::policy::Policy;
 use crate::EndpointStats;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower_layer::Layer;
 
@@ -26,25 +29,41 @@ pub(crate) enum HealthEvent {
 /// Runs until the balancer is dropped.
 pub(crate) async fn drive<K, S, P, L, C>(
     shared: Weak<Shared<K, S, P, L, C>>,
-    mut events: mpsc::UnboundedReceiver<HealthEvent>,
+    mut events: Option<mpsc::UnboundedReceiver<HealthEvent>>,
+    checks: Option<ActiveChecks<K>>,
     mut stop: watch::Receiver<()>,
 ) where
-    K: Clone + Eq + Hash + Debug,
+    K: Clone + Eq + Hash + Debug + Send + 'static,
     P: Policy,
     L: Layer<S>,
     L::Service: Clone,
 {
+    let mut running: JoinSet<(Arc<EndpointStats>, bool)> = JoinSet::new();
     let mut next_decay = Instant::now();
     loop {
         let Some(deadline) = shared.upgrade().map(|shared| {
-            let ejection_end = shared.inspect(|members| members.next_ejection_end());
-            ejection_end.map_or(next_decay, |end| end.min(next_decay))
+            let (ejection_end, next_check) = shared.inspect(|members| {
+                (
+                    members.next_ejection_end(),
+                    checks.as_ref().and_then(|_| members.next_check()),
+                )
+            });
+            [ejection_end, next_check]
+                .into_iter()
+                .flatten()
+                .fold(next_decay, Instant::min)
         }) else {
             return;
         };
+        let event = async {
+            match &mut events {
+                Some(events) => events.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.changed() => return,
-            event = events.recv() => {
+            event = event => {
                 let (Some(event), Some(shared)) = (event, shared.upgrade()) else { return };
                 let outlier = &shared.health.outlier;
                 let now = Instant::now();
@@ -57,17 +76,43 @@ pub(crate) async fn drive<K, S, P, L, C>(
                     }
                 });
             }
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                let (Ok((endpoint, passed)), Some(shared), Some(checks)) = (done, shared.upgrade(), &checks) else {
+                    continue;
+                };
+                shared.update(|members| members.check_done(&endpoint, passed, checks));
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 let Some(shared) = shared.upgrade() else { return };
                 let outlier = &shared.health.outlier;
                 let now = Instant::now();
                 if now >= next_decay {
-                    next_decay = now + outlier.base_ejection.max(std::time::Duration::from_millis(1));
+                    next_decay = now + outlier.base_ejection.max(Duration::from_millis(1));
                 }
                 shared.update(|members| {
                     members.decay_ejections(outlier, now);
                     members.end_ejections(now)
                 });
+                if let Some(checks) = &checks {
+                    for (key, endpoint) in shared.with_members(|members| members.due_checks(now, checks)) {
+                        let check = checks.check.check(&key);
+                        let timeout = checks.timeout;
+                        running.spawn(async move {
+                            let passed = match tokio::time::timeout(timeout, check).await {
+                                Ok(Ok(())) => true,
+                                Ok(Err(error)) => {
+                                    tracing::debug!(endpoint = ?key, %error, "health check failed");
+                                    false
+                                }
+                                Err(_) => {
+                                    tracing::debug!(endpoint = ?key, ?timeout, "health check timed out");
+                                    false
+                                }
+                            };
+                            (endpoint, passed)
+                        });
+                    }
+                }
             }
         }
     }

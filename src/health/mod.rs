@@ -2,6 +2,8 @@
 //!
 //! - **Passive** ([`Outlier`]): calls that fail in a row eject their endpoint for a while;
 //!   when the ejection ends, one probation request decides whether it comes back.
+//! - **Active** ([`ActiveChecks`]): a check per endpoint on a timer, with rise and fall
+//!   counts; a hung check fails at its timeout.
 //! - **Panic threshold**: when fewer than a share of the endpoints (50 % by default) are
 //!   healthy, the balancer spreads load over all of them rather than crush the few left; a
 //!   broken health signal must not take the whole service down.
@@ -10,13 +12,21 @@
 //! [`EndpointState`]; every change of state is a `tracing` event with the endpoint's key and
 //! the reason. Health is driven by a task on the tokio runtime; nothing waits on traffic.
 
+mod active;
 mod classify;
 pub(crate) mod driver;
+#[cfg(feature = "reqwest")]
+mod http;
 mod outlier;
 mod state;
 mod transitions;
 
+pub use active::{
+    check_fn, check_service, ActiveChecks, BoxFuture, CheckFn, CheckService, HealthCheck,
+};
 pub use classify::{classify_fn, Classify, ClassifyFn, ErrorsFail, ServerErrors};
+#[cfg(feature = "reqwest")]
+pub use http::HttpCheck;
 pub use outlier::Outlier;
 pub use state::EndpointState;
 pub(crate) use state::MemberHealth;

@@ -19,6 +19,9 @@ pub enum EndpointState {
     },
     /// Out of rotation until one probation request succeeds.
     Probation,
+    /// Out of rotation: active health checks failed `fall` times in a row. Back after `rise`
+    /// passed checks.
+    Failing,
     /// Removed or replaced: no new picks; shown until its calls in flight have ended.
     Draining,
 }
@@ -31,6 +34,12 @@ pub(crate) struct MemberHealth {
     pub(crate) ejections: u32,
     /// When `ejections` last changed.
     pub(crate) ejections_changed: Instant,
+    /// Active checks passed and failed in a row.
+    pub(crate) checks_passed: u32,
+    pub(crate) checks_failed: u32,
+    /// When the next active check is due, and whether one is running.
+    pub(crate) next_check: Instant,
+    pub(crate) checking: bool,
 }
 
 impl MemberHealth {
@@ -39,6 +48,10 @@ impl MemberHealth {
             state: EndpointState::Healthy,
             ejections: 0,
             ejections_changed: Instant::now(),
+            checks_passed: 0,
+            checks_failed: 0,
+            next_check: Instant::now(),
+            checking: false,
         }
     }
 

@@ -3,7 +3,7 @@
 //! Pure state changes with the time passed in, so that ejection timing, the ejection cap and
 //! probation are unit-tested on a paused clock; the driver decides when to call them.
 
-use super::{EndpointState, Outlier};
+use super::{ActiveChecks, EndpointState, Outlier};
 use crate::membership::Members;
 use crate::EndpointStats;
 use std::fmt::Debug;
@@ -127,6 +127,76 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
                 health.ejections_changed = now;
             }
         }
+    }
+
+    /// An active check completed. Returns whether the pool changed.
+    pub(crate) fn check_done<C>(
+        &mut self,
+        stats: &Arc<EndpointStats>,
+        passed: bool,
+        checks: &ActiveChecks<C>,
+    ) -> bool {
+        let Some(i) = self.position(stats) else {
+            return false;
+        };
+        let member = &mut self.active[i];
+        let health = &mut member.health;
+        health.checking = false;
+        if passed {
+            health.checks_passed = health.checks_passed.saturating_add(1);
+            health.checks_failed = 0;
+            let restore = match health.state {
+                EndpointState::Failing => health.checks_passed >= checks.rise,
+                EndpointState::Ejected { .. } | EndpointState::Probation => true,
+                _ => false,
+            };
+            if restore {
+                tracing::info!(endpoint = ?member.key, from = ?health.state, "health check passed: endpoint restored");
+                health.state = EndpointState::Healthy;
+                member.stats.set_probation(false);
+            }
+            restore
+        } else {
+            health.checks_failed = health.checks_failed.saturating_add(1);
+            health.checks_passed = 0;
+            let fail =
+                health.checks_failed >= checks.fall && health.state != EndpointState::Failing;
+            if fail {
+                tracing::warn!(endpoint = ?member.key, failed = health.checks_failed, "health checks failing: endpoint out of rotation");
+                health.state = EndpointState::Failing;
+                member.stats.set_probation(false);
+            }
+            fail
+        }
+    }
+
+    /// The endpoints whose check is due, marked as being checked and rescheduled.
+    pub(crate) fn due_checks<C>(
+        &mut self,
+        now: Instant,
+        checks: &ActiveChecks<C>,
+    ) -> Vec<(K, Arc<EndpointStats>)>
+    where
+        K: Clone,
+    {
+        self.active
+            .iter_mut()
+            .filter(|m| !m.health.checking && m.health.next_check <= now)
+            .map(|m| {
+                m.health.checking = true;
+                m.health.next_check = now + checks.next_interval(fastrand::f64());
+                (m.key.clone(), Arc::clone(&m.stats))
+            })
+            .collect()
+    }
+
+    /// When the next active check is due.
+    pub(crate) fn next_check(&self) -> Option<Instant> {
+        self.active
+            .iter()
+            .filter(|m| !m.health.checking)
+            .map(|m| m.health.next_check)
+            .min()
     }
 
     /// When the next ejection ends, if any does.
@@ -268,5 +338,69 @@ mod tests {
         // Probation still counts against the cap.
         twenty.end_ejections(now + Duration::from_secs(31));
         assert!(!twenty.outlier(&stats[2], &outlier, now, 0.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_fall_after_three_failures_and_rise_after_two_passes() {
+        let (mut m, _rx) = members(3);
+        let checks = ActiveChecks::new(super::super::check_fn(|_: &usize| async {
+            Ok::<_, std::io::Error>(())
+        }));
+        let stats = Arc::clone(&m.active[1].stats);
+        assert!(!m.check_done(&stats, false, &checks));
+        assert!(!m.check_done(&stats, false, &checks));
+        assert_eq!(state(&m, 1), EndpointState::Healthy);
+        assert!(
+            m.check_done(&stats, false, &checks),
+            "the third failure takes it out"
+        );
+        assert_eq!(state(&m, 1), EndpointState::Failing);
+        assert!(!m.check_done(&stats, true, &checks));
+        assert!(
+            !m.check_done(&stats, false, &checks),
+            "a failure resets the rise count"
+        );
+        assert!(!m.check_done(&stats, true, &checks));
+        assert!(
+            m.check_done(&stats, true, &checks),
+            "two passes in a row bring it back"
+        );
+        assert_eq!(state(&m, 1), EndpointState::Healthy);
+
+        // A passed check ends an outlier ejection early.
+        let now = Instant::now();
+        assert!(m.outlier(&stats, &Outlier::default(), now, 0.0));
+        assert!(m.check_done(&stats, true, &checks));
+        assert_eq!(state(&m, 1), EndpointState::Healthy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_are_scheduled_with_jitter_and_never_overlap() {
+        let (mut m, _rx) = members(4);
+        let checks = ActiveChecks::new(super::super::check_fn(|_: &usize| async {
+            Ok::<_, std::io::Error>(())
+        }))
+        .every(Duration::from_secs(10));
+        let now = Instant::now();
+        assert_eq!(
+            m.due_checks(now, &checks).len(),
+            4,
+            "new endpoints are checked at once"
+        );
+        assert!(
+            m.due_checks(now + Duration::from_secs(60), &checks)
+                .is_empty(),
+            "not while running"
+        );
+        let stats: Vec<_> = m.active.iter().map(|m| Arc::clone(&m.stats)).collect();
+        for s in &stats {
+            m.check_done(s, true, &checks);
+        }
+        let next = m.next_check().unwrap();
+        assert!(
+            next >= now + Duration::from_secs(9) && next <= now + Duration::from_secs(11),
+            "{:?}",
+            next - now
+        );
     }
 }

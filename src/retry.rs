@@ -1,0 +1,184 @@
+//! Retries that land elsewhere: a `tower::retry::Policy` with a retry budget and jittered
+//! backoff, meant to sit in front of a [`Balance`](crate::Balance).
+//!
+//! A retry goes through the balancer again, so it is picked afresh: outlier detection has
+//! usually ejected an endpoint that keeps failing, and round robin, random and P2C pick another
+//! endpoint for it far more often than not. The budget caps retries at a share of the traffic
+//! (20 % plus 3 per second by default, like Finagle and Envoy), so that when the whole pool is
+//! down, retries do not multiply the load on it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::retry::budget::{Budget, TpsBudget};
+
+/// Retries failed calls through the balancer, within a budget, after a jittered backoff.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+/// use tower_lb::{policy::RoundRobin, retry::RetryPolicy, Balance};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_lb::BoxError> {
+/// let lb = Balance::builder(RoundRobin::new())
+///     .endpoint("a", service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }))
+///     .build()?;
+/// let client = ServiceBuilder::new()
+///     .retry(RetryPolicy::new(2).backoff(Duration::from_millis(5), Duration::from_millis(100)))
+///     .service(lb);
+/// assert_eq!(client.oneshot(7).await?, 7);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RetryPolicy<F = RetryErrors> {
+    attempts: usize,
+    budget: Arc<TpsBudget>,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    /// The backoff before the next retry of this request.
+    next_backoff: Duration,
+    retry_if: F,
+}
+
+/// Retries every error (the default predicate of [`RetryPolicy`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetryErrors;
+
+/// Decides whether a failed call may be retried (for instance: only idempotent requests).
+pub trait RetryIf<Req, Res, E>: Clone {
+    /// Whether `req`, which ended in `result`, should be tried again.
+    fn retry(&self, req: &Req, result: &Result<Res, E>) -> bool;
+}
+
+impl<Req, Res, E> RetryIf<Req, Res, E> for RetryErrors {
+    fn retry(&self, _: &Req, result: &Result<Res, E>) -> bool {
+        result.is_err()
+    }
+}
+
+impl<Req, Res, E, F> RetryIf<Req, Res, E> for F
+where
+    F: Fn(&Req, &Result<Res, E>) -> bool + Clone,
+{
+    fn retry(&self, req: &Req, result: &Result<Res, E>) -> bool {
+        self(req, result)
+    }
+}
+
+impl RetryPolicy {
+    /// Up to `attempts` retries per request, with the default budget (20 % of requests, plus 3
+    /// per second, over 10 s) and backoff (25 ms doubling to 1 s, full jitter).
+    pub fn new(attempts: usize) -> Self {
+        RetryPolicy {
+            attempts,
+            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 3, 0.2)),
+            min_backoff: Duration::from_millis(25),
+            max_backoff: Duration::from_secs(1),
+            next_backoff: Duration::from_millis(25),
+            retry_if: RetryErrors,
+        }
+    }
+}
+
+impl<F> RetryPolicy<F> {
+    /// Retries at most `percent` (0–1000 %) of requests, plus `min_per_sec` per second, counted
+    /// over `ttl` (a new budget; clones of this policy share it).
+    pub fn budget(mut self, ttl: Duration, min_per_sec: u32, percent: f32) -> Self {
+        let ttl = ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let percent = if percent.is_finite() {
+            percent.clamp(0.0, 1000.0)
+        } else {
+            0.0
+        };
+        self.budget = Arc::new(TpsBudget::new(ttl, min_per_sec, percent));
+        self
+    }
+
+    /// Backs off between `min` and `max`, doubling per retry, with full jitter.
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_backoff = min;
+        self.max_backoff = max.max(min);
+        self.next_backoff = min;
+        self
+    }
+
+    /// Retries only what `retry_if` allows (say, idempotent methods).
+    pub fn retry_if<G>(self, retry_if: G) -> RetryPolicy<G> {
+        RetryPolicy {
+            attempts: self.attempts,
+            budget: self.budget,
+            min_backoff: self.min_backoff,
+            max_backoff: self.max_backoff,
+            next_backoff: self.next_backoff,
+            retry_if,
+        }
+    }
+}
+
+impl<Req, Res, E, F> tower::retry::Policy<Req, Res, E> for RetryPolicy<F>
+where
+    Req: Clone,
+    F: RetryIf<Req, Res, E>,
+{
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        if !self.retry_if.retry(req, result) {
+            self.budget.deposit();
+            return None;
+        }
+        if self.attempts == 0 || !self.budget.withdraw() {
+            return None;
+        }
+        self.attempts -= 1;
+        let backoff = self.next_backoff.mul_f64(fastrand::f64());
+        self.next_backoff = (self.next_backoff * 2).min(self.max_backoff);
+        Some(tokio::time::sleep(backoff))
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+impl<F> fmt::Debug for RetryPolicy<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("attempts", &self.attempts)
+            .field("min_backoff", &self.min_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::retry::Policy;
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_errors_within_attempts_and_budget() {
+        let mut policy = RetryPolicy::new(2).budget(Duration::from_secs(10), 0, 0.0);
+        let mut failed: Result<(), ()> = Err(());
+        // No floor and no percentage: the budget allows nothing.
+        assert!(Policy::<(), (), ()>::retry(&mut policy, &mut (), &mut failed).is_none());
+
+        let mut policy = RetryPolicy::new(2);
+        assert!(policy.retry(&mut (), &mut failed).is_some());
+        assert!(policy.retry(&mut (), &mut failed).is_some());
+        assert!(
+            policy.retry(&mut (), &mut failed).is_none(),
+            "two attempts only"
+        );
+        let mut ok: Result<(), ()> = Ok(());
+        assert!(RetryPolicy::new(2).retry(&mut (), &mut ok).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_what_the_predicate_allows() {
+        let mut policy = RetryPolicy::new(3)
+            .retry_if(|req: &&str, result: &Result<(), ()>| *req == "GET" && result.is_err());
+        assert!(policy.retry(&mut "GET", &mut Err(())).is_some());
+        assert!(policy.retry(&mut "POST", &mut Err(())).is_none());
+    }
+}
