@@ -6,7 +6,7 @@
 
 use crate::health::driver::HealthEvent;
 use crate::load::PeakEwma;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -17,6 +17,10 @@ use tokio::time::Instant;
 /// dividing by the weights' common divisor): 4096 endpoints at the maximum weight make a
 /// 16 MiB schedule, and no endpoint may be more than a thousand times another.
 pub const MAX_WEIGHT: u32 = 1000;
+
+/// With slow start, full weights are the configured ones × this, so that a ramp from 10 %
+/// has integer steps even for weight 1.
+pub(crate) const SLOW_START_SCALE: u32 = 10;
 
 /// Live load counters of one endpoint, read by the policies on every pick.
 ///
@@ -50,7 +54,10 @@ pub struct EndpointStats {
     rtt_at: AtomicU64,
     /// A stable hash of the endpoint's key: where it sits on a hash ring.
     key_hash: u64,
-    weight: u32,
+    /// The configured weight, and the weight policies balance by: the same, or scaled by
+    /// [`SLOW_START_SCALE`] and ramping while the endpoint is slowly starting.
+    weight: u16,
+    effective_weight: AtomicU16,
     /// Consecutive failures and probation flags (see [`FAILURES`], [`PROBE`]).
     health: AtomicU32,
     /// What the policy wants accounted beyond these counters, shared by all the endpoints of a
@@ -131,7 +138,8 @@ impl EndpointStats {
             rtt_bits: AtomicU64::new(0),
             rtt_at: AtomicU64::new(0),
             key_hash,
-            weight,
+            weight: weight.min(u32::from(u16::MAX)) as u16,
+            effective_weight: AtomicU16::new(weight.min(u32::from(u16::MAX)) as u16),
             health: AtomicU32::new(0),
             pool,
         }
@@ -145,7 +153,20 @@ impl EndpointStats {
 
     /// The endpoint's configured weight (1 ..= [`MAX_WEIGHT`]).
     pub fn weight(&self) -> u32 {
-        self.weight
+        u32::from(self.weight)
+    }
+
+    /// The weight load-balancing policies use: the configured weight, or, when the balancer
+    /// has slow start, the configured weight × 10 scaled down while the endpoint ramps up.
+    /// Only ratios between endpoints matter. (Consistent hashing places endpoints by their
+    /// configured weight, so that slow start never moves keys.)
+    pub fn effective_weight(&self) -> u32 {
+        u32::from(self.effective_weight.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_effective_weight(&self, weight: u32) {
+        let weight = weight.clamp(1, u32::from(u16::MAX)) as u16;
+        self.effective_weight.store(weight, Ordering::Relaxed);
     }
 
     /// Calls sent to this endpoint whose response futures have neither completed nor been dropped.

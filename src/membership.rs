@@ -1,7 +1,7 @@
 //! The authoritative member list, changed only under the balancer's membership lock.
 
 use crate::endpoint::{Pool, MAX_WEIGHT};
-use crate::health::{EndpointState, MemberHealth};
+use crate::health::{EndpointState, MemberHealth, SlowStart};
 use crate::policy::Policy;
 use crate::snapshot::Snapshot;
 use crate::{EndpointStats, Error};
@@ -9,9 +9,13 @@ use std::fmt::Debug;
 use std::hash::BuildHasher;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 pub(crate) struct Member<K, S> {
     pub(crate) key: K,
+    /// The configured weight.
+    pub(crate) weight: u32,
     pub(crate) service: S,
     pub(crate) stats: Arc<EndpointStats>,
     pub(crate) health: MemberHealth,
@@ -20,6 +24,14 @@ pub(crate) struct Member<K, S> {
 impl<K, S> Member<K, S> {
     fn entry(&self) -> (&K, &S, &Arc<EndpointStats>) {
         (&self.key, &self.service, &self.stats)
+    }
+
+    /// Sets the effective weight for slow start: ramping from 10 % if `ramp`, else full.
+    pub(crate) fn start_ramp(&mut self, slow: &SlowStart, ramp: bool, now: Instant) {
+        let elapsed = if ramp { Duration::ZERO } else { slow.window };
+        self.stats
+            .set_effective_weight(slow.weight(self.weight, elapsed));
+        self.health.ramp_from = ramp.then_some(now);
     }
 }
 
@@ -35,6 +47,10 @@ pub(crate) struct Members<K, S> {
     /// Whether the last snapshot was built in panic mode, and how often it has entered it.
     pub(crate) panicking: bool,
     pub(crate) panics: u64,
+    /// Slow start, when on; and whether endpoints that join now ramp (not those the balancer
+    /// is built with).
+    pub(crate) slow_start: Option<SlowStart>,
+    pub(crate) ramp_new: bool,
 }
 
 impl<K: Eq + Hash + Debug, S> Members<K, S> {
@@ -45,6 +61,8 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
             pool,
             panicking: false,
             panics: 0,
+            slow_start: None,
+            ramp_new: false,
         }
     }
 
@@ -52,12 +70,17 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
     /// has been checked with [`check_weight`].
     pub(crate) fn insert(&mut self, key: K, service: S, weight: u32) {
         let key_hash = hashring::DefaultHashBuilder.hash_one(&key);
-        let member = Member {
+        let mut member = Member {
             stats: Arc::new(EndpointStats::member(weight, key_hash, self.pool.clone())),
             key,
+            weight,
             service,
             health: MemberHealth::new(),
         };
+        if let Some(slow) = self.slow_start {
+            let ramp = self.ramp_new;
+            member.start_ramp(&slow, ramp, Instant::now());
+        }
         match self.active.iter().position(|m| m.key == member.key) {
             Some(i) => {
                 let old = std::mem::replace(&mut self.active[i], member);

@@ -241,3 +241,38 @@ async fn a_backend_answering_500_is_ejected() {
     ));
     assert_eq!(backends[1].hits() as usize, server_errors);
 }
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_ramps_a_new_endpoints_share_from_ten_percent_to_full() {
+    use tower_lb::health::SlowStart;
+    use tower_lb::policy::WeightedRoundRobin;
+
+    let endpoint = |i: usize| service_fn(move |()| async move { Ok::<_, std::io::Error>(i) });
+    let lb = Balance::builder(WeightedRoundRobin::new())
+        .slow_start(SlowStart::over(Duration::from_secs(10)))
+        .endpoints((0..4).map(|i| (i, endpoint(i))))
+        .build()
+        .unwrap();
+    // The first four start at full weight; the fifth joins later and ramps.
+    lb.insert(4, endpoint(4));
+    let share_of_fair = |picks: &[usize]| {
+        let new = picks.iter().filter(|&&i| i == 4).count() as f64 / picks.len() as f64;
+        new / 0.2 // its fair share is one fifth
+    };
+    let joined = tokio::time::Instant::now();
+    let mut shares = Vec::new();
+    for at in [0u64, 5, 11] {
+        tokio::time::sleep_until(joined + Duration::from_secs(at)).await;
+        settle().await;
+        let mut picks = Vec::new();
+        for _ in 0..4100 {
+            picks.push(lb.clone().oneshot(()).await.unwrap());
+        }
+        shares.push(share_of_fair(&picks));
+    }
+    println!("new endpoint's share of its fair share at 0 s, 5 s, 11 s: {shares:.3?}");
+    // Weight 1 against 10 × 4 others: 1/41 of picks, 12 % of a fair fifth.
+    assert!((shares[0] - 0.122).abs() < 0.01, "{shares:?}");
+    assert!(shares[1] > 0.5 && shares[1] < 0.8, "{shares:?}");
+    assert!((shares[2] - 1.0).abs() < 0.01, "{shares:?}");
+}

@@ -2,7 +2,7 @@
 
 use super::{apply_changes, Balance, HealthConfig, Shared};
 use crate::endpoint::HealthSink;
-use crate::health::{driver, ActiveChecks, ErrorsFail, Outlier};
+use crate::health::{driver, ActiveChecks, ErrorsFail, Outlier, SlowStart};
 use crate::{
     discover::{self, BoxDiscover},
     endpoint::Pool,
@@ -51,6 +51,7 @@ pub struct Builder<K, S, P, L = Identity, C = ErrorsFail> {
     /// `None`: the default, which needs a runtime only if there is one.
     outlier: Option<Outlier>,
     checks: Option<ActiveChecks<K>>,
+    slow_start: Option<SlowStart>,
     panic_threshold: f64,
 }
 
@@ -67,6 +68,7 @@ impl<K, S, P> Builder<K, S, P> {
             discover: None,
             outlier: None,
             checks: None,
+            slow_start: None,
             panic_threshold: DEFAULT_PANIC_THRESHOLD,
         }
     }
@@ -142,6 +144,7 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
             discover: self.discover,
             outlier: self.outlier,
             checks: self.checks,
+            slow_start: self.slow_start,
             panic_threshold: self.panic_threshold,
         }
     }
@@ -171,6 +174,7 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
             discover: self.discover,
             outlier: self.outlier,
             checks: self.checks,
+            slow_start: self.slow_start,
             panic_threshold: self.panic_threshold,
         }
     }
@@ -179,6 +183,14 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
     /// runtime: built outside one, `build` fails with [`Error::NoRuntime`].
     pub fn health_check(mut self, checks: ActiveChecks<K>) -> Self {
         self.checks = Some(checks);
+        self
+    }
+
+    /// Ramps up the weight of endpoints that join later, or come back into rotation (see
+    /// [`SlowStart`]). Needs a tokio runtime: built outside one, `build` fails with
+    /// [`Error::NoRuntime`].
+    pub fn slow_start(mut self, slow_start: SlowStart) -> Self {
+        self.slow_start = Some(slow_start);
         self
     }
 
@@ -270,6 +282,7 @@ where
             sink,
         );
         let mut members = Members::new(pool);
+        members.slow_start = self.slow_start;
         for (key, service, weight) in self.endpoints {
             members.insert(key, self.layer.layer(service), weight);
         }
@@ -293,7 +306,9 @@ where
                 pending_discovery = Some(stream);
             }
         }
-        if (pending_discovery.is_some() || self.checks.is_some()) && runtime.is_none() {
+        members.ramp_new = true; // from here on, joining endpoints ramp up
+        let needs_driver = self.checks.is_some() || self.slow_start.is_some();
+        if (pending_discovery.is_some() || needs_driver) && runtime.is_none() {
             broken = Some(Error::NoRuntime);
         }
         let (stop, stopped) = tokio::sync::watch::channel(());
@@ -319,7 +334,7 @@ where
                 ));
             }
             let events = health_events.map(|(_, events)| events);
-            if events.is_some() || self.checks.is_some() {
+            if events.is_some() || needs_driver {
                 let shared = Arc::downgrade(&shared);
                 runtime.spawn(driver::drive(shared, events, self.checks, stopped));
             }

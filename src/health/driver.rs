@@ -42,13 +42,15 @@ pub(crate) async fn drive<K, S, P, L, C>(
     let mut next_decay = Instant::now();
     loop {
         let Some(deadline) = shared.upgrade().map(|shared| {
-            let (ejection_end, next_check) = shared.inspect(|members| {
+            let now = Instant::now();
+            let (ejection_end, next_check, ramp_step) = shared.inspect(|members| {
                 (
                     members.next_ejection_end(),
                     checks.as_ref().and_then(|_| members.next_check()),
+                    members.next_ramp_step(now),
                 )
             });
-            [ejection_end, next_check]
+            [ejection_end, next_check, ramp_step]
                 .into_iter()
                 .flatten()
                 .fold(next_decay, Instant::min)
@@ -80,7 +82,7 @@ pub(crate) async fn drive<K, S, P, L, C>(
                 let (Ok((endpoint, passed)), Some(shared), Some(checks)) = (done, shared.upgrade(), &checks) else {
                     continue;
                 };
-                shared.update(|members| members.check_done(&endpoint, passed, checks));
+                shared.update(|members| members.check_done(&endpoint, passed, checks, Instant::now()));
             }
             _ = tokio::time::sleep_until(deadline) => {
                 let Some(shared) = shared.upgrade() else { return };
@@ -91,7 +93,8 @@ pub(crate) async fn drive<K, S, P, L, C>(
                 }
                 shared.update(|members| {
                     members.decay_ejections(outlier, now);
-                    members.end_ejections(now)
+                    let ramped = members.ramp(now);
+                    members.end_ejections(now) | ramped
                 });
                 if let Some(checks) = &checks {
                     for (key, endpoint) in shared.with_members(|members| members.due_checks(now, checks)) {

@@ -4,6 +4,7 @@
 //!   when the ejection ends, one probation request decides whether it comes back.
 //! - **Active** ([`ActiveChecks`]): a check per endpoint on a timer, with rise and fall
 //!   counts; a hung check fails at its timeout.
+//! - **Slow start** ([`SlowStart`]): endpoints that join or come back ramp up their weight.
 //! - **Panic threshold**: when fewer than a share of the endpoints (50 % by default) are
 //!   healthy, the balancer spreads load over all of them rather than crush the few left; a
 //!   broken health signal must not take the whole service down.
@@ -18,6 +19,7 @@ pub(crate) mod driver;
 #[cfg(feature = "reqwest")]
 mod http;
 mod outlier;
+mod slow_start;
 mod state;
 mod transitions;
 
@@ -28,5 +30,6 @@ pub use classify::{classify_fn, Classify, ClassifyFn, ErrorsFail, ServerErrors};
 #[cfg(feature = "reqwest")]
 pub use http::HttpCheck;
 pub use outlier::Outlier;
+pub use slow_start::SlowStart;
 pub use state::EndpointState;
 pub(crate) use state::MemberHealth;

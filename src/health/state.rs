@@ -40,6 +40,8 @@ pub(crate) struct MemberHealth {
     /// When the next active check is due, and whether one is running.
     pub(crate) next_check: Instant,
     pub(crate) checking: bool,
+    /// When the slow-start ramp began, while ramping.
+    pub(crate) ramp_from: Option<Instant>,
 }
 
 impl MemberHealth {
@@ -52,6 +54,7 @@ impl MemberHealth {
             checks_failed: 0,
             next_check: Instant::now(),
             checking: false,
+            ramp_from: None,
         }
     }
 

@@ -109,6 +109,7 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
             member.health.ejections_changed = now;
             member.stats.set_probation(false);
             tracing::info!(endpoint = ?member.key, "probation passed: endpoint restored");
+            self.restored(i, now);
         } else {
             self.eject(i, outlier, now, jitter, "probation request failed");
         }
@@ -135,6 +136,7 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
         stats: &Arc<EndpointStats>,
         passed: bool,
         checks: &ActiveChecks<C>,
+        now: Instant,
     ) -> bool {
         let Some(i) = self.position(stats) else {
             return false;
@@ -154,6 +156,7 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
                 tracing::info!(endpoint = ?member.key, from = ?health.state, "health check passed: endpoint restored");
                 health.state = EndpointState::Healthy;
                 member.stats.set_probation(false);
+                self.restored(i, now);
             }
             restore
         } else {
@@ -197,6 +200,46 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
             .filter(|m| !m.health.checking)
             .map(|m| m.health.next_check)
             .min()
+    }
+
+    /// Moves slow-start ramps on. Returns whether any effective weight changed.
+    pub(crate) fn ramp(&mut self, now: Instant) -> bool {
+        let Some(slow) = self.slow_start else {
+            return false;
+        };
+        let mut changed = false;
+        for member in &mut self.active {
+            let Some(from) = member.health.ramp_from else {
+                continue;
+            };
+            let elapsed = now.saturating_duration_since(from);
+            let weight = slow.weight(member.weight, elapsed);
+            if weight != member.stats.effective_weight() {
+                member.stats.set_effective_weight(weight);
+                changed = true;
+            }
+            if elapsed >= slow.window {
+                member.health.ramp_from = None;
+                tracing::debug!(endpoint = ?member.key, "slow start over");
+            }
+        }
+        changed
+    }
+
+    /// When a ramp next needs a step, if any endpoint is ramping.
+    pub(crate) fn next_ramp_step(&self, now: Instant) -> Option<Instant> {
+        let slow = self.slow_start?;
+        self.active
+            .iter()
+            .any(|m| m.health.ramp_from.is_some())
+            .then(|| now + slow.step())
+    }
+
+    /// Back in rotation: restarts the slow-start ramp.
+    fn restored(&mut self, i: usize, now: Instant) {
+        if let Some(slow) = self.slow_start {
+            self.active[i].start_ramp(&slow, true, now);
+        }
     }
 
     /// When the next ejection ends, if any does.
@@ -347,22 +390,22 @@ mod tests {
             Ok::<_, std::io::Error>(())
         }));
         let stats = Arc::clone(&m.active[1].stats);
-        assert!(!m.check_done(&stats, false, &checks));
-        assert!(!m.check_done(&stats, false, &checks));
+        assert!(!m.check_done(&stats, false, &checks, Instant::now()));
+        assert!(!m.check_done(&stats, false, &checks, Instant::now()));
         assert_eq!(state(&m, 1), EndpointState::Healthy);
         assert!(
-            m.check_done(&stats, false, &checks),
+            m.check_done(&stats, false, &checks, Instant::now()),
             "the third failure takes it out"
         );
         assert_eq!(state(&m, 1), EndpointState::Failing);
-        assert!(!m.check_done(&stats, true, &checks));
+        assert!(!m.check_done(&stats, true, &checks, Instant::now()));
         assert!(
-            !m.check_done(&stats, false, &checks),
+            !m.check_done(&stats, false, &checks, Instant::now()),
             "a failure resets the rise count"
         );
-        assert!(!m.check_done(&stats, true, &checks));
+        assert!(!m.check_done(&stats, true, &checks, Instant::now()));
         assert!(
-            m.check_done(&stats, true, &checks),
+            m.check_done(&stats, true, &checks, Instant::now()),
             "two passes in a row bring it back"
         );
         assert_eq!(state(&m, 1), EndpointState::Healthy);
@@ -370,7 +413,7 @@ mod tests {
         // A passed check ends an outlier ejection early.
         let now = Instant::now();
         assert!(m.outlier(&stats, &Outlier::default(), now, 0.0));
-        assert!(m.check_done(&stats, true, &checks));
+        assert!(m.check_done(&stats, true, &checks, Instant::now()));
         assert_eq!(state(&m, 1), EndpointState::Healthy);
     }
 
@@ -394,7 +437,7 @@ mod tests {
         );
         let stats: Vec<_> = m.active.iter().map(|m| Arc::clone(&m.stats)).collect();
         for s in &stats {
-            m.check_done(s, true, &checks);
+            m.check_done(s, true, &checks, now);
         }
         let next = m.next_check().unwrap();
         assert!(

@@ -231,7 +231,10 @@ where
                 })
             })
             .collect();
-        let total_weight = endpoints.iter().map(|e| u64::from(e.weight())).sum();
+        let total_weight = endpoints
+            .iter()
+            .map(|e| u64::from(e.effective_weight()))
+            .sum();
         Ring::build(nodes, total_weight, self.fallback.table(endpoints))
     }
 
@@ -268,7 +271,7 @@ where
         let calls = (total + 1) as f64;
         let has_room = |index: usize| {
             let endpoint = candidates.get(index);
-            let share = f64::from(endpoint.weight()) / table.total_weight as f64;
+            let share = f64::from(endpoint.effective_weight()) / table.total_weight as f64;
             (endpoint.in_flight() as f64) < (factor * calls * share).ceil()
         };
         let slots = table.slots.len();

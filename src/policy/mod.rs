@@ -182,7 +182,7 @@ impl Pending {
     pub(crate) fn of(endpoint: &EndpointStats) -> Self {
         Pending {
             calls: endpoint.in_flight() as u64 + 1,
-            weight: u64::from(endpoint.weight()),
+            weight: u64::from(endpoint.effective_weight()),
         }
     }
 

@@ -67,7 +67,7 @@ impl Policy for Random {
     type Table = AliasTable;
 
     fn table(&self, endpoints: &[Arc<EndpointStats>]) -> AliasTable {
-        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight()).collect();
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.effective_weight()).collect();
         if weights.windows(2).all(|w| w[0] == w[1]) {
             return AliasTable {
                 columns: Box::new([]),

@@ -70,7 +70,7 @@ impl Policy for WeightedRoundRobin {
     type Table = Schedule;
 
     fn table(&self, endpoints: &[Arc<EndpointStats>]) -> Schedule {
-        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight()).collect();
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.effective_weight()).collect();
         let slots = smooth_schedule(&weights);
         let start = self.rng.below(slots.len().max(1));
         Schedule {

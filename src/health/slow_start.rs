@@ -1,0 +1,67 @@
+//! Slow start: a newly added or newly healthy endpoint's weight ramps up over a window.
+
+use crate::endpoint::SLOW_START_SCALE;
+use std::time::Duration;
+
+/// Slow start (off by default): an endpoint added at runtime, or back in rotation after an
+/// ejection or failing checks, starts at 10 % of its weight and ramps linearly to 100 % over
+/// `window`, so a cold cache or a JIT warming up is not hit with its full share at once.
+///
+/// Honoured by every policy that weighs endpoints (weighted round robin, random, least
+/// pending, P2C, bounded-load hashing); consistent hashing still places the endpoint by its
+/// configured weight, so slow start never moves sticky keys. Endpoints given to the builder
+/// start at full weight: they all start together.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::service_fn;
+/// use tower_lb::{health::SlowStart, policy::P2c, Balance};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_lb::BoxError> {
+/// let echo = || service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) });
+/// let lb = Balance::builder(P2c::new())
+///     .slow_start(SlowStart::over(Duration::from_secs(30)))
+///     .endpoint("a", echo())
+///     .build()?;
+/// lb.insert("b", echo()); // starts at 10 % of its weight, full after 30 s
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowStart {
+    pub(crate) window: Duration,
+}
+
+impl SlowStart {
+    /// Ramps from 10 % to 100 % over `window` (at least one millisecond).
+    pub fn over(window: Duration) -> Self {
+        SlowStart {
+            window: window.max(Duration::from_millis(1)),
+        }
+    }
+
+    /// The effective weight `elapsed` into the ramp of an endpoint of weight `configured`.
+    pub(crate) fn weight(&self, configured: u32, elapsed: Duration) -> u32 {
+        let progress = (elapsed.as_secs_f64() / self.window.as_secs_f64()).min(1.0);
+        let fraction = 0.1 + 0.9 * progress;
+        ((configured * SLOW_START_SCALE) as f64 * fraction).ceil() as u32
+    }
+
+    /// How often a ramp is updated: twenty steps per window.
+    pub(crate) fn step(&self) -> Duration {
+        (self.window / 20).max(Duration::from_millis(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ramps_linearly_from_ten_percent() {
+        let slow = SlowStart::over(Duration::from_secs(10));
+        assert_eq!(slow.weight(1, Duration::ZERO), 1);
+        assert_eq!(slow.weight(1, Duration::from_secs(5)), 6); // 0.1 + 0.45 = 55 % of 10
+        assert_eq!(slow.weight(3, Duration::from_secs(10)), 30);
+        assert_eq!(slow.weight(3, Duration::from_secs(60)), 30);
+    }
+}
