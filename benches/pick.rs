@@ -167,5 +167,32 @@ fn bench_membership(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_pick, bench_membership);
+/// The cost of health checking on the request path: P2C over 64 endpoints, built without a
+/// runtime (no health: the default outlier detection needs one) and inside one (outlier
+/// detection on; its driver task is spawned but the request path is what is measured).
+fn bench_health(c: &mut Criterion) {
+    let mut group = c.benchmark_group("health/n=64");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    group.bench_function("p2c, health off", |b| {
+        let mut svc = ours(P2c::new(), 64);
+        let mut request = 0;
+        b.iter(|| one_request(&mut svc, &mut request))
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    group.bench_function("p2c, outlier detection on", |b| {
+        let _inside = runtime.enter();
+        let mut svc = ours(P2c::new(), 64);
+        let mut request = 0;
+        b.iter(|| one_request(&mut svc, &mut request))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_pick, bench_membership, bench_health);
 criterion_main!(benches);

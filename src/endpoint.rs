@@ -290,10 +290,15 @@ impl EndpointStats {
     /// Passive health: counts consecutive failures and reports an outlier at the threshold;
     /// on probation, reports the outcome of the probe instead.
     fn track_health(self: &Arc<Self>, succeeded: bool) {
+        // The common case first, on the line this call has just written anyway: a success
+        // with no failures counted and no probation needs nothing else.
+        let word = self.health.load(Ordering::Relaxed);
+        if succeeded && word == 0 {
+            return;
+        }
         let Some(sink) = self.pool.as_ref().and_then(|pool| pool.health.as_ref()) else {
             return;
         };
-        let word = self.health.load(Ordering::Relaxed);
         if word & PROBE != 0 {
             // Only the call that clears the flag reports, if several raced (panic mode).
             if self
@@ -307,12 +312,8 @@ impl EndpointStats {
                     succeeded,
                 });
             }
-            return;
-        }
-        if succeeded {
-            if word & FAILURES != 0 {
-                self.health.fetch_and(!FAILURES, Ordering::Relaxed);
-            }
+        } else if succeeded {
+            self.health.fetch_and(!FAILURES, Ordering::Relaxed);
         } else if sink.consecutive_failures > 0 {
             let failures = (self.health.fetch_add(1, Ordering::Relaxed) & FAILURES) + 1;
             if failures == sink.consecutive_failures {

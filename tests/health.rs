@@ -276,3 +276,60 @@ async fn slow_start_ramps_a_new_endpoints_share_from_ten_percent_to_full() {
     assert!(shares[1] > 0.5 && shares[1] < 0.8, "{shares:?}");
     assert!((shares[2] - 1.0).abs() < 0.01, "{shares:?}");
 }
+
+#[cfg(feature = "reqwest")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_hangs_is_failed_by_the_check_timeout() {
+    use backend::Backend;
+    use tower_lb::health::{ActiveChecks, HttpCheck};
+
+    let mut backends = Vec::new();
+    for i in 0..3 {
+        backends.push(Backend::start(format!("b{i}")).await.unwrap());
+    }
+    let endpoint = |_: &Backend| service_fn(|()| async { Ok::<_, std::io::Error>(()) });
+    let lb = Balance::builder(RoundRobin::new())
+        .endpoints(backends.iter().map(|b| (b.url(), endpoint(b))))
+        .health_check(
+            ActiveChecks::new(HttpCheck::get("/healthz"))
+                .every(Duration::from_millis(20))
+                .timeout(Duration::from_millis(50))
+                .fall(3),
+        )
+        .build()
+        .unwrap();
+    backends[2].set_delay(Duration::from_secs(3600)); // hangs
+    let hung = backends[2].url();
+    let started = std::time::Instant::now();
+    let state = || {
+        lb.snapshot()
+            .into_iter()
+            .find(|e| e.key == hung)
+            .unwrap()
+            .state
+    };
+    while state() != EndpointState::Failing {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not failed within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Three timed-out checks: at least 3 × 50 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    println!(
+        "a hung backend was out of rotation after {:?}",
+        started.elapsed()
+    );
+
+    // It answers again: two passed checks bring it back.
+    backends[2].set_delay(Duration::ZERO);
+    while state() != EndpointState::Healthy {
+        assert!(started.elapsed() < Duration::from_secs(10), "not restored");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
