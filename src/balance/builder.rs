@@ -48,6 +48,11 @@ pub struct Builder<K, S, P, L = Identity, C = ErrorsFail> {
     classify: C,
     endpoints: Vec<(K, S, u32)>,
     discover: Option<BoxDiscover<K, S>>,
+    health: HealthOptions<K>,
+}
+
+/// The builder's health settings.
+struct HealthOptions<K> {
     /// `None`: the default, which needs a runtime only if there is one.
     outlier: Option<Outlier>,
     checks: Option<ActiveChecks<K>>,
@@ -66,10 +71,12 @@ impl<K, S, P> Builder<K, S, P> {
             classify: ErrorsFail,
             endpoints: Vec::new(),
             discover: None,
-            outlier: None,
-            checks: None,
-            slow_start: None,
-            panic_threshold: DEFAULT_PANIC_THRESHOLD,
+            health: HealthOptions {
+                outlier: None,
+                checks: None,
+                slow_start: None,
+                panic_threshold: DEFAULT_PANIC_THRESHOLD,
+            },
         }
     }
 }
@@ -142,10 +149,7 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
             classify: self.classify,
             endpoints: self.endpoints,
             discover: self.discover,
-            outlier: self.outlier,
-            checks: self.checks,
-            slow_start: self.slow_start,
-            panic_threshold: self.panic_threshold,
+            health: self.health,
         }
     }
 
@@ -172,17 +176,14 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
             classify,
             endpoints: self.endpoints,
             discover: self.discover,
-            outlier: self.outlier,
-            checks: self.checks,
-            slow_start: self.slow_start,
-            panic_threshold: self.panic_threshold,
+            health: self.health,
         }
     }
 
     /// Checks every endpoint actively, on a timer (see [`ActiveChecks`]). Needs a tokio
     /// runtime: built outside one, `build` fails with [`Error::NoRuntime`].
     pub fn health_check(mut self, checks: ActiveChecks<K>) -> Self {
-        self.checks = Some(checks);
+        self.health.checks = Some(checks);
         self
     }
 
@@ -190,7 +191,7 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
     /// [`SlowStart`]). Needs a tokio runtime: built outside one, `build` fails with
     /// [`Error::NoRuntime`].
     pub fn slow_start(mut self, slow_start: SlowStart) -> Self {
-        self.slow_start = Some(slow_start);
+        self.health.slow_start = Some(slow_start);
         self
     }
 
@@ -213,7 +214,7 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
     /// # Ok(()) }
     /// ```
     pub fn outlier(mut self, outlier: Outlier) -> Self {
-        self.outlier = Some(outlier);
+        self.health.outlier = Some(outlier);
         self
     }
 
@@ -222,11 +223,7 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
     /// than the pool. 0 disables panic mode: with no healthy endpoint, calls then fail with
     /// [`Error::AllUnhealthy`]. Values are clamped to `0.0..=1.0`.
     pub fn panic_threshold(mut self, threshold: f64) -> Self {
-        self.panic_threshold = if threshold.is_nan() {
-            0.0
-        } else {
-            threshold.clamp(0.0, 1.0)
-        };
+        self.health.panic_threshold = crate::health::unit_fraction(threshold);
         self
     }
 }
@@ -259,10 +256,10 @@ where
     pub(crate) fn assemble(self) -> (Balance<K, S, P, L, C>, Option<Error>) {
         let runtime = tokio::runtime::Handle::try_current().ok();
         let mut broken = None;
-        let outlier = self.outlier.clone().unwrap_or_default();
+        let outlier = self.health.outlier.clone().unwrap_or_default();
         let health_events = match (outlier.enabled(), &runtime) {
             (true, Some(_)) => Some(tokio::sync::mpsc::unbounded_channel()),
-            (true, None) if self.outlier.is_some() => {
+            (true, None) if self.health.outlier.is_some() => {
                 broken = Some(Error::NoRuntime);
                 None
             }
@@ -282,7 +279,7 @@ where
             sink,
         );
         let mut members = Members::new(pool);
-        members.slow_start = self.slow_start;
+        members.slow_start = self.health.slow_start;
         for (key, service, weight) in self.endpoints {
             members.insert(key, self.layer.layer(service), weight);
         }
@@ -307,14 +304,14 @@ where
             }
         }
         members.ramp_new = true; // from here on, joining endpoints ramp up
-        let needs_driver = self.checks.is_some() || self.slow_start.is_some();
+        let needs_driver = self.health.checks.is_some() || self.health.slow_start.is_some();
         if (pending_discovery.is_some() || needs_driver) && runtime.is_none() {
             broken = Some(Error::NoRuntime);
         }
         let (stop, stopped) = tokio::sync::watch::channel(());
         let health = HealthConfig {
             outlier,
-            panic_threshold: self.panic_threshold,
+            panic_threshold: self.health.panic_threshold,
         };
         let shared = Arc::new(Shared::new(
             self.policy,
@@ -336,7 +333,7 @@ where
             let events = health_events.map(|(_, events)| events);
             if events.is_some() || needs_driver {
                 let shared = Arc::downgrade(&shared);
-                runtime.spawn(driver::drive(shared, events, self.checks, stopped));
+                runtime.spawn(driver::drive(shared, events, self.health.checks, stopped));
             }
         }
         (Balance::from_shared(shared), broken)

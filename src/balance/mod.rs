@@ -317,6 +317,15 @@ where
         change(&mut self.members())
     }
 
+    /// Applies discovered changes as one batch. A removal of an unknown key is logged, not an
+    /// error: discovery streams may repeat themselves.
+    pub(crate) fn apply(&self, changes: Vec<tower::discover::Change<K, S>>) {
+        let _ = self.change(|members| {
+            apply_changes(&self.layer, members, changes);
+            Ok(())
+        });
+    }
+
     /// Reads the member list (the health driver's timers).
     pub(crate) fn inspect<T>(&self, read: impl FnOnce(&Members<K, L::Service>) -> T) -> T {
         read(&self.members())
@@ -358,23 +367,6 @@ where
             .field("policy", &self.shared.policy)
             .field("endpoints", &self.shared.current.load().keys)
             .finish()
-    }
-}
-
-impl<K, S, P, L, C> Shared<K, S, P, L, C>
-where
-    K: Clone + Eq + Hash + Debug,
-    P: Policy,
-    L: Layer<S>,
-    L::Service: Clone,
-{
-    /// Applies discovered changes as one batch. A removal of an unknown key is logged, not an
-    /// error: discovery streams may repeat themselves.
-    pub(crate) fn apply(&self, changes: Vec<tower::discover::Change<K, S>>) {
-        let _ = self.change(|members| {
-            apply_changes(&self.layer, members, changes);
-            Ok(())
-        });
     }
 }
 

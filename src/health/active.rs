@@ -164,11 +164,7 @@ impl<K> ActiveChecks<K> {
     /// The most random time added to or taken from each interval, as a fraction of it, so
     /// that the checks of many endpoints (and many clients) do not fire together.
     pub fn jitter(mut self, fraction: f64) -> Self {
-        self.jitter = if fraction.is_finite() {
-            fraction.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        self.jitter = super::unit_fraction(fraction);
         self
     }
 

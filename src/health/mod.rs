@@ -33,3 +33,12 @@ pub use outlier::Outlier;
 pub use slow_start::SlowStart;
 pub use state::EndpointState;
 pub(crate) use state::MemberHealth;
+
+/// `x` as a fraction in `0.0..=1.0`; NaN and infinities count as 0.
+pub(crate) fn unit_fraction(x: f64) -> f64 {
+    if x.is_finite() {
+        x.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
+}

@@ -83,11 +83,7 @@ impl Outlier {
 
     /// The most random time added to an ejection, as a fraction of it (default 0.1).
     pub fn jitter(mut self, fraction: f64) -> Self {
-        self.jitter = if fraction.is_finite() {
-            fraction.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        self.jitter = super::unit_fraction(fraction);
         self
     }
 
