@@ -1,16 +1,26 @@
-//! Retries that land elsewhere: a `tower::retry::Policy` with a retry budget and jittered
-//! backoff, meant to sit in front of a [`Balance`](crate::Balance).
+//! Retries that land elsewhere.
 //!
-//! A retry goes through the balancer again, so it is picked afresh: outlier detection has
-//! usually ejected an endpoint that keeps failing, and round robin, random and P2C pick another
-//! endpoint for it far more often than not. The budget caps retries at a share of the traffic
-//! (20 % plus 3 per second by default, like Finagle and Envoy), so that when the whole pool is
-//! down, retries do not multiply the load on it.
+//! - [`RetryLayer`] wraps a [`Balance`](crate::Balance): a failed call is retried on a
+//!   *different* endpoint (the balancer steers each retry clear of the endpoints that request
+//!   already failed on, unless no other is eligible).
+//! - [`RetryPolicy`] is the policy: attempts, a retry budget and jittered backoff. It is also a
+//!   `tower::retry::Policy`, for `tower::retry` in front of any service; there a retry is
+//!   picked afresh but may land on the same endpoint.
+//!
+//! The budget caps retries at a share of the traffic (20 % plus 3 per second by default, like
+//! Finagle and Envoy), so that when the whole pool is down, retries do not multiply the load on
+//! it. Requests are cloned for each attempt: a request whose body cannot be cloned cannot be
+//! retried, and does not compile here.
 
-use std::fmt;
+use crate::health::{BoxFuture, Classify};
+use crate::policy::Pick;
+use crate::{Balance, BoxError, EndpointStats};
+use std::fmt::{self, Debug};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tower::retry::budget::{Budget, TpsBudget};
+use tower_layer::Layer;
 
 /// Retries failed calls through the balancer, within a budget, after a jittered backoff.
 ///
@@ -138,6 +148,102 @@ where
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
         Some(req.clone())
+    }
+}
+
+/// Retries failed calls through a [`Balance`](crate::Balance), each on an endpoint the
+/// request has not failed on yet (see the [module](self)).
+///
+/// ```
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+/// use tower_lb::{policy::RoundRobin, retry::{RetryLayer, RetryPolicy}, Balance};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_lb::BoxError> {
+/// let lb = Balance::builder(RoundRobin::new())
+///     .endpoint("a", service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }))
+///     .build()?;
+/// let client = ServiceBuilder::new()
+///     .layer(RetryLayer::new(RetryPolicy::new(2)))
+///     .service(lb);
+/// assert_eq!(client.oneshot(7).await?, 7);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RetryLayer<F = RetryErrors> {
+    policy: RetryPolicy<F>,
+}
+
+impl<F> RetryLayer<F> {
+    /// Retries with `policy`.
+    pub fn new(policy: RetryPolicy<F>) -> Self {
+        RetryLayer { policy }
+    }
+}
+
+impl<B, F: Clone> tower_layer::Layer<B> for RetryLayer<F> {
+    type Service = Retry<B, F>;
+
+    fn layer(&self, balance: B) -> Retry<B, F> {
+        Retry {
+            balance,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+/// The service [`RetryLayer`] makes: a balancer whose failed calls are retried elsewhere.
+#[derive(Debug, Clone)]
+pub struct Retry<B, F = RetryErrors> {
+    balance: B,
+    policy: RetryPolicy<F>,
+}
+
+impl<K, S, P, L, C, F, Req> tower_service::Service<Req> for Retry<Balance<K, S, P, L, C>, F>
+where
+    Balance<K, S, P, L, C>: tower_service::Service<Req, Error = BoxError>,
+    K: Debug + Send + Sync + 'static,
+    S: Send + 'static,
+    P: Pick<Req>,
+    L: Layer<S> + Send + Sync + 'static,
+    L::Service: tower_service::Service<Req> + Clone + Send + Sync + 'static,
+    <L::Service as tower_service::Service<Req>>::Future: Send,
+    <L::Service as tower_service::Service<Req>>::Response: Send,
+    <L::Service as tower_service::Service<Req>>::Error: Into<BoxError>,
+    C: Classify<
+        <L::Service as tower_service::Service<Req>>::Response,
+        <L::Service as tower_service::Service<Req>>::Error,
+    >,
+    F: RetryIf<Req, <L::Service as tower_service::Service<Req>>::Response, BoxError>
+        + Send
+        + Sync
+        + 'static,
+    Req: Clone + Send + 'static,
+{
+    type Response = <L::Service as tower_service::Service<Req>>::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        tower_service::Service::<Req>::poll_ready(&mut self.balance, cx)
+    }
+
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let mut balance = self.balance.clone();
+        let mut policy = self.policy.clone();
+        Box::pin(async move {
+            let mut failed_on: Vec<Arc<EndpointStats>> = Vec::new();
+            loop {
+                let call = balance.call_avoiding(req.clone(), &failed_on);
+                let endpoint = call.endpoint();
+                let mut result = call.await;
+                let Some(backoff) = tower::retry::Policy::retry(&mut policy, &mut req, &mut result)
+                else {
+                    return result;
+                };
+                failed_on.extend(endpoint);
+                backoff.await;
+            }
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 use tower_lb::health::{ActiveChecks, HttpCheck, Outlier};
 use tower_lb::policy::P2c;
-use tower_lb::retry::RetryPolicy;
+use tower_lb::retry::{RetryLayer, RetryPolicy};
 use tower_lb::{Balance, EndpointState};
 
 const REQUESTS: usize = 20_000;
@@ -52,8 +52,9 @@ async fn killing_and_restarting_backends_loses_no_request() {
         )
         .build()
         .unwrap();
+    let retries = RetryPolicy::new(5).backoff(Duration::from_millis(1), Duration::from_millis(20));
     let service = ServiceBuilder::new()
-        .retry(RetryPolicy::new(5).backoff(Duration::from_millis(1), Duration::from_millis(20)))
+        .layer(RetryLayer::new(retries))
         .service(lb.clone());
 
     let done = Arc::new(AtomicUsize::new(0));

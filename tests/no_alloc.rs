@@ -23,7 +23,10 @@ thread_local! {
 // SAFETY: defers every call to the system allocator unchanged; it only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.try_with(|counting| counting.get()).unwrap_or(false) {
+        if COUNTING
+            .try_with(|counting| counting.get())
+            .unwrap_or(false)
+        {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         unsafe { System.alloc(layout) }

@@ -1,10 +1,11 @@
 //! The response future of a [`Balance`](super::Balance) call.
 
 use crate::health::{Classify, ErrorsFail};
-use crate::{load::InFlight, BoxError, Error};
+use crate::{load::InFlight, BoxError, EndpointStats, Error};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tower::util::Oneshot;
 use tower_service::Service;
@@ -59,6 +60,21 @@ where
                 error: Some(error.into()),
             },
             classify,
+        }
+    }
+}
+
+impl<S, Req, C> ResponseFuture<S, Req, C>
+where
+    S: Service<Req>,
+{
+    /// The endpoint this call went to, while it is in flight.
+    pub(crate) fn endpoint(&self) -> Option<Arc<EndpointStats>> {
+        match &self.kind {
+            Kind::Called {
+                guard: Some(guard), ..
+            } => Some(Arc::clone(guard.stats())),
+            _ => None,
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use super::{Balance, ResponseFuture, Shared};
 use crate::health::Classify;
+use crate::policy::Policy;
 use crate::snapshot::Snapshot;
+use crate::EndpointStats;
 use crate::{
     load::InFlight,
     policy::{Candidates, Pick},
@@ -41,22 +43,73 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        self.call_avoiding(req, &[])
+    }
+}
+
+impl<K, S, P, L, C> Balance<K, S, P, L, C>
+where
+    K: Debug,
+    P: Policy,
+    L: Layer<S>,
+    L::Service: Clone,
+    C: Clone,
+{
+    /// `call`, steering clear of the endpoints in `avoid` (those a retry already failed on)
+    /// unless every eligible endpoint is among them.
+    pub(crate) fn call_avoiding<Req>(
+        &mut self,
+        req: Req,
+        avoid: &[Arc<EndpointStats>],
+    ) -> ResponseFuture<L::Service, Req, C>
+    where
+        P: Pick<Req>,
+        L::Service: Service<Req>,
+    {
         let shared = &*self.shared;
         let generation = shared.generation.load(Ordering::Acquire);
         match &self.cached {
-            Some((cached_at, snapshot)) if *cached_at == generation => route(shared, snapshot, req),
+            Some((cached_at, snapshot)) if *cached_at == generation => {
+                route(shared, snapshot, req, avoid)
+            }
             _ if self.called => {
                 let snapshot = shared.current.load_full();
-                let future = route(shared, &snapshot, req);
+                let future = route(shared, &snapshot, req, avoid);
                 self.cached = Some((generation, snapshot));
                 future
             }
             _ => {
                 self.called = true;
-                route(shared, &shared.current.load(), req)
+                route(shared, &shared.current.load(), req, avoid)
             }
         }
     }
+}
+
+/// A retry's pick: the policy's choice unless it is to be avoided; then up to two fresh picks
+/// (random policies usually move on), then the next eligible endpoint not to be avoided
+/// (deterministic ones, like a sticky hash, would pick the same again). If every eligible
+/// endpoint is to be avoided, the policy's choice stands.
+fn steer_clear(
+    picked: usize,
+    eligible: &[Arc<EndpointStats>],
+    avoid: &[Arc<EndpointStats>],
+    mut pick_again: impl FnMut() -> Option<usize>,
+) -> usize {
+    let avoided = |i: usize| avoid.iter().any(|a| Arc::ptr_eq(a, &eligible[i]));
+    if !avoided(picked) {
+        return picked;
+    }
+    for _ in 0..2 {
+        match pick_again() {
+            Some(i) if i < eligible.len() && !avoided(i) => return i,
+            _ => {}
+        }
+    }
+    (1..eligible.len())
+        .map(|step| (picked + step) % eligible.len())
+        .find(|&i| !avoided(i))
+        .unwrap_or(picked)
 }
 
 /// Picks an endpoint from `snapshot` for `req` and starts the call.
@@ -64,6 +117,7 @@ fn route<K, S, P, L, C, Req>(
     shared: &Shared<K, S, P, L, C>,
     snapshot: &Snapshot<K, L::Service, P::Table>,
     req: Req,
+    avoid: &[Arc<EndpointStats>],
 ) -> ResponseFuture<L::Service, Req, C>
 where
     K: Debug,
@@ -98,7 +152,12 @@ where
             );
         }
         (None, Some(table)) => match shared.policy.pick(&req, table, &candidates) {
-            Some(index) if index < eligible => index,
+            Some(index) if index < eligible && avoid.is_empty() => index,
+            Some(index) if index < eligible => {
+                steer_clear(index, &snapshot.stats[..eligible], avoid, || {
+                    shared.policy.pick(&req, table, &candidates)
+                })
+            }
             _ => {
                 return ResponseFuture::failed(Error::NoPick { eligible }, shared.classify.clone())
             }

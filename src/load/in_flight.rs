@@ -28,6 +28,11 @@ impl InFlight {
         InFlight { stats, started_ns }
     }
 
+    /// The endpoint the call went to.
+    pub(crate) fn stats(&self) -> &Arc<EndpointStats> {
+        &self.stats
+    }
+
     /// Records the outcome of a completed call and releases its in-flight count.
     pub(crate) fn complete(mut self, succeeded: bool) {
         self.stats.complete_call(self.started_ns, succeeded);
