@@ -333,3 +333,47 @@ async fn a_backend_that_hangs_is_failed_by_the_check_timeout() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_failing_http_backends_put_the_pool_in_panic_mode() {
+    use backend::Backend;
+
+    let mut backends = Vec::new();
+    for i in 0..5 {
+        let backend = Backend::start(format!("b{i}")).await.unwrap();
+        backend.set_failing(true); // every backend answers 500
+        backends.push(backend);
+    }
+    let client = reqwest::Client::new();
+    let endpoint = |url: String| {
+        let client = client.clone();
+        service_fn(move |()| {
+            let request = client.get(&url);
+            async move {
+                let response = request.send().await?;
+                let status = response.status();
+                Ok::<_, reqwest::Error>(http::Response::builder().status(status).body(()).expect("a response"))
+            }
+        })
+    };
+    let lb = Balance::builder(RoundRobin::new())
+        .classify(ServerErrors)
+        .outlier(Outlier::consecutive_failures(3).max_ejected_percent(100))
+        .endpoints(backends.iter().map(|b| (b.name.clone(), endpoint(b.url()))))
+        .build()
+        .unwrap();
+    for _ in 0..100 {
+        lb.clone().oneshot(()).await.unwrap();
+    }
+    assert!(lb.in_panic_mode(), "{:?}", lb.snapshot());
+    let before: Vec<u64> = backends.iter().map(|b| b.hits()).collect();
+    for _ in 0..500 {
+        // Answered by a backend (a 500), not refused by the balancer.
+        let response = lb.clone().oneshot(()).await.unwrap();
+        assert!(response.status().is_server_error());
+    }
+    for (b, before) in backends.iter().zip(before) {
+        let share = (b.hits() - before) as f64 / 500.0;
+        assert!((0.15..=0.25).contains(&share), "{} got {:.0} % in panic mode", b.name, share * 100.0);
+    }
+}
