@@ -182,6 +182,11 @@ impl EndpointStats {
         self.started.load(Ordering::Relaxed)
     }
 
+    /// How many calls to this endpoint have completed or been dropped.
+    pub(crate) fn ended(&self) -> u64 {
+        self.ended.load(Ordering::Relaxed)
+    }
+
     /// How many calls to this endpoint have failed.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)

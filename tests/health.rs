@@ -352,7 +352,12 @@ async fn five_failing_http_backends_put_the_pool_in_panic_mode() {
             async move {
                 let response = request.send().await?;
                 let status = response.status();
-                Ok::<_, reqwest::Error>(http::Response::builder().status(status).body(()).expect("a response"))
+                Ok::<_, reqwest::Error>(
+                    http::Response::builder()
+                        .status(status)
+                        .body(())
+                        .expect("a response"),
+                )
             }
         })
     };
@@ -374,6 +379,11 @@ async fn five_failing_http_backends_put_the_pool_in_panic_mode() {
     }
     for (b, before) in backends.iter().zip(before) {
         let share = (b.hits() - before) as f64 / 500.0;
-        assert!((0.15..=0.25).contains(&share), "{} got {:.0} % in panic mode", b.name, share * 100.0);
+        assert!(
+            (0.15..=0.25).contains(&share),
+            "{} got {:.0} % in panic mode",
+            b.name,
+            share * 100.0
+        );
     }
 }

@@ -40,6 +40,7 @@ pub(crate) async fn drive<K, S, P, L, C>(
 {
     let mut running: JoinSet<(Arc<EndpointStats>, bool)> = JoinSet::new();
     let mut next_decay = Instant::now();
+    let mut next_sweep = Instant::now();
     loop {
         let Some(deadline) = shared.upgrade().map(|shared| {
             let now = Instant::now();
@@ -54,6 +55,7 @@ pub(crate) async fn drive<K, S, P, L, C>(
                 .into_iter()
                 .flatten()
                 .fold(next_decay, Instant::min)
+                .min(next_sweep)
         }) else {
             return;
         };
@@ -91,10 +93,15 @@ pub(crate) async fn drive<K, S, P, L, C>(
                 if now >= next_decay {
                     next_decay = now + outlier.base_ejection.max(Duration::from_millis(1));
                 }
+                let sweep = now >= next_sweep;
+                if sweep {
+                    next_sweep = now + outlier.interval;
+                }
                 shared.update(|members| {
                     members.decay_ejections(outlier, now);
+                    let swept = sweep && outlier.sweeps() && members.sweep(outlier, now, fastrand::f64());
                     let ramped = members.ramp(now);
-                    members.end_ejections(now) | ramped
+                    members.end_ejections(now) | ramped | swept
                 });
                 if let Some(checks) = &checks {
                     for (key, endpoint) in shared.with_members(|members| members.due_checks(now, checks)) {

@@ -29,7 +29,7 @@ pub use active::{
 pub use classify::{classify_fn, Classify, ClassifyFn, ErrorsFail, ServerErrors};
 #[cfg(feature = "reqwest")]
 pub use http::HttpCheck;
-pub use outlier::Outlier;
+pub use outlier::{FailurePercentage, Outlier, SuccessRate};
 pub use slow_start::SlowStart;
 pub use state::EndpointState;
 pub(crate) use state::MemberHealth;

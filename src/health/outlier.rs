@@ -15,6 +15,15 @@ use std::time::Duration;
 /// - when an ejection ends the endpoint is on probation: exactly one request goes to it, and
 ///   its outcome decides (success: healthy; failure: ejected again, for longer).
 ///
+/// Optionally, every `interval` (10 s), two statistical detectors look at the calls each
+/// endpoint completed in that interval (Envoy's):
+/// - [`failure_percentage`](Outlier::failure_percentage): eject endpoints whose failure
+///   share reached a threshold;
+/// - [`success_rate`](Outlier::success_rate): eject endpoints whose success rate is more than
+///   a factor of standard deviations below the pool's mean.
+///
+/// Both need enough calls (`request_volume`) on enough endpoints (`minimum_hosts`) to judge.
+///
 /// What counts as a failure is the balancer's [`Classify`](super::Classify).
 ///
 /// ```
@@ -33,6 +42,43 @@ pub struct Outlier {
     pub(crate) max_ejection: Duration,
     pub(crate) max_ejected_percent: u32,
     pub(crate) jitter: f64,
+    pub(crate) interval: Duration,
+    pub(crate) failure_percentage: Option<FailurePercentage>,
+    pub(crate) success_rate: Option<SuccessRate>,
+}
+
+/// Failure-percentage ejection: see [`Outlier::failure_percentage`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FailurePercentage {
+    pub(crate) threshold: f64,
+    pub(crate) minimum_hosts: usize,
+    pub(crate) request_volume: u64,
+}
+
+/// Success-rate ejection: see [`Outlier::success_rate`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SuccessRate {
+    pub(crate) stdev_factor: f64,
+    pub(crate) minimum_hosts: usize,
+    pub(crate) request_volume: u64,
+}
+
+impl FailurePercentage {
+    /// Judges only endpoints with at least `calls` completed calls in the interval (default
+    /// 50), and only when at least `hosts` endpoints have that many (default 5).
+    pub fn minimum(mut self, hosts: usize, calls: u64) -> Self {
+        (self.minimum_hosts, self.request_volume) = (hosts.max(1), calls.max(1));
+        self
+    }
+}
+
+impl SuccessRate {
+    /// Judges only endpoints with at least `calls` completed calls in the interval (default
+    /// 100), and only when at least `hosts` endpoints have that many (default 5).
+    pub fn minimum(mut self, hosts: usize, calls: u64) -> Self {
+        (self.minimum_hosts, self.request_volume) = (hosts.max(2), calls.max(1));
+        self
+    }
 }
 
 impl Default for Outlier {
@@ -51,6 +97,9 @@ impl Outlier {
             max_ejection: Duration::from_secs(300),
             max_ejected_percent: 10,
             jitter: 0.1,
+            interval: Duration::from_secs(10),
+            failure_percentage: None,
+            success_rate: None,
         }
     }
 
@@ -87,8 +136,59 @@ impl Outlier {
         self
     }
 
+    /// How often the statistical detectors look at the last interval's calls (default 10 s).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Also ejects endpoints whose calls in the last interval failed `percent` % of the time or
+    /// more (Envoy's failure-percentage detection; 85 is its usual threshold). Adjust the
+    /// minimums with [`FailurePercentage::minimum`] through [`Outlier::failure_percentage_with`].
+    pub fn failure_percentage(self, percent: u32) -> Self {
+        self.failure_percentage_with(FailurePercentage {
+            threshold: f64::from(percent.min(100)) / 100.0,
+            minimum_hosts: 5,
+            request_volume: 50,
+        })
+    }
+
+    /// Failure-percentage detection with explicit minimums.
+    pub fn failure_percentage_with(mut self, detector: FailurePercentage) -> Self {
+        self.failure_percentage = Some(detector);
+        self
+    }
+
+    /// Also ejects endpoints whose success rate in the last interval is below the pool's mean
+    /// by more than `stdev_factor` standard deviations (Envoy's success-rate detection; 1.9 is
+    /// its default).
+    pub fn success_rate(self, stdev_factor: f64) -> Self {
+        self.success_rate_with(SuccessRate {
+            stdev_factor: if stdev_factor.is_finite() {
+                stdev_factor.max(0.0)
+            } else {
+                1.9
+            },
+            minimum_hosts: 5,
+            request_volume: 100,
+        })
+    }
+
+    /// Success-rate detection with explicit minimums.
+    pub fn success_rate_with(mut self, detector: SuccessRate) -> Self {
+        self.success_rate = Some(detector);
+        self
+    }
+
+    /// Whether any passive detection is on.
     pub(crate) fn enabled(&self) -> bool {
         self.consecutive_failures > 0
+            || self.failure_percentage.is_some()
+            || self.success_rate.is_some()
+    }
+
+    pub(crate) fn sweeps(&self) -> bool {
+        self.failure_percentage.is_some() || self.success_rate.is_some()
     }
 
     /// How long the `ejections`-th ejection lasts, before jitter.

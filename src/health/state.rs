@@ -42,6 +42,8 @@ pub(crate) struct MemberHealth {
     pub(crate) checking: bool,
     /// When the slow-start ramp began, while ramping.
     pub(crate) ramp_from: Option<Instant>,
+    /// Calls completed and failed at the last statistical sweep.
+    pub(crate) swept: (u64, u64),
 }
 
 impl MemberHealth {
@@ -55,6 +57,7 @@ impl MemberHealth {
             next_check: Instant::now(),
             checking: false,
             ramp_from: None,
+            swept: (0, 0),
         }
     }
 

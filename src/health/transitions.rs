@@ -71,6 +71,70 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
             for_ms = until.saturating_duration_since(now).as_millis() as u64, reason, "endpoint ejected");
     }
 
+    /// The statistical detectors: looks at the calls each endpoint completed since the last
+    /// sweep and ejects the outliers (within the ejection cap). Returns whether any was.
+    pub(crate) fn sweep(&mut self, outlier: &Outlier, now: Instant, jitter: f64) -> bool {
+        // Calls and failures per endpoint since the last sweep; only healthy endpoints count.
+        let mut window = Vec::with_capacity(self.active.len());
+        for (i, member) in self.active.iter_mut().enumerate() {
+            let totals = (member.stats.ended(), member.stats.failures());
+            let (calls, failures) = (
+                totals.0 - member.health.swept.0,
+                totals.1 - member.health.swept.1,
+            );
+            member.health.swept = totals;
+            if member.health.is_healthy() {
+                window.push((i, calls, failures.min(calls)));
+            }
+        }
+        let mut outliers = Vec::new();
+        if let Some(detector) = &outlier.failure_percentage {
+            let judged: Vec<_> = window
+                .iter()
+                .filter(|(_, calls, _)| *calls >= detector.request_volume)
+                .collect();
+            if judged.len() >= detector.minimum_hosts {
+                outliers.extend(
+                    judged
+                        .iter()
+                        .filter(|(_, calls, failures)| {
+                            *failures as f64 >= detector.threshold * *calls as f64
+                        })
+                        .map(|(i, ..)| (*i, "failure percentage")),
+                );
+            }
+        }
+        if let Some(detector) = &outlier.success_rate {
+            let rates: Vec<(usize, f64)> = window
+                .iter()
+                .filter(|(_, calls, _)| *calls >= detector.request_volume)
+                .map(|&(i, calls, failures)| (i, 1.0 - failures as f64 / calls as f64))
+                .collect();
+            if rates.len() >= detector.minimum_hosts {
+                let mean = rates.iter().map(|(_, r)| r).sum::<f64>() / rates.len() as f64;
+                let variance =
+                    rates.iter().map(|(_, r)| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64;
+                let floor = mean - detector.stdev_factor * variance.sqrt();
+                outliers.extend(
+                    rates
+                        .iter()
+                        .filter(|(_, r)| *r < floor)
+                        .map(|(i, _)| (*i, "success rate")),
+                );
+            }
+        }
+        let mut changed = false;
+        for (i, reason) in outliers {
+            if self.active[i].health.is_healthy()
+                && self.ejected() < outlier.max_ejected(self.active.len())
+            {
+                self.eject(i, outlier, now, jitter, reason);
+                changed = true;
+            }
+        }
+        changed
+    }
+
     /// Ejections that have ended become probation. Returns whether anything changed.
     pub(crate) fn end_ejections(&mut self, now: Instant) -> bool {
         let mut changed = false;
@@ -381,6 +445,59 @@ mod tests {
         // Probation still counts against the cap.
         twenty.end_ejections(now + Duration::from_secs(31));
         assert!(!twenty.outlier(&stats[2], &outlier, now, 0.0));
+    }
+
+    /// Completes `calls` calls on member `i`, `failures` of them failed.
+    fn complete(m: &Members<usize, ()>, i: usize, calls: u64, failures: u64) {
+        let stats = &m.active[i].stats;
+        for n in 0..calls {
+            stats.start_call(|| 0);
+            stats.complete_call(0, n >= failures);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failure_percentage_ejects_the_endpoint_that_fails_most() {
+        let (mut m, _rx) = members(10);
+        let outlier = Outlier::disabled()
+            .failure_percentage(50)
+            .max_ejected_percent(20);
+        for i in 0..10 {
+            complete(&m, i, 60, if i == 7 { 40 } else { 3 });
+        }
+        complete(&m, 2, 10, 10); // fails everything, but too few calls to judge
+        assert!(m.sweep(&outlier, Instant::now(), 0.0));
+        assert!(matches!(state(&m, 7), EndpointState::Ejected { .. }));
+        assert_eq!(
+            state(&m, 2),
+            EndpointState::Healthy,
+            "under the request volume"
+        );
+        // The next sweep only sees calls made since this one.
+        assert!(!m.sweep(&outlier, Instant::now(), 0.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_rate_ejects_endpoints_far_below_the_mean() {
+        let (mut m, _rx) = members(8);
+        let outlier = Outlier::disabled()
+            .success_rate(1.9)
+            .max_ejected_percent(50);
+        for i in 0..8 {
+            complete(&m, i, 200, if i == 4 { 60 } else { 2 + i as u64 });
+        }
+        assert!(m.sweep(&outlier, Instant::now(), 0.0));
+        let ejected: Vec<usize> = (0..8)
+            .filter(|&i| state(&m, i) != EndpointState::Healthy)
+            .collect();
+        assert_eq!(ejected, [4]);
+
+        // Too few endpoints with enough calls: no judgement.
+        let (mut few, _rx) = members(4);
+        for i in 0..4 {
+            complete(&few, i, 200, if i == 0 { 150 } else { 0 });
+        }
+        assert!(!few.sweep(&outlier, Instant::now(), 0.0));
     }
 
     #[tokio::test(start_paused = true)]
