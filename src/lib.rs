@@ -35,6 +35,11 @@
 //! - Load accounting is drop-safe: a response future dropped before it completes releases its
 //!   endpoint's in-flight count.
 //! - With nothing to pick, a call fails at once with a typed [`Error`]; it never pends forever.
+//! - [`health`]: passive outlier detection (on by default inside a tokio runtime), active
+//!   checks, a panic threshold and slow start keep failing endpoints out of rotation and bring
+//!   them back; [`retry`] retries a failed call on another endpoint, within a budget.
+//! - [`sticky`] key extractors and [`policy::ConsistentHash`] keep sessions on one endpoint
+//!   while the pool changes under them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]

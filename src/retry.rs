@@ -1,6 +1,6 @@
 //! Retries that land elsewhere.
 //!
-//! - [`RetryLayer`] wraps a [`Balance`](crate::Balance): a failed call is retried on a
+//! - [`RetryLayer`] wraps a [`Balance`]: a failed call is retried on a
 //!   *different* endpoint (the balancer steers each retry clear of the endpoints that request
 //!   already failed on, unless no other is eligible).
 //! - [`RetryPolicy`] is the policy: attempts, a retry budget and jittered backoff. It is also a
@@ -151,7 +151,7 @@ where
     }
 }
 
-/// Retries failed calls through a [`Balance`](crate::Balance), each on an endpoint the
+/// Retries failed calls through a [`Balance`], each on an endpoint the
 /// request has not failed on yet (see the [module](self)).
 ///
 /// ```
