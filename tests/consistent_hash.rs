@@ -240,3 +240,112 @@ async fn a_cookie_session_sticks_to_one_loopback_backend() {
     let total_after: u64 = backends.iter().map(|b| b.hits()).sum();
     assert_eq!(total_after - total_before, 200);
 }
+
+/// An endpoint that answers with its name, or fails while `down`.
+#[derive(Clone)]
+struct Flaky {
+    name: String,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Service<u64> for Flaky {
+    type Response = String;
+    type Error = std::io::Error;
+    type Future = Ready<Result<String, std::io::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::io::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: u64) -> Self::Future {
+        if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+            ready(Err(std::io::Error::other("down")))
+        } else {
+            ready(Ok(self.name.clone()))
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_of_an_ejected_endpoint_go_to_their_successors_and_come_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    use tower_lb::health::Outlier;
+    use tower_lb::EndpointState;
+
+    let down = std::sync::Arc::new(AtomicBool::new(false));
+    let lb = Balance::builder(by_key())
+        .outlier(
+            Outlier::consecutive_failures(3)
+                .jitter(0.0)
+                .max_ejected_percent(20),
+        )
+        .endpoints((0..8).map(|i| {
+            let flaky = Flaky {
+                name: format!("e{i}"),
+                down: if i == 3 {
+                    down.clone()
+                } else {
+                    Default::default()
+                },
+            };
+            (format!("e{i}"), flaky)
+        }))
+        .build()
+        .unwrap();
+    let keys = 20_000u64;
+    let mapping = |lb: &Balance<String, Flaky, ByKey>| {
+        let mut handle = lb.clone();
+        (0..keys)
+            .map(|k| {
+                let call = handle.ready().now_or_never().unwrap().unwrap().call(k);
+                call.now_or_never()
+                    .unwrap()
+                    .unwrap_or_else(|_| "failed".into())
+            })
+            .collect::<Vec<String>>()
+    };
+    let before = mapping(&lb);
+
+    // e3 fails; three failures in a row eject it.
+    down.store(true, Ordering::Relaxed);
+    let e3_key = (0..keys).find(|&k| before[k as usize] == "e3").unwrap();
+    for _ in 0..3 {
+        let _ = lb.clone().oneshot(e3_key).await;
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(matches!(
+        lb.snapshot()[3].state,
+        EndpointState::Ejected { .. }
+    ));
+
+    // Its keys moved to the next endpoints clockwise; no other key moved.
+    let ejected = mapping(&lb);
+    let without_e3 = ring((0..8).filter(|&i| i != 3));
+    assert_eq!(
+        ejected,
+        map(&without_e3, keys),
+        "e3's keys go where the ring without e3 sends them"
+    );
+    for (old, new) in before.iter().zip(&ejected) {
+        assert!(old == new || old == "e3", "a key of {old} moved to {new}");
+    }
+
+    // e3 recovers: after its ejection, the probation request succeeds and every key returns.
+    down.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let _ = lb.clone().oneshot(e3_key).await; // the probe: any request may take it
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(lb.snapshot()[3].state, EndpointState::Healthy);
+    assert_eq!(mapping(&lb), before);
+}
