@@ -14,7 +14,7 @@ use backend::Backend;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower::{service_fn, ServiceExt};
+use tower::ServiceExt;
 use tower_lb::policy::{LeastPending, P2c, Pick, Random, RoundRobin, WeightedRoundRobin};
 use tower_lb::{Balance, BoxError};
 
@@ -27,12 +27,8 @@ const TIMEOUT: Duration = Duration::from_millis(15);
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let mut backends = Vec::new();
-    for i in 0..BACKENDS {
-        let backend = Backend::start(format!("b{i}")).await?;
-        backend.set_delay(BASE_DELAY);
-        backends.push(backend);
-    }
+    let backends = backend::start_many(BACKENDS).await?;
+    backends.iter().for_each(|b| b.set_delay(BASE_DELAY));
     let backends = Arc::new(backends);
     println!(
         "{BACKENDS} loopback backends at {BASE_DELAY:?}; b{SLOW} is 10x slower for the middle third \
@@ -63,18 +59,12 @@ where
     P: Pick<()>,
 {
     let client = reqwest::Client::new();
-    let endpoint = |url: String| {
-        let client = client.clone();
-        service_fn(move |()| {
-            let request = client.get(&url);
-            async move {
-                let response = request.send().await?.error_for_status()?;
-                response.text().await
-            }
-        })
-    };
     let lb = Balance::builder(policy)
-        .endpoints(backends.iter().map(|b| (b.name.clone(), endpoint(b.url()))))
+        .endpoints(
+            backends
+                .iter()
+                .map(|b| (b.name.clone(), backend::text_endpoint(&client, b.url()))),
+        )
         .build()?;
 
     let hits_before: Vec<u64> = backends.iter().map(|b| b.hits()).collect();

@@ -120,6 +120,14 @@ async fn a_failing_endpoint_is_ejected_put_on_probation_and_restored() {
     );
 }
 
+/// Sends `n` requests one after another, letting the health task run after each.
+async fn send<S: tower::Service<()> + Clone>(lb: &S, n: usize) {
+    for _ in 0..n {
+        let _ = lb.clone().oneshot(()).await;
+        settle().await;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn when_most_endpoints_are_unhealthy_panic_mode_uses_them_all() {
     let switches: Vec<Switch> = (0..5).map(|_| Switch::default()).collect();
@@ -128,13 +136,10 @@ async fn when_most_endpoints_are_unhealthy_panic_mode_uses_them_all() {
         .outlier(Outlier::consecutive_failures(2).max_ejected_percent(100))
         .build()
         .unwrap();
-    for s in &switches {
-        s.failing.store(true, Ordering::Relaxed);
-    }
-    for _ in 0..50 {
-        let _ = lb.clone().oneshot(()).await;
-        settle().await;
-    }
+    switches
+        .iter()
+        .for_each(|s| s.failing.store(true, Ordering::Relaxed));
+    send(&lb, 50).await;
     // Three ejected leave 2 of 5 healthy (< 50 %): panic mode spreads load over all five.
     assert!(lb.in_panic_mode());
     assert_eq!(lb.panic_mode_entries(), 1);
@@ -165,13 +170,10 @@ async fn without_panic_mode_an_all_unhealthy_pool_fails_fast() {
         .panic_threshold(0.0)
         .build()
         .unwrap();
-    for s in &switches {
-        s.failing.store(true, Ordering::Relaxed);
-    }
-    for _ in 0..4 {
-        let _ = lb.clone().oneshot(()).await;
-        settle().await;
-    }
+    switches
+        .iter()
+        .for_each(|s| s.failing.store(true, Ordering::Relaxed));
+    send(&lb, 4).await;
     let err = lb.clone().oneshot(()).await.unwrap_err();
     assert_eq!(
         err.downcast_ref::<Error>(),
@@ -195,33 +197,16 @@ fn explicit_health_settings_need_a_runtime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_answering_500_is_ejected() {
-    use backend::Backend;
-    let mut backends = Vec::new();
-    for i in 0..3 {
-        backends.push(Backend::start(format!("b{i}")).await.unwrap());
-    }
+    let backends = backend::start_many(3).await.unwrap();
     backends[1].set_failing(true);
     let client = reqwest::Client::new();
-    let endpoint = |url: String| {
-        let client = client.clone();
-        service_fn(move |()| {
-            let request = client.get(&url);
-            async move {
-                let response = request.send().await?;
-                let status = response.status();
-                let body = response.text().await?;
-                Ok::<_, reqwest::Error>(
-                    http::Response::builder()
-                        .status(status)
-                        .body(body)
-                        .expect("a response"),
-                )
-            }
-        })
-    };
     let lb = Balance::builder(RoundRobin::new())
         .classify(ServerErrors)
-        .endpoints(backends.iter().map(|b| (b.name.clone(), endpoint(b.url()))))
+        .endpoints(
+            backends
+                .iter()
+                .map(|b| (b.name.clone(), backend::status_endpoint(&client, b.url()))),
+        )
         .build()
         .unwrap();
     let mut server_errors = 0;
@@ -280,14 +265,10 @@ async fn slow_start_ramps_a_new_endpoints_share_from_ten_percent_to_full() {
 #[cfg(feature = "reqwest")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_hangs_is_failed_by_the_check_timeout() {
-    use backend::Backend;
     use tower_lb::health::{ActiveChecks, HttpCheck};
 
-    let mut backends = Vec::new();
-    for i in 0..3 {
-        backends.push(Backend::start(format!("b{i}")).await.unwrap());
-    }
-    let endpoint = |_: &Backend| service_fn(|()| async { Ok::<_, std::io::Error>(()) });
+    let backends = backend::start_many(3).await.unwrap();
+    let endpoint = |_: &backend::Backend| service_fn(|()| async { Ok::<_, std::io::Error>(()) });
     let lb = Balance::builder(RoundRobin::new())
         .endpoints(backends.iter().map(|b| (b.url(), endpoint(b))))
         .health_check(
@@ -336,35 +317,19 @@ async fn a_backend_that_hangs_is_failed_by_the_check_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_failing_http_backends_put_the_pool_in_panic_mode() {
-    use backend::Backend;
-
-    let mut backends = Vec::new();
-    for i in 0..5 {
-        let backend = Backend::start(format!("b{i}")).await.unwrap();
-        backend.set_failing(true); // every backend answers 500
-        backends.push(backend);
+    let backends = backend::start_many(5).await.unwrap();
+    for b in &backends {
+        b.set_failing(true); // every backend answers 500
     }
     let client = reqwest::Client::new();
-    let endpoint = |url: String| {
-        let client = client.clone();
-        service_fn(move |()| {
-            let request = client.get(&url);
-            async move {
-                let response = request.send().await?;
-                let status = response.status();
-                Ok::<_, reqwest::Error>(
-                    http::Response::builder()
-                        .status(status)
-                        .body(())
-                        .expect("a response"),
-                )
-            }
-        })
-    };
     let lb = Balance::builder(RoundRobin::new())
         .classify(ServerErrors)
         .outlier(Outlier::consecutive_failures(3).max_ejected_percent(100))
-        .endpoints(backends.iter().map(|b| (b.name.clone(), endpoint(b.url()))))
+        .endpoints(
+            backends
+                .iter()
+                .map(|b| (b.name.clone(), backend::status_endpoint(&client, b.url()))),
+        )
         .build()
         .unwrap();
     for _ in 0..100 {

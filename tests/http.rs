@@ -3,42 +3,25 @@
 #[path = "../examples/support/backend.rs"]
 mod backend;
 
-use backend::Backend;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tower::{service_fn, ServiceExt};
+use tower::ServiceExt;
 use tower_lb::policy::P2c;
 use tower_lb::{Balance, EndpointState};
 
-fn http_endpoint(
-    client: &reqwest::Client,
-    url: String,
-) -> impl tower::Service<(), Response = String, Error = reqwest::Error, Future = impl Send>
-       + Clone
-       + Send
-       + Sync {
-    let client = client.clone();
-    service_fn(move |()| {
-        let request = client.get(&url);
-        async move { request.send().await?.error_for_status()?.text().await }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_spreads_and_a_removed_endpoint_loses_no_request() {
-    let mut backends = Vec::new();
-    for i in 0..4 {
-        let backend = Backend::start(format!("b{i}")).await.unwrap();
-        backend.set_delay(Duration::from_millis(1));
-        backends.push(backend);
-    }
+    let backends = backend::start_many(4).await.unwrap();
+    backends
+        .iter()
+        .for_each(|b| b.set_delay(Duration::from_millis(1)));
     let client = reqwest::Client::new();
     let lb = Balance::builder(P2c::new())
         .endpoints(
             backends
                 .iter()
-                .map(|b| (b.name.clone(), http_endpoint(&client, b.url()))),
+                .map(|b| (b.name.clone(), backend::text_endpoint(&client, b.url()))),
         )
         .build()
         .unwrap();

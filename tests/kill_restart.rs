@@ -6,11 +6,10 @@
 #[path = "../examples/support/backend.rs"]
 mod backend;
 
-use backend::Backend;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower::{service_fn, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 use tower_lb::health::{ActiveChecks, HttpCheck, Outlier};
 use tower_lb::policy::P2c;
 use tower_lb::retry::{RetryLayer, RetryPolicy};
@@ -21,25 +20,20 @@ const WORKERS: usize = 16;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_and_restarting_backends_loses_no_request() {
-    let mut backends = Vec::new();
-    for i in 0..5 {
-        let backend = Backend::start(format!("b{i}")).await.unwrap();
-        backend.set_delay(Duration::from_micros(500));
-        backends.push(backend);
-    }
+    let mut backends = backend::start_many(5).await.unwrap();
+    backends
+        .iter()
+        .for_each(|b| b.set_delay(Duration::from_micros(500)));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let endpoint = |url: String| {
-        let client = client.clone();
-        service_fn(move |()| {
-            let request = client.get(&url);
-            async move { request.send().await?.error_for_status()?.text().await }
-        })
-    };
     let lb = Balance::builder(P2c::new())
-        .endpoints(backends.iter().map(|b| (b.url(), endpoint(b.url()))))
+        .endpoints(
+            backends
+                .iter()
+                .map(|b| (b.url(), backend::text_endpoint(&client, b.url()))),
+        )
         .outlier(
             Outlier::consecutive_failures(5)
                 .base_ejection(Duration::from_millis(300))

@@ -115,3 +115,59 @@ impl Backend {
         self.tasks = Some(tasks);
     }
 }
+
+/// Starts `n` backends named `b0`, `b1`, ...
+pub async fn start_many(n: usize) -> std::io::Result<Vec<Backend>> {
+    let mut backends = Vec::with_capacity(n);
+    for i in 0..n {
+        backends.push(Backend::start(format!("b{i}")).await?);
+    }
+    Ok(backends)
+}
+
+/// An endpoint that GETs `url` through `client` and answers with the body; a non-2xx status
+/// is an error.
+pub fn text_endpoint(
+    client: &reqwest::Client,
+    url: String,
+) -> impl tower::Service<
+    (),
+    Response = String,
+    Error = reqwest::Error,
+    Future = impl std::future::Future<Output = Result<String, reqwest::Error>> + Send,
+> + Clone
+       + Send
+       + Sync {
+    let client = client.clone();
+    tower::service_fn(move |()| {
+        let request = client.get(&url);
+        async move { request.send().await?.error_for_status()?.text().await }
+    })
+}
+
+/// An endpoint that GETs `url` through `client` and answers with the status and body, 5xx
+/// included (for a `ServerErrors` classifier to judge).
+pub fn status_endpoint(
+    client: &reqwest::Client,
+    url: String,
+) -> impl tower::Service<
+    (),
+    Response = http::Response<String>,
+    Error = reqwest::Error,
+    Future = impl std::future::Future<Output = Result<http::Response<String>, reqwest::Error>> + Send,
+> + Clone
+       + Send
+       + Sync {
+    let client = client.clone();
+    tower::service_fn(move |()| {
+        let request = client.get(&url);
+        async move {
+            let response = request.send().await?;
+            let status = response.status();
+            let body = response.text().await?;
+            let mut answer = http::Response::new(body);
+            *answer.status_mut() = status;
+            Ok(answer)
+        }
+    })
+}
