@@ -156,6 +156,10 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
     /// What counts as a failed call (default [`ErrorsFail`]: every `Err`). For HTTP,
     /// [`ServerErrors`](crate::health::ServerErrors) also counts 5xx responses.
     ///
+    /// The classifier is cloned into every response future, so keep it cheap to clone: a unit
+    /// struct or a closure that captures nothing (not an `Arc`, whose count every request
+    /// would then touch).
+    ///
     /// ```
     /// use tower::service_fn;
     /// use tower_lb::{health::ServerErrors, policy::P2c, Balance};
