@@ -352,3 +352,38 @@ async fn five_failing_http_backends_put_the_pool_in_panic_mode() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_health_task_stops_with_the_last_handle() {
+    use tower_lb::health::{check_fn, ActiveChecks};
+
+    let checks = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&checks);
+    let lb = Balance::builder(RoundRobin::new())
+        .health_check(
+            ActiveChecks::new(check_fn(move |_: &usize| {
+                counted.fetch_add(1, Ordering::Relaxed);
+                async { Ok::<_, std::io::Error>(()) }
+            }))
+            .every(Duration::from_secs(1)),
+        )
+        .endpoints((0..2).map(|i| (i, Switch::default().service())))
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let while_alive = checks.load(Ordering::Relaxed);
+    assert!(
+        (16..=24).contains(&while_alive),
+        "{while_alive} checks in 10 s for 2 endpoints"
+    );
+
+    drop(lb);
+    settle().await;
+    let at_drop = checks.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        checks.load(Ordering::Relaxed),
+        at_drop,
+        "no checks after the balancer is gone"
+    );
+}
