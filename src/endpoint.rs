@@ -152,6 +152,7 @@ impl EndpointStats {
     }
 
     /// The endpoint's configured weight (1 ..= [`MAX_WEIGHT`]).
+    #[inline]
     pub fn weight(&self) -> u32 {
         u32::from(self.weight)
     }
@@ -160,6 +161,7 @@ impl EndpointStats {
     /// has slow start, the configured weight × 10 scaled down while the endpoint ramps up.
     /// Only ratios between endpoints matter. (Consistent hashing places endpoints by their
     /// configured weight, so that slow start never moves keys.)
+    #[inline]
     pub fn effective_weight(&self) -> u32 {
         u32::from(self.effective_weight.load(Ordering::Relaxed))
     }
@@ -170,6 +172,7 @@ impl EndpointStats {
     }
 
     /// Calls sent to this endpoint whose response futures have neither completed nor been dropped.
+    #[inline]
     pub fn in_flight(&self) -> usize {
         // `ended` first: read in this order, `started` can only be the larger, as both only grow.
         let ended = self.ended.load(Ordering::Relaxed);
@@ -201,6 +204,7 @@ impl EndpointStats {
 
     /// The latency estimate decayed to `now`: the stored estimate shrinks by `exp(-elapsed/decay)`
     /// since it was written, as in Finagle's and tower's peak EWMA. Reading it writes nothing.
+    #[inline]
     pub(crate) fn decayed_rtt_ns(&self, now_ns: u64, ewma: &PeakEwma) -> f64 {
         let rtt = f64::from_bits(self.rtt_bits.load(Ordering::Relaxed));
         if rtt <= 0.0 {
@@ -259,6 +263,7 @@ impl EndpointStats {
     /// Records a completed call: a failure, and its latency when calls are timed. A failed
     /// call counts at least the failure penalty, so an endpoint that fails fast does not look
     /// fast.
+    #[inline]
     pub(crate) fn complete_call(self: &Arc<Self>, started_ns: u64, succeeded: bool) {
         if !succeeded {
             self.failures.fetch_add(1, Ordering::Relaxed);
@@ -279,6 +284,7 @@ impl EndpointStats {
     /// took at least this long: that lower bound may raise the estimate but never lowers it.
     /// Otherwise an endpoint so slow that every call times out would never record a sample
     /// and would keep looking fast.
+    #[inline]
     pub(crate) fn cancel_call(&self, started_ns: u64) {
         // A cancelled probe leaves the endpoint on probation, for the next request to claim.
         if self.health.load(Ordering::Relaxed) & PROBE_CLAIMED != 0 {
@@ -294,6 +300,7 @@ impl EndpointStats {
 
     /// Passive health: counts consecutive failures and reports an outlier at the threshold;
     /// on probation, reports the outcome of the probe instead.
+    #[inline]
     fn track_health(self: &Arc<Self>, succeeded: bool) {
         // The common case first, on the line this call has just written anyway: a success
         // with no failures counted and no probation needs nothing else.
@@ -328,6 +335,7 @@ impl EndpointStats {
     }
 
     /// Claims the one probation request, if the endpoint is on probation and nobody has.
+    #[inline]
     pub(crate) fn try_claim_probe(&self) -> bool {
         let word = self.health.load(Ordering::Relaxed);
         word & PROBE != 0
@@ -354,6 +362,7 @@ impl EndpointStats {
         self.health.load(Ordering::Relaxed) & FAILURES
     }
 
+    #[inline]
     fn end_call(&self) {
         self.ended.fetch_add(1, Ordering::Relaxed);
         if let Some(total) = self.pool.as_ref().and_then(|pool| pool.in_flight.as_ref()) {
@@ -362,6 +371,7 @@ impl EndpointStats {
     }
 
     /// Calls in flight over the whole pool, if the pool counts them.
+    #[inline]
     pub(crate) fn pool_in_flight(&self) -> Option<u64> {
         let total = self.pool.as_ref()?.in_flight.as_ref()?;
         Some(total.0.load(Ordering::Relaxed))
@@ -369,6 +379,7 @@ impl EndpointStats {
 
     /// `now` in this endpoint's timestamps: nanoseconds after its timing's epoch (0 for an
     /// untimed endpoint, which records no timestamps).
+    #[inline]
     pub(crate) fn clock_ns(&self, now: Instant) -> u64 {
         let Some(pool) = &self.pool else {
             return 0;
@@ -379,6 +390,7 @@ impl EndpointStats {
     }
 
     /// Identifies the endpoint's timestamps' origin: equal for endpoints of one balancer.
+    #[inline]
     pub(crate) fn pool_id(&self) -> *const Pool {
         self.pool.as_ref().map_or(std::ptr::null(), Arc::as_ptr)
     }
@@ -395,6 +407,7 @@ impl EndpointStats {
 /// On the pick path `elapsed` is usually tiny next to the decay (milliseconds against
 /// seconds), and there three terms of the series are exact to 2e-10, at a fraction of the
 /// cost of `exp`, which would otherwise be a tenth of a peak-EWMA pick.
+#[inline]
 fn decay_factor(x: f64) -> f64 {
     let x = x.max(0.0);
     if x < 1e-3 {
@@ -409,6 +422,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[inline]
     fn decay_factor_matches_exp() {
         for x in [0.0f64, 1e-9, 1e-6, 5e-4, 9.99e-4, 1e-3, 0.5, 1.0, 20.0] {
             let exact = (-x).exp();

@@ -22,6 +22,7 @@ impl Rng {
         Rng::Seeded(AtomicU64::new(seed))
     }
 
+    #[inline]
     pub(crate) fn u64(&self) -> u64 {
         match self {
             Rng::Thread => fastrand::u64(..),
@@ -36,6 +37,7 @@ impl Rng {
     }
 
     /// A uniform index below `n` (which must be non-zero).
+    #[inline]
     pub(crate) fn below(&self, n: usize) -> usize {
         below(self.u64(), n)
     }
@@ -54,6 +56,7 @@ impl Clone for Rng {
 
 /// Maps 64 random bits onto `0..n` by multiply-shift (Lemire): no division, bias below 2^-32
 /// for any pool size a balancer sees.
+#[inline]
 pub(crate) fn below(random: u64, n: usize) -> usize {
     ((u128::from(random) * n as u128) >> 64) as usize
 }

@@ -29,11 +29,13 @@ impl InFlight {
     }
 
     /// The endpoint the call went to.
+    #[inline]
     pub(crate) fn stats(&self) -> &Arc<EndpointStats> {
         &self.stats
     }
 
     /// Records the outcome of a completed call and releases its in-flight count.
+    #[inline]
     pub(crate) fn complete(mut self, succeeded: bool) {
         self.stats.complete_call(self.started_ns, succeeded);
         self.started_ns = COMPLETED;

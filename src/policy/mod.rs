@@ -103,6 +103,7 @@ pub struct Candidates<'a> {
 
 impl<'a> Candidates<'a> {
     /// The candidates for one pick.
+    #[inline]
     pub fn new(endpoints: &'a [Arc<EndpointStats>]) -> Self {
         Candidates {
             endpoints,
@@ -112,6 +113,7 @@ impl<'a> Candidates<'a> {
     }
 
     /// How many endpoints there are to choose from.
+    #[inline]
     pub fn len(&self) -> usize {
         self.endpoints.len()
     }
@@ -125,6 +127,7 @@ impl<'a> Candidates<'a> {
     ///
     /// # Panics
     /// If `index >= self.len()`, like slice indexing.
+    #[inline]
     pub fn get(&self, index: usize) -> &'a EndpointStats {
         &self.endpoints[index]
     }
@@ -135,6 +138,7 @@ impl<'a> Candidates<'a> {
     }
 
     /// The time of this pick, read from the clock on first use only.
+    #[inline]
     pub fn now(&self) -> Instant {
         match self.now.get() {
             Some(now) => now,
@@ -150,11 +154,13 @@ impl<'a> Candidates<'a> {
 impl Candidates<'_> {
     /// Calls in flight over the whole pool, when the policy asked for it with
     /// [`Policy::counts_total_in_flight`] (`None` otherwise).
+    #[inline]
     pub fn total_in_flight(&self) -> Option<u64> {
         self.endpoints.first()?.pool_in_flight()
     }
 
     /// The time of this pick in `endpoint`'s timestamps (see [`Candidates::now`]).
+    #[inline]
     pub(crate) fn now_ns(&self, endpoint: &EndpointStats) -> u64 {
         match self.now_ns.get() {
             Some((pool, ns)) if pool == endpoint.pool_id() => ns,
@@ -179,6 +185,7 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    #[inline]
     pub(crate) fn of(endpoint: &EndpointStats) -> Self {
         Pending {
             calls: endpoint.in_flight() as u64 + 1,
@@ -187,12 +194,14 @@ impl Pending {
     }
 
     /// Compares `self.calls / self.weight` with `other.calls / other.weight`.
+    #[inline]
     pub(crate) fn cmp_load(&self, other: &Pending) -> std::cmp::Ordering {
         (self.calls * other.weight).cmp(&(other.calls * self.weight))
     }
 
     /// Compares the same ratios each scaled by a latency: the peak-EWMA cost
     /// `rtt × calls / weight`, cross-multiplied like [`Pending::cmp_load`].
+    #[inline]
     pub(crate) fn cmp_scaled(
         &self,
         rtt: f64,

@@ -92,6 +92,7 @@ impl<Req> Pick<Req> for Random {
 }
 
 /// Maps 32 random bits onto `0..n` by multiply-shift.
+#[inline]
 pub(crate) fn below_u32(random: u32, n: usize) -> usize {
     ((u64::from(random) * n as u64) >> 32) as usize
 }

@@ -53,6 +53,7 @@ impl Cursor {
     }
 
     /// The next position, in `0..len`.
+    #[inline]
     pub(crate) fn next(&self) -> usize {
         let position = self.position.fetch_add(1, Ordering::Relaxed);
         fastmod(position, self.inverse, self.len) as usize
@@ -61,6 +62,7 @@ impl Cursor {
 
 /// `a % d` given `inverse = 2^128 / d` rounded up (Lemire, Kaser & Kurz, "Faster remainder by
 /// direct computation", 2019).
+#[inline]
 fn fastmod(a: u64, inverse: u128, d: u64) -> u64 {
     let low = inverse.wrapping_mul(u128::from(a));
     let bottom = ((low & u128::from(u64::MAX)) * u128::from(d)) >> 64;
@@ -108,6 +110,7 @@ mod tests {
     use crate::policy::testing::{count_picks, endpoints};
 
     #[test]
+    #[inline]
     fn fastmod_is_the_remainder() {
         for d in [1u64, 2, 3, 7, 10, 4096, 1 << 33, u64::MAX] {
             let inverse = (u128::MAX / u128::from(d)).wrapping_add(1);
