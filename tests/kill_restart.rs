@@ -67,12 +67,8 @@ async fn killing_and_restarting_backends_loses_no_request() {
         })
         .collect();
 
-    let picks = |lb: &Balance<_, _, _>, url: &str| -> u64 {
-        lb.snapshot()
-            .iter()
-            .find(|e: &&tower_lb::EndpointSnapshot<String>| e.key == url)
-            .map_or(0, |e| e.picks)
-    };
+    let endpoint = |url: &str| lb.snapshot().into_iter().find(|e| e.key == url);
+    let picks = |url: &str| endpoint(url).map_or(0, |e| e.picks);
     let state = |url: &str| {
         lb.snapshot()
             .into_iter()
@@ -95,13 +91,10 @@ async fn killing_and_restarting_backends_loses_no_request() {
         let out_of_rotation = killed.elapsed();
 
         // While down they get no traffic (beyond a probation request each).
-        let before: Vec<u64> = victims
-            .iter()
-            .map(|&v| picks(&lb, &backends[v].url()))
-            .collect();
+        let before: Vec<u64> = victims.iter().map(|&v| picks(&backends[v].url())).collect();
         tokio::time::sleep(Duration::from_millis(300)).await;
         for (&v, before) in victims.iter().zip(before) {
-            let extra = picks(&lb, &backends[v].url()) - before;
+            let extra = picks(&backends[v].url()) - before;
             assert!(extra <= 3, "b{v} got {extra} picks while down");
         }
 
@@ -112,9 +105,8 @@ async fn killing_and_restarting_backends_loses_no_request() {
         let restarted = Instant::now();
         for &v in &victims {
             let url = backends[v].url();
-            let before = picks(&lb, &url);
-            wait_for(|| state(&url) == Some(EndpointState::Healthy) && picks(&lb, &url) > before)
-                .await;
+            let before = picks(&url);
+            wait_for(|| state(&url) == Some(EndpointState::Healthy) && picks(&url) > before).await;
         }
         report.push((out_of_rotation, restarted.elapsed()));
     }
