@@ -351,10 +351,16 @@ impl EndpointStats {
                 .is_ok()
     }
 
-    /// Puts the endpoint on probation (or takes it off): resets the failure count.
-    pub(crate) fn set_probation(&self, on: bool) {
-        self.health
-            .store(if on { PROBE } else { 0 }, Ordering::Relaxed);
+    /// Puts the endpoint on probation: the next completed call decides. Failures in a row
+    /// start again from zero.
+    pub(crate) fn enter_probation(&self) {
+        self.health.store(PROBE, Ordering::Relaxed);
+    }
+
+    /// Clears the health word: no failures in a row, no probation. For every transition that
+    /// starts the count afresh (ejected, restored, failing checks, an ejection the cap refused).
+    pub(crate) fn clear_health(&self) {
+        self.health.store(0, Ordering::Relaxed);
     }
 
     /// Failures in a row so far.

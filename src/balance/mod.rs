@@ -167,10 +167,6 @@ where
     L: Layer<S>,
     L::Service: Clone,
 {
-    pub(crate) fn from_shared(shared: Arc<Shared<K, S, P, L, C>>) -> Self {
-        Balance::from_parts(shared)
-    }
-
     /// Adds an endpoint of weight 1, or replaces the endpoint with the same key (the old one
     /// drains). The endpoint layer wraps it first.
     pub fn insert(&self, key: K, service: S) {
@@ -337,7 +333,8 @@ where
     P: Policy,
     L: Layer<S>,
 {
-    fn from_parts(shared: Arc<Shared<K, S, P, L, C>>) -> Self {
+    /// A new handle on `shared`, with no snapshot cached yet.
+    pub(crate) fn from_shared(shared: Arc<Shared<K, S, P, L, C>>) -> Self {
         Balance {
             shared,
             cached: None,
@@ -352,7 +349,7 @@ where
     L: Layer<S>,
 {
     fn clone(&self) -> Self {
-        Balance::from_parts(Arc::clone(&self.shared))
+        Balance::from_shared(Arc::clone(&self.shared))
     }
 }
 

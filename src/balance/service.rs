@@ -126,8 +126,9 @@ where
     L::Service: Service<Req> + Clone,
     C: Clone,
 {
+    let fail = |error| ResponseFuture::failed(error, shared.classify.clone());
     if let Some(error) = &shared.broken {
-        return ResponseFuture::failed(error.clone(), shared.classify.clone());
+        return fail(error.clone());
     }
     let eligible = snapshot.eligible;
     let candidates = Candidates::new(&snapshot.stats[..eligible]);
@@ -141,15 +142,10 @@ where
             tracing::debug!(endpoint = ?snapshot.keys[probe], "probation request");
             probe
         }
-        (None, None) if snapshot.members == 0 => {
-            return ResponseFuture::failed(Error::NoEndpoints, shared.classify.clone())
-        }
+        (None, None) if snapshot.members == 0 => return fail(Error::NoEndpoints),
         (None, None) => {
             let endpoints = snapshot.members;
-            return ResponseFuture::failed(
-                Error::AllUnhealthy { endpoints },
-                shared.classify.clone(),
-            );
+            return fail(Error::AllUnhealthy { endpoints });
         }
         (None, Some(table)) => match shared.policy.pick(&req, table, &candidates) {
             Some(index) if index < eligible && avoid.is_empty() => index,
@@ -158,9 +154,7 @@ where
                     shared.policy.pick(&req, table, &candidates)
                 })
             }
-            _ => {
-                return ResponseFuture::failed(Error::NoPick { eligible }, shared.classify.clone())
-            }
+            _ => return fail(Error::NoPick { eligible }),
         },
     };
     tracing::trace!(endpoint = ?snapshot.keys[index], eligible, "picked");

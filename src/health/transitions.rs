@@ -49,7 +49,7 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
         if self.ejected() >= outlier.max_ejected(self.active.len()) {
             tracing::info!(endpoint = ?self.active[i].key, failures = stats.consecutive_failures(),
                 "outlier not ejected: the cap on ejected endpoints is reached");
-            stats.set_probation(false); // count again from zero
+            stats.clear_health(); // count again from zero
             return false;
         }
         self.eject(i, outlier, now, jitter, "consecutive failures");
@@ -66,7 +66,7 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
             until,
             ejections: member.health.ejections,
         };
-        member.stats.set_probation(false);
+        member.stats.clear_health();
         tracing::warn!(endpoint = ?member.key, ejections = member.health.ejections,
             for_ms = until.saturating_duration_since(now).as_millis() as u64, reason, "endpoint ejected");
     }
@@ -142,7 +142,7 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
             if let EndpointState::Ejected { until, .. } = member.health.state {
                 if until <= now {
                     member.health.state = EndpointState::Probation;
-                    member.stats.set_probation(true);
+                    member.stats.enter_probation();
                     tracing::info!(endpoint = ?member.key, "ejection over: endpoint on probation");
                     changed = true;
                 }
@@ -171,7 +171,7 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
             member.health.state = EndpointState::Healthy;
             // The count decays from now on, while it stays healthy.
             member.health.ejections_changed = now;
-            member.stats.set_probation(false);
+            member.stats.clear_health();
             tracing::info!(endpoint = ?member.key, "probation passed: endpoint restored");
             self.restored(i, now);
         } else {
@@ -219,7 +219,7 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
             if restore {
                 tracing::info!(endpoint = ?member.key, from = ?health.state, "health check passed: endpoint restored");
                 health.state = EndpointState::Healthy;
-                member.stats.set_probation(false);
+                member.stats.clear_health();
                 self.restored(i, now);
             }
             restore
@@ -231,7 +231,7 @@ impl<K: Eq + Hash + Debug, S> Members<K, S> {
             if fail {
                 tracing::warn!(endpoint = ?member.key, failed = health.checks_failed, "health checks failing: endpoint out of rotation");
                 health.state = EndpointState::Failing;
-                member.stats.set_probation(false);
+                member.stats.clear_health();
             }
             fail
         }
