@@ -44,27 +44,36 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
-mod balance;
-mod discover;
-mod endpoint;
+// Layers, bottom up. A module may import only from layers below its own (the layering
+// test, `tests/layering.rs`, reads these markers and checks every `crate::` path in src/).
+// layer: leaves
 mod error;
-pub mod health;
 pub mod load;
-mod membership;
-pub mod policy;
-pub mod retry;
 mod rng;
-mod snapshot;
 #[cfg(test)]
 mod stats;
+// layer: endpoint
+mod endpoint;
+// layer: policy
+pub mod policy;
+// layer: pool
+mod pool;
+// layer: drivers
+mod discover;
+pub mod health;
+// layer: balance
+mod balance;
+// layer: above
+pub mod retry;
 pub mod sticky;
+// layer: end
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use balance::{Balance, BalanceLayer, Builder, EndpointSnapshot, ResponseFuture};
+pub use balance::{Balance, BalanceLayer, Builder, ResponseFuture};
 pub use endpoint::{EndpointStats, MAX_WEIGHT};
 pub use error::{BoxError, Error};
-pub use health::EndpointState;
+pub use pool::{EndpointSnapshot, EndpointState};

@@ -12,9 +12,11 @@
 //! it. Requests are cloned for each attempt: a request whose body cannot be cloned cannot be
 //! retried, and does not compile here.
 
+use crate::balance::Balance;
+use crate::endpoint::EndpointStats;
+use crate::error::BoxError;
 use crate::health::{BoxFuture, Classify};
 use crate::policy::Pick;
-use crate::{Balance, BoxError, EndpointStats};
 use std::fmt::{self, Debug};
 use std::sync::Arc;
 use std::task::{Context, Poll};

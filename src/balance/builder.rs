@@ -1,15 +1,12 @@
 //! Building a [`Balance`].
 
-use super::{apply_changes, Balance, HealthConfig, Shared};
-use crate::endpoint::HealthSink;
-use crate::health::{driver, ActiveChecks, ErrorsFail, Outlier, SlowStart};
-use crate::{
-    discover::{self, BoxDiscover},
-    endpoint::Pool,
-    membership::{check_weight, Members},
-    policy::Policy,
-    BoxError, Error,
-};
+use super::{Balance, Inner};
+use crate::discover::{self, BoxDiscover};
+use crate::endpoint::{Accounting, HealthSink};
+use crate::error::{BoxError, Error};
+use crate::health::{driver, ActiveChecks, ErrorsFail, MemberHealth, Outlier, SlowStart};
+use crate::policy::Policy;
+use crate::pool::{check_weight, Members, Pool};
 use std::fmt::{self, Debug};
 use std::hash::Hash;
 use std::sync::Arc;
@@ -277,18 +274,21 @@ where
             consecutive_failures: outlier.consecutive_failures,
             events: events.clone(),
         });
-        let pool = Pool::new(
+        let accounting = Accounting::new(
             self.policy.latency(),
             self.policy.counts_total_in_flight(),
             sink,
         );
-        let mut members = Members::new(pool);
-        members.slow_start = self.health.slow_start;
+        let layer = Arc::new(self.layer);
+        let mut members: Members<K, L::Service, MemberHealth> =
+            Members::new(accounting, self.health.slow_start);
         for (key, service, weight) in self.endpoints {
-            members.insert(key, self.layer.layer(service), weight);
+            members.insert(key, layer.layer(service), weight);
         }
         let mut pending_discovery = None;
-        if let Some(mut stream) = self.discover {
+        if let Some(stream) = self.discover {
+            let wrap = Arc::clone(&layer);
+            let mut stream = discover::map_services(stream, move |service| wrap.layer(service));
             let mut cx = Context::from_waker(Waker::noop());
             let mut ended = false;
             // Bounded, so a stream that is always ready cannot keep `build` from returning;
@@ -297,7 +297,7 @@ where
                 let Poll::Ready(batch) = discover::poll_batch(&mut stream, &mut cx) else {
                     break;
                 };
-                apply_changes(&self.layer, &mut members, batch.changes);
+                members.apply(batch.changes);
                 if batch.ended {
                     ended = true;
                     break;
@@ -307,40 +307,34 @@ where
                 pending_discovery = Some(stream);
             }
         }
-        members.ramp_new = true; // from here on, joining endpoints ramp up
+        members.ramp_joiners();
         let needs_driver = self.health.checks.is_some() || self.health.slow_start.is_some();
         if (pending_discovery.is_some() || needs_driver) && runtime.is_none() {
             broken = Some(Error::NoRuntime);
         }
         let (stop, stopped) = tokio::sync::watch::channel(());
-        let health = HealthConfig {
-            outlier,
-            panic_threshold: self.health.panic_threshold,
-        };
-        let shared = Arc::new(Shared::new(
-            self.policy,
-            self.layer,
-            self.classify,
-            members,
-            broken.clone(),
-            health,
-            stop,
-        ));
+        let pool = Arc::new(Pool::new(self.policy, self.health.panic_threshold, members));
         if let Some(runtime) = runtime {
             if let Some(stream) = pending_discovery {
                 runtime.spawn(discover::drive(
-                    Arc::downgrade(&shared),
+                    Arc::downgrade(&pool),
                     stream,
                     stopped.clone(),
                 ));
             }
             let events = health_events.map(|(_, events)| events);
             if events.is_some() || needs_driver {
-                let shared = Arc::downgrade(&shared);
-                runtime.spawn(driver::drive(shared, events, self.health.checks, stopped));
+                runtime.spawn(driver::drive(
+                    Arc::downgrade(&pool),
+                    outlier,
+                    events,
+                    self.health.checks,
+                    stopped,
+                ));
             }
         }
-        (Balance::from_shared(shared), broken)
+        let inner = Inner::new(pool, layer, self.classify, broken.clone(), stop);
+        (Balance::from_inner(Arc::new(inner)), broken)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The response future of a [`Balance`](super::Balance) call.
 
+use crate::endpoint::{EndpointStats, InFlight};
+use crate::error::{BoxError, Error};
 use crate::health::{Classify, ErrorsFail};
-use crate::{load::InFlight, BoxError, EndpointStats, Error};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;

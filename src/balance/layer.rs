@@ -1,7 +1,8 @@
 //! [`BalanceLayer`]: a balancer as a `tower::Layer` over a discovery stream.
 
 use super::{Balance, Builder};
-use crate::{policy::Policy, BoxError};
+use crate::error::BoxError;
+use crate::policy::Policy;
 use std::fmt::Debug;
 use std::hash::Hash;
 use tower::discover::Discover;

@@ -10,14 +10,14 @@ pub use builder::Builder;
 pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
 
-use crate::health::{EndpointState, ErrorsFail, Outlier};
-use crate::{membership::Members, policy::Policy, snapshot::Snapshot, EndpointStats, Error};
-use arc_swap::ArcSwap;
+use crate::error::Error;
+use crate::health::driver::HealthPool;
+use crate::health::ErrorsFail;
+use crate::policy::Policy;
+use crate::pool::{check_weight, EndpointSnapshot, Snapshot};
 use std::fmt::{self, Debug};
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Arc;
 use tower_layer::{Identity, Layer};
 
 /// A load balancer over a set of endpoints, itself a tower `Service`.
@@ -65,7 +65,7 @@ where
     P: Policy,
     L: Layer<S>,
 {
-    shared: Arc<Shared<K, S, P, L, C>>,
+    inner: Arc<Inner<K, S, P, L, C>>,
     /// This handle's own reference to the current snapshot, with the generation it was
     /// current at. A handle that is called again and again (behind `ServiceBuilder`, in a
     /// `Buffer` worker, in a `ready().await; call()` loop) then reads membership with one
@@ -77,66 +77,23 @@ where
 
 type SharedSnapshot<K, S, P, L> = Arc<Snapshot<K, <L as Layer<S>>::Service, <P as Policy>::Table>>;
 
-pub(crate) struct Shared<K, S, P, L, C>
+/// What all the handles of one balancer share: the pool, and what the balancer adds on top
+/// of it for each call.
+pub(crate) struct Inner<K, S, P, L, C>
 where
     P: Policy,
     L: Layer<S>,
 {
-    pub(crate) policy: P,
-    pub(crate) layer: L,
+    /// Members, eligibility and the published snapshot; the drivers hold `Weak`s to it.
+    pub(crate) pool: Arc<HealthPool<K, L::Service, P>>,
+    /// Wraps every endpoint as it joins; shared with the discovery driver.
+    layer: Arc<L>,
     /// What counts as a failed call; cloned into each response future.
     pub(crate) classify: C,
-    pub(crate) current: ArcSwap<Snapshot<K, L::Service, P::Table>>,
-    /// Bumped after every publish of `current`, so handles can tell their cached snapshot is
-    /// still the current one with a single load.
-    pub(crate) generation: AtomicU64,
-    members: Mutex<Members<K, L::Service>>,
     /// Why this balancer cannot serve at all (discovery could not be started); `None` normally.
     pub(crate) broken: Option<Error>,
-    pub(crate) health: HealthConfig,
     /// Dropped with the last handle: tells the background drivers to stop.
     _stop_drivers: tokio::sync::watch::Sender<()>,
-}
-
-/// How the pool's health is judged.
-#[derive(Debug, Clone)]
-pub(crate) struct HealthConfig {
-    pub(crate) outlier: Outlier,
-    pub(crate) panic_threshold: f64,
-}
-
-/// A copy of one endpoint's state and counters, from [`Balance::snapshot`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct EndpointSnapshot<K> {
-    /// The endpoint's key.
-    pub key: K,
-    /// Healthy, ejected, on probation or draining.
-    pub state: EndpointState,
-    /// The configured weight.
-    pub weight: u32,
-    /// Calls in flight now.
-    pub in_flight: usize,
-    /// Times picked since the endpoint joined.
-    pub picks: u64,
-    /// Failed calls since the endpoint joined.
-    pub failures: u64,
-    /// The last peak-EWMA latency estimate, if a latency-aware policy has measured a call.
-    pub rtt_estimate: Option<Duration>,
-}
-
-impl<K: Clone> EndpointSnapshot<K> {
-    fn new(key: &K, state: EndpointState, stats: &EndpointStats) -> Self {
-        EndpointSnapshot {
-            key: key.clone(),
-            state,
-            weight: stats.weight(),
-            in_flight: stats.in_flight(),
-            picks: stats.picks(),
-            failures: stats.failures(),
-            rtt_estimate: stats.rtt_estimate(),
-        }
-    }
 }
 
 impl<K, S, P> Balance<K, S, P>
@@ -170,11 +127,8 @@ where
     /// Adds an endpoint of weight 1, or replaces the endpoint with the same key (the old one
     /// drains). The endpoint layer wraps it first.
     pub fn insert(&self, key: K, service: S) {
-        let service = self.shared.layer.layer(service);
-        let _ = self.shared.change(|members| {
-            members.insert(key, service, 1);
-            Ok(())
-        });
+        let service = self.inner.layer.layer(service);
+        self.inner.pool.insert(key, service, 1);
     }
 
     /// Adds or replaces an endpoint with the given weight.
@@ -182,12 +136,10 @@ where
     /// # Errors
     /// [`Error::InvalidWeight`] unless `1 <= weight <= MAX_WEIGHT`; the pool is then unchanged.
     pub fn insert_weighted(&self, key: K, service: S, weight: u32) -> Result<(), Error> {
-        crate::membership::check_weight(&key, weight)?;
-        let service = self.shared.layer.layer(service);
-        self.shared.change(|members| {
-            members.insert(key, service, weight);
-            Ok(())
-        })
+        check_weight(&key, weight)?;
+        let service = self.inner.layer.layer(service);
+        self.inner.pool.insert(key, service, weight);
+        Ok(())
     }
 
     /// Removes an endpoint: it gets no new picks, and its calls in flight complete.
@@ -195,7 +147,42 @@ where
     /// # Errors
     /// [`Error::UnknownEndpoint`] if no endpoint has this key.
     pub fn remove(&self, key: &K) -> Result<(), Error> {
-        self.shared.change(|members| members.remove(key))
+        self.inner.pool.remove(key)
+    }
+
+    /// Holds an endpoint out of rotation for `reason` until [`readmit`](Self::readmit),
+    /// whatever its health: for a monitor of your own (a replica that lags, a host in
+    /// maintenance). It gets no new picks, not even in panic mode, and does not count towards
+    /// the panic threshold; its calls in flight complete, and health keeps tracking it.
+    /// Excluding it again replaces the reason.
+    ///
+    /// # Errors
+    /// [`Error::UnknownEndpoint`] if no endpoint has this key.
+    ///
+    /// ```
+    /// use tower::service_fn;
+    /// use tower_lb::{policy::RoundRobin, Balance, BoxError};
+    ///
+    /// let echo = || service_fn(|x: u8| async move { Ok::<_, BoxError>(x) });
+    /// let lb = Balance::builder(RoundRobin::new())
+    ///     .endpoints([("a", echo()), ("b", echo())])
+    ///     .build()?;
+    /// lb.exclude(&"a", "replica lag over 500 ms")?;
+    /// assert_eq!(lb.snapshot()[0].excluded, Some("replica lag over 500 ms"));
+    /// lb.readmit(&"a")?;
+    /// assert_eq!(lb.snapshot()[0].excluded, None);
+    /// # Ok::<(), tower_lb::Error>(())
+    /// ```
+    pub fn exclude(&self, key: &K, reason: &'static str) -> Result<(), Error> {
+        self.inner.pool.exclude(key, reason)
+    }
+
+    /// Ends an [`exclude`](Self::exclude)sion: the endpoint is eligible again if it is healthy.
+    ///
+    /// # Errors
+    /// [`Error::UnknownEndpoint`] if no endpoint has this key.
+    pub fn readmit(&self, key: &K) -> Result<(), Error> {
+        self.inner.pool.readmit(key)
     }
 
     /// A copy of every endpoint's state and counters: active ones in pool order, then draining
@@ -215,116 +202,40 @@ where
     /// # Ok::<(), tower_lb::Error>(())
     /// ```
     pub fn snapshot(&self) -> Vec<EndpointSnapshot<K>> {
-        let mut members = self.shared.members();
-        members.forget_drained();
-        let active = members
-            .active
-            .iter()
-            .map(|m| EndpointSnapshot::new(&m.key, m.health.state, &m.stats));
-        let draining = members
-            .draining
-            .iter()
-            .map(|(key, stats)| EndpointSnapshot::new(key, EndpointState::Draining, stats));
-        active.chain(draining).collect()
+        self.inner.pool.endpoints()
     }
 
     /// Whether the balancer is in panic mode: fewer than the panic threshold of its endpoints
     /// are healthy, so it balances over all of them.
     pub fn in_panic_mode(&self) -> bool {
-        self.shared.members().panicking
+        self.inner.pool.panicking()
     }
 
     /// How many times the balancer has entered panic mode.
     pub fn panic_mode_entries(&self) -> u64 {
-        self.shared.members().panics
+        self.inner.pool.panic_entries()
     }
 }
 
-impl<K, S, P, L, C> Shared<K, S, P, L, C>
+impl<K, S, P, L, C> Inner<K, S, P, L, C>
 where
-    K: Clone + Eq + Hash + Debug,
     P: Policy,
     L: Layer<S>,
-    L::Service: Clone,
 {
     pub(crate) fn new(
-        policy: P,
-        layer: L,
+        pool: Arc<HealthPool<K, L::Service, P>>,
+        layer: Arc<L>,
         classify: C,
-        mut members: Members<K, L::Service>,
         broken: Option<Error>,
-        health: HealthConfig,
         stop_drivers: tokio::sync::watch::Sender<()>,
     ) -> Self {
-        let current = ArcSwap::from_pointee(members.snapshot(&policy, health.panic_threshold));
-        Shared {
-            policy,
+        Inner {
+            pool,
             layer,
             classify,
-            current,
-            generation: AtomicU64::new(0),
-            members: Mutex::new(members),
             broken,
-            health,
             _stop_drivers: stop_drivers,
         }
-    }
-
-    fn members(&self) -> MutexGuard<'_, Members<K, L::Service>> {
-        // A panic while the lock was held cannot leave the list half-changed (every change is
-        // one Vec operation), so a poisoned lock is safe to keep using.
-        self.members
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Applies a batch of membership changes and publishes one new snapshot for all of them.
-    pub(crate) fn change<T>(
-        &self,
-        apply: impl FnOnce(&mut Members<K, L::Service>) -> Result<T, Error>,
-    ) -> Result<T, Error> {
-        let mut members = self.members();
-        let outcome = apply(&mut members)?;
-        self.publish(&mut members);
-        Ok(outcome)
-    }
-
-    /// Applies a change that may leave the pool as it was; publishes only if it did not.
-    pub(crate) fn update(&self, apply: impl FnOnce(&mut Members<K, L::Service>) -> bool) {
-        let mut members = self.members();
-        if apply(&mut members) {
-            self.publish(&mut members);
-        }
-    }
-
-    fn publish(&self, members: &mut Members<K, L::Service>) {
-        let snapshot = members.snapshot(&self.policy, self.health.panic_threshold);
-        self.current.store(Arc::new(snapshot));
-        // After the store, with Release: a handle that sees the new generation also sees the
-        // new snapshot.
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// Changes the member list without publishing: for bookkeeping no pick depends on.
-    pub(crate) fn with_members<T>(
-        &self,
-        change: impl FnOnce(&mut Members<K, L::Service>) -> T,
-    ) -> T {
-        change(&mut self.members())
-    }
-
-    /// Applies discovered changes as one batch. A removal of an unknown key is logged, not an
-    /// error: discovery streams may repeat themselves.
-    pub(crate) fn apply(&self, changes: Vec<tower::discover::Change<K, S>>) {
-        let _ = self.change(|members| {
-            apply_changes(&self.layer, members, changes);
-            Ok(())
-        });
-    }
-
-    /// Reads the member list (the health driver's timers).
-    pub(crate) fn inspect<T>(&self, read: impl FnOnce(&Members<K, L::Service>) -> T) -> T {
-        read(&self.members())
     }
 }
 
@@ -333,10 +244,10 @@ where
     P: Policy,
     L: Layer<S>,
 {
-    /// A new handle on `shared`, with no snapshot cached yet.
-    pub(crate) fn from_shared(shared: Arc<Shared<K, S, P, L, C>>) -> Self {
+    /// A new handle on `inner`, with no snapshot cached yet.
+    pub(crate) fn from_inner(inner: Arc<Inner<K, S, P, L, C>>) -> Self {
         Balance {
-            shared,
+            inner,
             cached: None,
             called: false,
         }
@@ -349,7 +260,7 @@ where
     L: Layer<S>,
 {
     fn clone(&self) -> Self {
-        Balance::from_shared(Arc::clone(&self.shared))
+        Balance::from_inner(Arc::clone(&self.inner))
     }
 }
 
@@ -361,29 +272,8 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balance")
-            .field("policy", &self.shared.policy)
-            .field("endpoints", &self.shared.current.load().keys)
+            .field("policy", self.inner.pool.policy())
+            .field("endpoints", &self.inner.pool.current().load().keys)
             .finish()
-    }
-}
-
-pub(crate) fn apply_changes<K, S, L>(
-    layer: &L,
-    members: &mut Members<K, L::Service>,
-    changes: Vec<tower::discover::Change<K, S>>,
-) where
-    K: Eq + Hash + Debug,
-    L: Layer<S>,
-{
-    use tower::discover::Change;
-    for change in changes {
-        match change {
-            Change::Insert(key, service) => members.insert(key, layer.layer(service), 1),
-            Change::Remove(key) => {
-                if let Err(error) = members.remove(&key) {
-                    tracing::debug!(%error, "discovery removed an endpoint not in the pool");
-                }
-            }
-        }
     }
 }

@@ -1,18 +1,13 @@
 //! `tower::Service` for [`Balance`].
 
-use super::{Balance, ResponseFuture, Shared};
+use super::{Balance, Inner, ResponseFuture};
+use crate::endpoint::{EndpointStats, InFlight};
+use crate::error::{BoxError, Error};
 use crate::health::Classify;
-use crate::policy::Policy;
-use crate::snapshot::Snapshot;
-use crate::EndpointStats;
-use crate::{
-    load::InFlight,
-    policy::{Candidates, Pick},
-    BoxError, Error,
-};
+use crate::policy::{Candidates, Pick, Policy};
+use crate::pool::Snapshot;
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::ServiceExt;
@@ -36,7 +31,7 @@ where
     /// The one exception is a balancer whose discovery could not start (no tokio runtime),
     /// which reports that error here.
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        match &self.shared.broken {
+        match &self.inner.broken {
             None => Poll::Ready(Ok(())),
             Some(error) => Poll::Ready(Err(error.clone().into())),
         }
@@ -66,21 +61,21 @@ where
         P: Pick<Req>,
         L::Service: Service<Req>,
     {
-        let shared = &*self.shared;
-        let generation = shared.generation.load(Ordering::Acquire);
+        let inner = &*self.inner;
+        let generation = inner.pool.generation();
         match &self.cached {
             Some((cached_at, snapshot)) if *cached_at == generation => {
-                route(shared, snapshot, req, avoid)
+                route(inner, snapshot, req, avoid)
             }
             _ if self.called => {
-                let snapshot = shared.current.load_full();
-                let future = route(shared, &snapshot, req, avoid);
+                let snapshot = inner.pool.current().load_full();
+                let future = route(inner, &snapshot, req, avoid);
                 self.cached = Some((generation, snapshot));
                 future
             }
             _ => {
                 self.called = true;
-                route(shared, &shared.current.load(), req, avoid)
+                route(inner, &inner.pool.current().load(), req, avoid)
             }
         }
     }
@@ -114,7 +109,7 @@ fn steer_clear(
 
 /// Picks an endpoint from `snapshot` for `req` and starts the call.
 fn route<K, S, P, L, C, Req>(
-    shared: &Shared<K, S, P, L, C>,
+    inner: &Inner<K, S, P, L, C>,
     snapshot: &Snapshot<K, L::Service, P::Table>,
     req: Req,
     avoid: &[Arc<EndpointStats>],
@@ -126,8 +121,8 @@ where
     L::Service: Service<Req> + Clone,
     C: Clone,
 {
-    let fail = |error| ResponseFuture::failed(error, shared.classify.clone());
-    if let Some(error) = &shared.broken {
+    let fail = |error| ResponseFuture::failed(error, inner.classify.clone());
+    if let Some(error) = &inner.broken {
         return fail(error.clone());
     }
     let eligible = snapshot.eligible;
@@ -147,11 +142,11 @@ where
             let endpoints = snapshot.members;
             return fail(Error::AllUnhealthy { endpoints });
         }
-        (None, Some(table)) => match shared.policy.pick(&req, table, &candidates) {
+        (None, Some(table)) => match inner.pool.policy().pick(&req, table, &candidates) {
             Some(index) if index < eligible && avoid.is_empty() => index,
             Some(index) if index < eligible => {
                 steer_clear(index, &snapshot.stats[..eligible], avoid, || {
-                    shared.policy.pick(&req, table, &candidates)
+                    inner.pool.policy().pick(&req, table, &candidates)
                 })
             }
             _ => return fail(Error::NoPick { eligible }),
@@ -161,5 +156,5 @@ where
     let endpoint = &snapshot.stats[index];
     let guard = InFlight::start(Arc::clone(endpoint), || candidates.now_ns(endpoint));
     let service = snapshot.services[index].clone();
-    ResponseFuture::called(service.oneshot(req), guard, shared.classify.clone())
+    ResponseFuture::called(service.oneshot(req), guard, inner.classify.clone())
 }

@@ -4,10 +4,12 @@
 //! `ServiceList` is fully present before the first call), then hands the stream to a
 //! background task on the tokio runtime. The task applies changes as they arrive, with or
 //! without traffic, publishing one snapshot per batch of ready changes. It holds only a `Weak`
-//! reference to the balancer and a stop signal that fires when the last handle is dropped, so
-//! it never keeps a dropped balancer alive.
+//! handle to the pool and a stop signal that fires when the last handle to the balancer is
+//! dropped, so it never keeps a dropped balancer alive.
 
-use crate::{balance::Shared, policy::Policy, BoxError};
+use crate::error::BoxError;
+use crate::policy::Policy;
+use crate::pool::Pool;
 use futures_core::Stream;
 use pin_project_lite::pin_project;
 use std::fmt::Debug;
@@ -17,7 +19,6 @@ use std::pin::Pin;
 use std::sync::Weak;
 use std::task::{Context, Poll};
 use tower::discover::{Change, Discover};
-use tower_layer::Layer;
 
 /// A type-erased discovery stream.
 pub(crate) type BoxDiscover<K, S> =
@@ -57,6 +58,43 @@ where
     Box::pin(DiscoverStream { discover })
 }
 
+/// Turns each discovered service into `wrap(service)` (the balancer's endpoint layer), so
+/// that what reaches the pool is what the pool stores.
+pub(crate) fn map_services<K, S, T>(
+    discover: BoxDiscover<K, S>,
+    wrap: impl Fn(S) -> T + Send + 'static,
+) -> BoxDiscover<K, T>
+where
+    K: 'static,
+    S: 'static,
+{
+    struct Mapped<K, S, F> {
+        inner: BoxDiscover<K, S>,
+        wrap: F,
+    }
+    impl<K, S, T, F: Fn(S) -> T> Stream for Mapped<K, S, F> {
+        type Item = Result<Change<K, T>, BoxError>;
+
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            let this = &mut *self;
+            this.inner.as_mut().poll_next(cx).map(|item| {
+                item.map(|change| {
+                    change.map(|change| match change {
+                        Change::Insert(key, service) => Change::Insert(key, (this.wrap)(service)),
+                        Change::Remove(key) => Change::Remove(key),
+                    })
+                })
+            })
+        }
+    }
+    // Unpin: the inner stream is boxed and `F` is only called, never pinned.
+    impl<K, S, F> Unpin for Mapped<K, S, F> {}
+    Box::pin(Mapped {
+        inner: discover,
+        wrap,
+    })
+}
+
 /// The changes that were ready, and whether the stream has ended.
 pub(crate) struct Batch<K, S> {
     pub(crate) changes: Vec<Change<K, S>>,
@@ -91,29 +129,29 @@ pub(crate) fn poll_batch<K, S>(
     })
 }
 
-/// The background driver: applies discovered changes until the stream ends or the balancer
-/// is dropped.
-pub(crate) async fn drive<K, S, P, L, C>(
-    shared: Weak<Shared<K, S, P, L, C>>,
+/// The background driver: applies discovered changes until the stream ends or the pool is
+/// dropped.
+pub(crate) async fn drive<K, S, P, R>(
+    pool: Weak<Pool<K, S, P, R>>,
     mut discover: BoxDiscover<K, S>,
     mut stop: tokio::sync::watch::Receiver<()>,
 ) where
     K: Clone + Eq + Hash + Debug,
+    S: Clone,
     P: Policy,
-    L: Layer<S>,
-    L::Service: Clone,
+    R: Default,
 {
     loop {
         let batch = tokio::select! {
             _ = stop.changed() => None,
             batch = poll_fn(|cx| poll_batch(&mut discover, cx)) => Some(batch),
         };
-        let (Some(batch), Some(shared)) = (batch, shared.upgrade()) else {
+        let (Some(batch), Some(pool)) = (batch, pool.upgrade()) else {
             tracing::debug!("balancer dropped; discovery stopped");
             return;
         };
         let ended = batch.ended;
-        shared.apply(batch.changes);
+        pool.apply(batch.changes);
         if ended {
             tracing::debug!("discovery stream ended; membership stays as it is");
             return;

@@ -1,10 +1,18 @@
 //! The health driver: a task on the tokio runtime that applies passive-health events, runs
 //! active checks and fires the health timers, with or without traffic.
+//!
+//! It holds a `Weak` handle to the pool and a stop signal; the loop decides *when* (an
+//! event arrived, a check finished, a timer fired), the transitions in `ejection` and
+//! `checking` decide *what*, and the pool publishes.
 
-use super::ActiveChecks;
-use crate::balance::Shared;
+use super::checking::{check_done, due_checks, next_check};
+use super::ejection::{
+    decay_ejections, eject_outlier, end_ejections, next_ejection_end, probe_done, sweep,
+};
+use super::{deadline, ActiveChecks, MemberHealth, Outlier};
+use crate::endpoint::{EndpointStats, HealthEvent};
 use crate::policy::Policy;
-use crate::EndpointStats;
+use crate::pool::Pool;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::{Arc, Weak};
@@ -12,46 +20,36 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tower_layer::Layer;
 
-/// What the response path reports.
-#[derive(Debug)]
-pub(crate) enum HealthEvent {
-    /// The endpoint reached the consecutive-failure threshold.
-    Outlier(Arc<EndpointStats>),
-    /// The endpoint's probation request completed.
-    ProbeDone {
-        endpoint: Arc<EndpointStats>,
-        succeeded: bool,
-    },
-}
+/// The pool the health driver acts on.
+pub(crate) type HealthPool<K, S, P> = Pool<K, S, P, MemberHealth>;
 
-/// Runs until the balancer is dropped.
-pub(crate) async fn drive<K, S, P, L, C>(
-    shared: Weak<Shared<K, S, P, L, C>>,
+/// Runs until the pool is dropped or the stop signal fires.
+pub(crate) async fn drive<K, S, P>(
+    pool: Weak<HealthPool<K, S, P>>,
+    outlier: Outlier,
     mut events: Option<mpsc::UnboundedReceiver<HealthEvent>>,
     checks: Option<ActiveChecks<K>>,
     mut stop: watch::Receiver<()>,
 ) where
     K: Clone + Eq + Hash + Debug + Send + 'static,
+    S: Clone,
     P: Policy,
-    L: Layer<S>,
-    L::Service: Clone,
 {
     let mut running: JoinSet<(Arc<EndpointStats>, bool)> = JoinSet::new();
     let mut next_decay = Instant::now();
     let mut next_sweep = Instant::now();
     loop {
-        let Some(deadline) = shared.upgrade().map(|shared| {
+        let Some(wake_at) = pool.upgrade().map(|pool| {
             let now = Instant::now();
-            let (ejection_end, next_check, ramp_step) = shared.inspect(|members| {
+            let (ejection_end, check, ramp_step) = pool.inspect(|members| {
                 (
-                    members.next_ejection_end(),
-                    checks.as_ref().and_then(|_| members.next_check()),
+                    next_ejection_end(members),
+                    checks.as_ref().and_then(|_| next_check(members)),
                     members.next_ramp_step(now),
                 )
             });
-            [ejection_end, next_check, ramp_step]
+            [ejection_end, check, ramp_step]
                 .into_iter()
                 .flatten()
                 .fold(next_decay, Instant::min)
@@ -68,43 +66,41 @@ pub(crate) async fn drive<K, S, P, L, C>(
         tokio::select! {
             _ = stop.changed() => return,
             event = event => {
-                let (Some(event), Some(shared)) = (event, shared.upgrade()) else { return };
-                let outlier = &shared.health.outlier;
+                let (Some(event), Some(pool)) = (event, pool.upgrade()) else { return };
                 let now = Instant::now();
-                shared.update(|members| match &event {
+                pool.update(|members| match &event {
                     HealthEvent::Outlier(endpoint) => {
-                        members.outlier(endpoint, outlier, now, fastrand::f64())
+                        eject_outlier(members, endpoint, &outlier, now, fastrand::f64())
                     }
                     HealthEvent::ProbeDone { endpoint, succeeded } => {
-                        members.probe_done(endpoint, *succeeded, outlier, now, fastrand::f64())
+                        probe_done(members, endpoint, *succeeded, &outlier, now, fastrand::f64())
                     }
                 });
             }
             Some(done) = running.join_next(), if !running.is_empty() => {
-                let (Ok((endpoint, passed)), Some(shared), Some(checks)) = (done, shared.upgrade(), &checks) else {
+                let (Ok((endpoint, passed)), Some(pool), Some(checks)) = (done, pool.upgrade(), &checks) else {
                     continue;
                 };
-                shared.update(|members| members.check_done(&endpoint, passed, checks, Instant::now()));
+                pool.update(|members| check_done(members, &endpoint, passed, checks, Instant::now()));
             }
-            _ = tokio::time::sleep_until(deadline) => {
-                let Some(shared) = shared.upgrade() else { return };
-                let outlier = &shared.health.outlier;
+            _ = tokio::time::sleep_until(wake_at) => {
+                let Some(pool) = pool.upgrade() else { return };
                 let now = Instant::now();
                 if now >= next_decay {
-                    next_decay = now + outlier.base_ejection.max(Duration::from_millis(1));
+                    next_decay = deadline(now, outlier.base_ejection.max(Duration::from_millis(1)));
                 }
-                let sweep = now >= next_sweep;
-                if sweep {
-                    next_sweep = now + outlier.interval;
+                let sweeping = now >= next_sweep;
+                if sweeping {
+                    next_sweep = deadline(now, outlier.interval);
                 }
-                shared.update(|members| {
-                    members.decay_ejections(outlier, now);
-                    let swept = sweep && outlier.sweeps() && members.sweep(outlier, now, fastrand::f64());
+                pool.update(|members| {
+                    decay_ejections(members, &outlier, now);
+                    let swept = sweeping && outlier.sweeps() && sweep(members, &outlier, now, fastrand::f64());
                     let ramped = members.ramp(now);
-                    members.end_ejections(now) | ramped | swept
+                    end_ejections(members, now) | ramped | swept
                 });
                 if let Some(checks) = &checks {
-                    for (key, endpoint) in shared.with_members(|members| members.due_checks(now, checks)) {
+                    for (key, endpoint) in pool.with_members(|members| due_checks(members, now, checks)) {
                         let check = checks.check.check(&key);
                         let timeout = checks.timeout;
                         running.spawn(async move {

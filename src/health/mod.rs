@@ -9,20 +9,24 @@
 //!   healthy, the balancer spreads load over all of them rather than crush the few left; a
 //!   broken health signal must not take the whole service down.
 //!
+//! Health is a driver over the balancer's pool of members: it keeps its own counters beside each
+//! member and changes an endpoint's state only through the pool, with a reason.
+//!
 //! Every endpoint's state is visible in [`Balance::snapshot`](crate::Balance::snapshot) as an
 //! [`EndpointState`]; every change of state is a `tracing` event with the endpoint's key and
 //! the reason. Health is driven by a task on the tokio runtime; nothing waits on traffic.
 
 mod active;
+mod checking;
 mod classify;
 pub(crate) mod driver;
+mod ejection;
 #[cfg(feature = "reqwest")]
 mod http;
 mod outlier;
-mod slow_start;
-mod state;
-mod transitions;
+mod record;
 
+pub use crate::pool::{EndpointState, SlowStart};
 pub use active::{
     check_fn, check_service, ActiveChecks, BoxFuture, CheckFn, CheckService, HealthCheck,
 };
@@ -30,9 +34,28 @@ pub use classify::{classify_fn, Classify, ClassifyFn, ErrorsFail, ServerErrors};
 #[cfg(feature = "reqwest")]
 pub use http::HttpCheck;
 pub use outlier::{FailurePercentage, Outlier, SuccessRate};
-pub use slow_start::SlowStart;
-pub use state::EndpointState;
-pub(crate) use state::MemberHealth;
+pub(crate) use record::MemberHealth;
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// About thirty years: where deadlines that would overflow `Instant` are put instead, as
+/// tokio does. "Never", for any process that will ever run.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `now + after`, or thirty years from now if that overflows or is later: a setting of
+/// `Duration::MAX` means "never", not a panic.
+pub(crate) fn deadline(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after.min(FAR_FUTURE))
+        .unwrap_or(now)
+        .max(now)
+}
+
+/// `d × factor` for a factor in `0.0..=1.0` (a jitter), saturating instead of panicking.
+pub(crate) fn scaled(d: Duration, factor: f64) -> Duration {
+    let factor = unit_fraction(factor);
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+}
 
 /// `x` as a fraction in `0.0..=1.0`; NaN and infinities count as 0.
 pub(crate) fn unit_fraction(x: f64) -> f64 {

@@ -1,7 +1,10 @@
-//! Load accounting: the drop-safe in-flight guard and the peak-EWMA latency estimator.
+//! Load measurement: the peak-EWMA latency estimator that latency-aware policies read.
+//!
+//! A leaf of the crate: it knows nothing of endpoints or pools. Each endpoint keeps one
+//! estimate (in its counters), and the estimator's settings ([`PeakEwma`]) come from the
+//! policy that asked for latency to be measured.
 
-mod in_flight;
 mod peak_ewma;
 
-pub(crate) use in_flight::InFlight;
 pub use peak_ewma::PeakEwma;
+pub(crate) use peak_ewma::RttEstimate;

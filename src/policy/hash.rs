@@ -1,7 +1,8 @@
 //! Consistent hashing: sticky sessions that survive membership changes.
 
-use super::{Candidates, P2c, Pick, Policy};
-use crate::{load::PeakEwma, sticky::HashKey, EndpointStats};
+use super::{Candidates, HashKey, P2c, Pick, Policy};
+use crate::endpoint::EndpointStats;
+use crate::load::PeakEwma;
 use hashring::{DefaultHashBuilder, HashRing};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;

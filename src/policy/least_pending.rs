@@ -1,7 +1,8 @@
 //! Least pending requests (least connections).
 
 use super::{Candidates, Pending, Pick, Policy};
-use crate::{rng::Rng, EndpointStats};
+use crate::endpoint::EndpointStats;
+use crate::rng::Rng;
 use std::cmp::Ordering;
 use std::sync::Arc;
 

@@ -16,6 +16,7 @@
 //! | [`ConsistentHash`] | O(log(N × vnodes)) | yes (virtual nodes per unit of weight) |
 
 mod hash;
+mod key;
 mod least_pending;
 mod p2c;
 mod random;
@@ -23,14 +24,15 @@ mod round_robin;
 mod weighted;
 
 pub use hash::{ConsistentHash, Ring, DEFAULT_VNODES};
+pub use key::HashKey;
 pub use least_pending::LeastPending;
 pub use p2c::P2c;
 pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use weighted::WeightedRoundRobin;
 
-use crate::endpoint::Pool;
-use crate::{load::PeakEwma, EndpointStats};
+use crate::endpoint::{Accounting, EndpointStats};
+use crate::load::PeakEwma;
 use std::cell::Cell;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -98,7 +100,7 @@ pub struct Candidates<'a> {
     now: Cell<Option<Instant>>,
     /// `now` in nanoseconds after an endpoint epoch, for the last epoch asked about: all the
     /// endpoints of one balancer share an epoch, so a pick converts the time only once.
-    now_ns: Cell<Option<(*const Pool, u64)>>,
+    now_ns: Cell<Option<(*const Accounting, u64)>>,
 }
 
 impl<'a> Candidates<'a> {
@@ -156,17 +158,17 @@ impl Candidates<'_> {
     /// [`Policy::counts_total_in_flight`] (`None` otherwise).
     #[inline]
     pub fn total_in_flight(&self) -> Option<u64> {
-        self.endpoints.first()?.pool_in_flight()
+        self.endpoints.first()?.total_in_flight()
     }
 
     /// The time of this pick in `endpoint`'s timestamps (see [`Candidates::now`]).
     #[inline]
     pub(crate) fn now_ns(&self, endpoint: &EndpointStats) -> u64 {
         match self.now_ns.get() {
-            Some((pool, ns)) if pool == endpoint.pool_id() => ns,
+            Some((origin, ns)) if origin == endpoint.accounting_id() => ns,
             _ => {
                 let ns = endpoint.clock_ns(self.now());
-                self.now_ns.set(Some((endpoint.pool_id(), ns)));
+                self.now_ns.set(Some((endpoint.accounting_id(), ns)));
                 ns
             }
         }

@@ -1,7 +1,9 @@
 //! Power of two choices.
 
 use super::{random::below_u32, Candidates, Pending, Pick, Policy};
-use crate::{load::PeakEwma, rng::Rng, EndpointStats};
+use crate::endpoint::EndpointStats;
+use crate::load::PeakEwma;
+use crate::rng::Rng;
 use std::sync::Arc;
 
 /// Power of two random choices: draws two distinct endpoints at random and sends the request to
@@ -160,7 +162,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn peak_ewma_prefers_the_faster_endpoint() {
         let ewma = PeakEwma::default();
-        let pool = crate::endpoint::Pool::new(Some(ewma), false, None);
+        let pool = crate::endpoint::Accounting::new(Some(ewma), false, None);
         let eps: Vec<_> = (0..2)
             .map(|_| Arc::new(EndpointStats::member(1, 0, pool.clone())))
             .collect();

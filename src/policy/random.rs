@@ -1,7 +1,8 @@
 //! Random and weighted random.
 
 use super::{Candidates, Pick, Policy};
-use crate::{rng::Rng, EndpointStats};
+use crate::endpoint::EndpointStats;
+use crate::rng::Rng;
 use std::sync::Arc;
 
 /// Picks an endpoint at random, in proportion to its weight.

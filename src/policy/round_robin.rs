@@ -1,7 +1,8 @@
 //! Round robin.
 
 use super::{Candidates, Pick, Policy};
-use crate::{rng::Rng, EndpointStats};
+use crate::endpoint::EndpointStats;
+use crate::rng::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 

@@ -1,7 +1,8 @@
 //! Smooth weighted round robin.
 
 use super::{round_robin::Cursor, Candidates, Pick, Policy};
-use crate::{rng::Rng, EndpointStats};
+use crate::endpoint::EndpointStats;
+use crate::rng::Rng;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;

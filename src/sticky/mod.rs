@@ -17,27 +17,7 @@ use std::fmt;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 
-/// Takes the sticky key out of a request.
-///
-/// ```
-/// use tower_lb::sticky::{Header, HashKey};
-///
-/// let request = http::Request::builder()
-///     .header("x-user", "alice")
-///     .body(())
-///     .unwrap();
-/// let key = Header::new("x-user").key(&request);
-/// assert_eq!(key, Some(&b"alice"[..]));
-/// ```
-pub trait HashKey<Req>: Send + Sync + 'static {
-    /// The key; it may borrow from the request.
-    type Key<'a>: Hash
-    where
-        Req: 'a;
-
-    /// The request's key, or `None` when it has none.
-    fn key<'a>(&self, req: &'a Req) -> Option<Self::Key<'a>>;
-}
+pub use crate::policy::HashKey;
 
 /// The client's IP address, from the request's extensions: a `SocketAddr` (as hyper-based
 /// servers record the peer) or a plain `IpAddr` (as a proxy that parsed `X-Forwarded-For`

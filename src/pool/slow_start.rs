@@ -1,7 +1,10 @@
 //! Slow start: a newly added or newly healthy endpoint's weight ramps up over a window.
 
+use super::members::{Member, Members};
 use crate::endpoint::SLOW_START_SCALE;
+use std::fmt::Debug;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Slow start (off by default): an endpoint added at runtime, or back in rotation after an
 /// ejection or failing checks, starts at 10 % of its weight and ramps linearly to 100 % over
@@ -49,6 +52,51 @@ impl SlowStart {
     /// How often a ramp is updated: twenty steps per window.
     pub(crate) fn step(&self) -> Duration {
         (self.window / 20).max(Duration::from_millis(1))
+    }
+}
+
+impl<K, S, R> Member<K, S, R> {
+    /// Sets the effective weight for slow start: ramping from 10 % if `ramp`, else full.
+    pub(super) fn start_ramp(&mut self, slow: &SlowStart, ramp: bool, now: Instant) {
+        let elapsed = if ramp { Duration::ZERO } else { slow.window };
+        self.stats()
+            .set_effective_weight(slow.weight(self.weight(), elapsed));
+        self.ramp_from = ramp.then_some(now);
+    }
+}
+
+impl<K: Debug, S, R> Members<K, S, R> {
+    /// Moves slow-start ramps on. Returns whether any effective weight changed.
+    pub(crate) fn ramp(&mut self, now: Instant) -> bool {
+        let Some(slow) = self.slow_start else {
+            return false;
+        };
+        let mut changed = false;
+        for member in self.active_mut() {
+            let Some(from) = member.ramp_from else {
+                continue;
+            };
+            let elapsed = now.saturating_duration_since(from);
+            let weight = slow.weight(member.weight(), elapsed);
+            if weight != member.stats().effective_weight() {
+                member.stats().set_effective_weight(weight);
+                changed = true;
+            }
+            if elapsed >= slow.window {
+                member.ramp_from = None;
+                tracing::debug!(endpoint = ?member.key(), "slow start over");
+            }
+        }
+        changed
+    }
+
+    /// When a ramp next needs a step, if any endpoint is ramping.
+    pub(crate) fn next_ramp_step(&self, now: Instant) -> Option<Instant> {
+        let slow = self.slow_start?;
+        self.active()
+            .iter()
+            .any(|m| m.ramp_from.is_some())
+            .then(|| now + slow.step())
     }
 }
 

@@ -1,6 +1,6 @@
 //! The in-flight guard a response future carries.
 
-use crate::EndpointStats;
+use super::EndpointStats;
 use std::sync::Arc;
 
 /// Counts one call against its endpoint from the pick until the response future completes or
@@ -12,13 +12,13 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub(crate) struct InFlight {
     stats: Arc<EndpointStats>,
-    /// When the call started, in nanoseconds after the endpoint joined; 0 when untimed;
+    /// When the call started, in nanoseconds after the accounting's epoch; 0 when untimed;
     /// [`COMPLETED`] once the outcome is recorded.
     started_ns: u64,
 }
 
 /// Marks a guard whose call has completed, so `Drop` has nothing left to do. No call starts
-/// 584 years after its endpoint joined.
+/// 584 years after its balancer was built.
 const COMPLETED: u64 = u64::MAX;
 
 impl InFlight {

@@ -1,0 +1,294 @@
+//! The pool: who the endpoints are, which of them are eligible, and the snapshot every pick
+//! reads.
+//!
+//! One small interface below the balancer that everything which changes membership or
+//! eligibility talks to: the balancer's own `insert` and `remove`, discovery, health, and
+//! any monitor that holds endpoints out (replica lag). Drivers hold a `Weak` handle to a
+//! [`Pool`], never to the balancer; they decide *when* something changes, the pool decides
+//! *what* that means for the snapshot.
+//!
+//! - The member list lives under one lock, touched only by changes (never by picks).
+//! - Every batch of changes publishes one new immutable [`Snapshot`] through `arc-swap` and
+//!   bumps a generation counter, so a handle can tell with one atomic load whether the
+//!   snapshot it cached is still current.
+//! - Eligibility changes in one place ([`Members::set_state`], [`Members::exclude`]); the
+//!   panic threshold and slow-start ramps are part of how the pool computes the eligible set
+//!   and its weights.
+
+mod members;
+mod slow_start;
+mod snapshot;
+mod state;
+
+pub(crate) use members::{check_weight, Members};
+pub use slow_start::SlowStart;
+pub(crate) use snapshot::Snapshot;
+pub use state::{EndpointSnapshot, EndpointState};
+
+use crate::error::Error;
+use crate::policy::Policy;
+use arc_swap::ArcSwap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tower::discover::Change;
+
+/// The members of one balancer and the snapshot published from them.
+///
+/// `R` is the record the drivers keep beside each member (health's counters and timers).
+pub(crate) struct Pool<K, S, P: Policy, R> {
+    /// Builds each snapshot's table; the request path picks with it.
+    policy: P,
+    /// Below this share of healthy members, every member is eligible.
+    panic_threshold: f64,
+    members: Mutex<Members<K, S, R>>,
+    current: ArcSwap<Snapshot<K, S, P::Table>>,
+    /// Bumped after every publish of `current`.
+    generation: AtomicU64,
+}
+
+impl<K, S, P, R> Pool<K, S, P, R>
+where
+    K: Clone + Debug,
+    S: Clone,
+    P: Policy,
+{
+    pub(crate) fn new(policy: P, panic_threshold: f64, mut members: Members<K, S, R>) -> Self {
+        let current = ArcSwap::from_pointee(members.snapshot(&policy, panic_threshold));
+        Pool {
+            policy,
+            panic_threshold,
+            members: Mutex::new(members),
+            current,
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Applies a batch of changes and publishes one new snapshot for all of them.
+    pub(crate) fn change<T>(
+        &self,
+        apply: impl FnOnce(&mut Members<K, S, R>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut members = self.lock();
+        let outcome = apply(&mut members)?;
+        self.publish(&mut members);
+        Ok(outcome)
+    }
+
+    /// Applies a batch that may leave the pool as it was; publishes only if it did not.
+    pub(crate) fn update(&self, apply: impl FnOnce(&mut Members<K, S, R>) -> bool) {
+        let mut members = self.lock();
+        if apply(&mut members) {
+            self.publish(&mut members);
+        }
+    }
+
+    fn publish(&self, members: &mut Members<K, S, R>) {
+        let snapshot = members.snapshot(&self.policy, self.panic_threshold);
+        self.current.store(Arc::new(snapshot));
+        // After the store, with Release: a handle that sees the new generation also sees the
+        // new snapshot.
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl<K, S, P, R> Pool<K, S, P, R>
+where
+    K: Clone + Eq + Hash + Debug,
+    S: Clone,
+    P: Policy,
+    R: Default,
+{
+    /// Adds or replaces an endpoint (the weight checked by [`check_weight`]).
+    pub(crate) fn insert(&self, key: K, service: S, weight: u32) {
+        let _ = self.change(|members| {
+            members.insert(key, service, weight);
+            Ok(())
+        });
+    }
+
+    /// Removes an endpoint; it drains.
+    pub(crate) fn remove(&self, key: &K) -> Result<(), Error> {
+        self.change(|members| members.remove(key))
+    }
+
+    /// Applies discovered changes as one batch.
+    pub(crate) fn apply(&self, changes: Vec<Change<K, S>>) {
+        let _ = self.change(|members| {
+            members.apply(changes);
+            Ok(())
+        });
+    }
+
+    /// Holds an endpoint out of rotation for `reason` until [`Pool::readmit`].
+    pub(crate) fn exclude(&self, key: &K, reason: &'static str) -> Result<(), Error> {
+        let mut members = self.lock();
+        if members.exclude(key, reason)? {
+            self.publish(&mut members);
+        }
+        Ok(())
+    }
+
+    /// Ends an exclusion.
+    pub(crate) fn readmit(&self, key: &K) -> Result<(), Error> {
+        let mut members = self.lock();
+        if members.readmit(key)? {
+            self.publish(&mut members);
+        }
+        Ok(())
+    }
+}
+
+impl<K, S, P: Policy, R> Pool<K, S, P, R> {
+    fn lock(&self) -> MutexGuard<'_, Members<K, S, R>> {
+        // A panic while the lock was held cannot leave the list half-changed (every change is
+        // one Vec operation or one field write), so a poisoned lock is safe to keep using.
+        self.members
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The policy snapshots are built for.
+    #[inline]
+    pub(crate) fn policy(&self) -> &P {
+        &self.policy
+    }
+
+    /// The published snapshot.
+    #[inline]
+    pub(crate) fn current(&self) -> &ArcSwap<Snapshot<K, S, P::Table>> {
+        &self.current
+    }
+
+    /// How many snapshots have been published after the first.
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Changes the drivers' records without publishing: for bookkeeping no pick depends on.
+    pub(crate) fn with_members<T>(&self, change: impl FnOnce(&mut Members<K, S, R>) -> T) -> T {
+        change(&mut self.lock())
+    }
+
+    /// Reads the member list.
+    pub(crate) fn inspect<T>(&self, read: impl FnOnce(&Members<K, S, R>) -> T) -> T {
+        read(&self.lock())
+    }
+
+    /// A copy of every endpoint's state and counters: active ones in pool order, then
+    /// draining ones.
+    pub(crate) fn endpoints(&self) -> Vec<EndpointSnapshot<K>>
+    where
+        K: Clone,
+    {
+        let mut members = self.lock();
+        members.forget_drained();
+        let active = members
+            .active()
+            .iter()
+            .map(|m| EndpointSnapshot::new(m.key(), m.state(), m.excluded(), m.stats()));
+        let draining = members
+            .draining
+            .iter()
+            .map(|(key, stats)| EndpointSnapshot::new(key, EndpointState::Draining, None, stats));
+        active.chain(draining).collect()
+    }
+
+    /// Whether the last snapshot was built in panic mode.
+    pub(crate) fn panicking(&self) -> bool {
+        self.lock().panicking
+    }
+
+    /// How many times the pool has entered panic mode.
+    pub(crate) fn panic_entries(&self) -> u64 {
+        self.lock().panics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::RoundRobin;
+    use tokio::time::Instant;
+
+    fn pool(n: usize) -> Pool<usize, (), RoundRobin, ()> {
+        let mut members = Members::new(None, None);
+        for i in 0..n {
+            members.insert(i, (), 1);
+        }
+        Pool::new(RoundRobin::new(), 0.5, members)
+    }
+
+    fn eligible(pool: &Pool<usize, (), RoundRobin, ()>) -> Vec<usize> {
+        let snapshot = pool.current().load();
+        snapshot.keys[..snapshot.eligible].to_vec()
+    }
+
+    #[test]
+    fn one_publish_per_batch() {
+        let pool = pool(3);
+        assert_eq!(pool.generation(), 0);
+        pool.apply(vec![
+            Change::Insert(3, ()),
+            Change::Remove(0),
+            Change::Insert(4, ()),
+        ]);
+        assert_eq!(pool.generation(), 1, "three changes, one snapshot");
+        assert_eq!(eligible(&pool), [1, 2, 3, 4]);
+        pool.update(|_| false);
+        assert_eq!(pool.generation(), 1, "no change, no publish");
+        assert!(pool.remove(&0).is_err());
+        assert_eq!(pool.generation(), 1, "a refused change publishes nothing");
+    }
+
+    #[test]
+    fn set_state_keeps_the_health_word_in_step() {
+        let pool = pool(4);
+        let now = Instant::now();
+        let probe = pool.inspect(|m| Arc::clone(m.active()[1].stats()));
+        pool.update(|m| m.set_state(1, EndpointState::Probation, "test", now));
+        assert_eq!(eligible(&pool), [0, 2, 3]);
+        assert!(probe.try_claim_probe(), "probation arms the one probe");
+        pool.update(|m| m.set_state(1, EndpointState::Failing, "test", now));
+        assert!(!probe.try_claim_probe(), "any other state disarms it");
+        assert!(
+            !pool.with_members(|m| m.set_state(1, EndpointState::Failing, "again", now)),
+            "setting the same state is no change"
+        );
+        pool.update(|m| m.set_state(1, EndpointState::Healthy, "test", now));
+        assert_eq!(eligible(&pool), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn excluded_endpoints_are_out_even_in_panic_mode() {
+        let pool = pool(4);
+        pool.exclude(&2, "replica lag").unwrap();
+        assert_eq!(eligible(&pool), [0, 1, 3]);
+        assert_eq!(pool.endpoints()[2].excluded, Some("replica lag"));
+        // Two of the three in play fail: panic mode balances over the three, not over 2.
+        let now = Instant::now();
+        pool.update(|m| {
+            m.set_state(0, EndpointState::Failing, "test", now)
+                | m.set_state(1, EndpointState::Failing, "test", now)
+        });
+        assert!(pool.panicking());
+        assert_eq!(eligible(&pool), [0, 1, 3]);
+        pool.readmit(&2).unwrap();
+        assert_eq!(pool.endpoints()[2].excluded, None);
+        assert!(!pool.panicking(), "two of four healthy is not below half");
+        assert_eq!(eligible(&pool), [2, 3]);
+        assert!(matches!(
+            pool.exclude(&9, "x"),
+            Err(Error::UnknownEndpoint { .. })
+        ));
+        let generation = pool.generation();
+        pool.readmit(&2).unwrap();
+        assert_eq!(
+            pool.generation(),
+            generation,
+            "readmitting twice is no change"
+        );
+    }
+}
