@@ -52,6 +52,7 @@ pub mod load;
 mod rng;
 #[cfg(test)]
 mod stats;
+mod time;
 // layer: endpoint
 mod endpoint;
 // layer: policy

@@ -143,8 +143,8 @@ where
             return None;
         }
         self.attempts -= 1;
-        let backoff = self.next_backoff.mul_f64(fastrand::f64());
-        self.next_backoff = (self.next_backoff * 2).min(self.max_backoff);
+        let backoff = crate::time::scaled(self.next_backoff, fastrand::f64());
+        self.next_backoff = self.next_backoff.saturating_mul(2).min(self.max_backoff);
         Some(tokio::time::sleep(backoff))
     }
 

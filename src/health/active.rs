@@ -170,8 +170,7 @@ impl<K> ActiveChecks<K> {
 
     /// The time to the next check: the interval, ± jitter (`random` in `0..1`).
     pub(crate) fn next_interval(&self, random: f64) -> Duration {
-        self.interval
-            .mul_f64(1.0 + self.jitter * (2.0 * random - 1.0))
+        crate::time::scaled(self.interval, 1.0 + self.jitter * (2.0 * random - 1.0))
     }
 }
 

@@ -2,9 +2,10 @@
 //! (rise and fall counts).
 
 use super::record::Members;
-use super::{deadline, ActiveChecks};
+use super::ActiveChecks;
 use crate::endpoint::EndpointStats;
 use crate::pool::EndpointState;
+use crate::time::deadline;
 use std::fmt::Debug;
 use std::sync::Arc;
 use tokio::time::Instant;

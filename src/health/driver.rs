@@ -9,10 +9,11 @@ use super::checking::{check_done, due_checks, next_check};
 use super::ejection::{
     decay_ejections, eject_outlier, end_ejections, next_ejection_end, probe_done, sweep,
 };
-use super::{deadline, ActiveChecks, MemberHealth, Outlier};
+use super::{ActiveChecks, MemberHealth, Outlier};
 use crate::endpoint::{EndpointStats, HealthEvent};
 use crate::policy::Policy;
 use crate::pool::Pool;
+use crate::time::deadline;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::{Arc, Weak};

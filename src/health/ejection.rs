@@ -7,9 +7,10 @@
 //! [`Members::set_state`](crate::pool::Members::set_state).
 
 use super::record::Members;
-use super::{deadline, scaled, Outlier};
+use super::Outlier;
 use crate::endpoint::EndpointStats;
 use crate::pool::EndpointState;
+use crate::time::{deadline, scaled};
 use std::fmt::Debug;
 use std::sync::Arc;
 use tokio::time::Instant;

@@ -36,27 +36,6 @@ pub use http::HttpCheck;
 pub use outlier::{FailurePercentage, Outlier, SuccessRate};
 pub(crate) use record::MemberHealth;
 
-use std::time::Duration;
-use tokio::time::Instant;
-
-/// About thirty years: where deadlines that would overflow `Instant` are put instead, as
-/// tokio does. "Never", for any process that will ever run.
-const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
-
-/// `now + after`, or thirty years from now if that overflows or is later: a setting of
-/// `Duration::MAX` means "never", not a panic.
-pub(crate) fn deadline(now: Instant, after: Duration) -> Instant {
-    now.checked_add(after.min(FAR_FUTURE))
-        .unwrap_or(now)
-        .max(now)
-}
-
-/// `d × factor` for a factor in `0.0..=1.0` (a jitter), saturating instead of panicking.
-pub(crate) fn scaled(d: Duration, factor: f64) -> Duration {
-    let factor = unit_fraction(factor);
-    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
-}
-
 /// `x` as a fraction in `0.0..=1.0`; NaN and infinities count as 0.
 pub(crate) fn unit_fraction(x: f64) -> f64 {
     if x.is_finite() {

@@ -60,6 +60,30 @@ pub struct ConsistentHash<E, F = P2c> {
 /// The default number of virtual nodes per unit of weight.
 pub const DEFAULT_VNODES: u32 = 160;
 
+/// The most virtual nodes one ring holds (2^22, 64 MiB of lookup slots): past it, every
+/// endpoint's virtual nodes are scaled down in proportion (at least one each), so that no
+/// setting of [`ConsistentHash::vnodes`] and no pool size can exhaust memory. Envoy bounds its
+/// rings the same way (`maximum_ring_size`).
+pub const MAX_RING_SIZE: u64 = 1 << 22;
+
+/// How many virtual nodes an endpoint of a given weight gets: `vnodes × weight`, scaled down
+/// in proportion when the whole ring would exceed [`MAX_RING_SIZE`].
+fn ring_budget(vnodes: u32, endpoints: &[Arc<EndpointStats>]) -> impl Fn(u32) -> u32 + Copy {
+    let wanted: u64 = endpoints
+        .iter()
+        .map(|e| u64::from(vnodes) * u64::from(e.weight()))
+        .sum();
+    move |weight: u32| {
+        let mine = u64::from(vnodes) * u64::from(weight);
+        let scaled = if wanted <= MAX_RING_SIZE {
+            mine
+        } else {
+            (u128::from(mine) * u128::from(MAX_RING_SIZE) / u128::from(wanted)) as u64
+        };
+        scaled.clamp(1, u64::from(u32::MAX)) as u32
+    }
+}
+
 /// A snapshot's ring for [`ConsistentHash`], and its fallback policy's table.
 ///
 /// The ring's order comes from `hashring` (its hash, its sort); lookups then use a flat copy of
@@ -179,7 +203,8 @@ impl<E> ConsistentHash<E> {
 
 impl<E, F> ConsistentHash<E, F> {
     /// Places each endpoint as `vnodes × weight` virtual nodes (default 160; at least 1).
-    /// More virtual nodes spread keys more evenly and cost memory and rebuild time.
+    /// More virtual nodes spread keys more evenly and cost memory and rebuild time. Any value
+    /// is accepted: the ring never holds more than [`MAX_RING_SIZE`] virtual nodes.
     pub fn vnodes(mut self, vnodes: u32) -> Self {
         self.vnodes = vnodes.max(1);
         self
@@ -222,10 +247,11 @@ where
         let mut canonical: Vec<(usize, &Arc<EndpointStats>)> =
             endpoints.iter().enumerate().collect();
         canonical.sort_unstable_by_key(|(_, endpoint)| endpoint.key_hash());
+        let replicas = ring_budget(self.vnodes, endpoints);
         let nodes = canonical
             .into_iter()
             .flat_map(|(owner, endpoint)| {
-                (0..self.vnodes * endpoint.weight()).map(move |replica| VirtualNode {
+                (0..replicas(endpoint.weight())).map(move |replica| VirtualNode {
                     endpoint: endpoint.key_hash(),
                     replica,
                     owner: owner as u32,
@@ -412,5 +438,28 @@ mod tests {
         assert_eq!(policy.clone().bounded_load(0.5).load_factor, Some(1.0));
         assert_eq!(policy.clone().bounded_load(f64::NAN).load_factor, Some(1.0));
         assert_eq!(policy.vnodes(0).vnodes, 1);
+    }
+
+    #[test]
+    fn no_vnodes_setting_wraps_or_outgrows_the_ring_budget() {
+        let weights = |ws: &[u32]| -> Vec<Arc<EndpointStats>> {
+            ws.iter()
+                .map(|&w| Arc::new(EndpointStats::new(w)))
+                .collect()
+        };
+        let within = ring_budget(DEFAULT_VNODES, &weights(&[1000, 1]));
+        assert_eq!(
+            (within(1000), within(1)),
+            (160_000, 160),
+            "under budget: exact"
+        );
+        for vnodes in [1, DEFAULT_VNODES, 1 << 20, u32::MAX] {
+            let pool = weights(&[crate::MAX_WEIGHT, 1, 7]);
+            let replicas = ring_budget(vnodes, &pool);
+            let total: u64 = pool.iter().map(|e| u64::from(replicas(e.weight()))).sum();
+            assert!(total <= MAX_RING_SIZE + 3, "{vnodes}: {total}");
+            assert!(replicas(1) >= 1, "every endpoint keeps a place on the ring");
+            assert!(replicas(crate::MAX_WEIGHT) >= replicas(7) && replicas(7) >= replicas(1));
+        }
     }
 }

@@ -7,7 +7,14 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 /// Sends each request to the endpoint with the fewest calls in flight per unit of weight,
-/// breaking ties uniformly at random.
+/// breaking ties at random in proportion to weight.
+///
+/// The rule: the load of an endpoint of effective weight `w` with `c` calls in flight is
+/// `c / w`; the least loaded wins; among equally loaded endpoints, each wins with probability
+/// `w / (sum of their weights)`. So with one call at a time (every endpoint idle, every load
+/// 0) the shares are exactly the weights, and under load the endpoint with fewer calls per
+/// unit of weight is preferred. The oracle in the tests: weights 2:1 give 2/3 and 1/3 over
+/// sequential calls, and an endpoint holding more calls per unit of weight gets none.
 ///
 /// This scans every eligible endpoint, so a pick costs O(n); with many endpoints prefer
 /// [`P2c`](super::P2c), which gets most of the benefit from two random candidates.
@@ -59,17 +66,18 @@ impl<Req> Pick<Req> for LeastPending {
         let mut endpoints = candidates.iter().enumerate();
         let (mut best, first) = endpoints.next()?;
         let mut best_load = Pending::of(first);
-        let mut ties = 1usize;
+        let mut tied_weight = best_load.weight();
         for (i, endpoint) in endpoints {
             let load = Pending::of(endpoint);
             match load.cmp_load(&best_load) {
-                Ordering::Less => (best, best_load, ties) = (i, load, 1),
+                Ordering::Less => (best, best_load, tied_weight) = (i, load, load.weight()),
                 Ordering::Greater => {}
                 Ordering::Equal => {
-                    // Reservoir sampling: the k-th tie replaces the choice with probability 1/k,
-                    // so every tied endpoint ends up equally likely, with no second pass.
-                    ties += 1;
-                    if self.rng.below(ties) == 0 {
+                    // Weighted reservoir sampling: a tie of weight w replaces the choice with
+                    // probability w / (weight of the ties so far), so each tied endpoint ends
+                    // up chosen in proportion to its weight, with no second pass.
+                    tied_weight += load.weight();
+                    if (self.rng.below(tied_weight as usize) as u64) < load.weight() {
                         best = i;
                     }
                 }

@@ -23,7 +23,7 @@ mod random;
 mod round_robin;
 mod weighted;
 
-pub use hash::{ConsistentHash, Ring, DEFAULT_VNODES};
+pub use hash::{ConsistentHash, Ring, DEFAULT_VNODES, MAX_RING_SIZE};
 pub use key::HashKey;
 pub use least_pending::LeastPending;
 pub use p2c::P2c;
@@ -175,11 +175,16 @@ impl Candidates<'_> {
     }
 }
 
-/// The load every load-aware policy compares: calls in flight, counting the one about to be
-/// sent, per unit of weight. The `+ 1` makes weights matter on idle endpoints too.
+/// The load every load-aware policy compares: calls in flight per unit of weight.
 ///
-/// Kept as a fraction and compared by cross-multiplication: two integer multiplications are
-/// much cheaper on the pick path than two floating-point divisions.
+/// No `+ 1` for the call about to be sent: with it, `1/w` makes the heavier of two idle
+/// endpoints always the cheaper, so a weighted pool with one call at a time sent everything
+/// to its heaviest endpoint. Without it, equally loaded endpoints (idle ones included) tie,
+/// and the policies break ties in proportion to weight; under load the endpoint with fewer
+/// calls per unit of weight still wins.
+///
+/// Kept as a fraction and compared by cross-multiplication: integer multiplications are
+/// much cheaper on the pick path than floating-point divisions.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pending {
     calls: u64,
@@ -190,28 +195,40 @@ impl Pending {
     #[inline]
     pub(crate) fn of(endpoint: &EndpointStats) -> Self {
         Pending {
-            calls: endpoint.in_flight() as u64 + 1,
+            calls: endpoint.in_flight() as u64,
             weight: u64::from(endpoint.effective_weight()),
         }
+    }
+
+    /// The endpoint's weight, for weighted tie-breaking.
+    #[inline]
+    pub(crate) fn weight(&self) -> u64 {
+        self.weight
     }
 
     /// Compares `self.calls / self.weight` with `other.calls / other.weight`.
     #[inline]
     pub(crate) fn cmp_load(&self, other: &Pending) -> std::cmp::Ordering {
-        (self.calls * other.weight).cmp(&(other.calls * self.weight))
+        (u128::from(self.calls) * u128::from(other.weight))
+            .cmp(&(u128::from(other.calls) * u128::from(self.weight)))
     }
 
-    /// Compares the same ratios each scaled by a latency: the peak-EWMA cost
-    /// `rtt × calls / weight`, cross-multiplied like [`Pending::cmp_load`].
+    /// Compares peak-EWMA costs `rtt × (1 + calls × unit / weight)`: Finagle's
+    /// `rtt × (pending + 1)` with the pending calls counted per unit of weight. `unit` is the
+    /// weight one call is measured against (the pool's smallest), so that with equal weights
+    /// this is exactly Finagle's cost, and with unequal ones idle endpoints of equal latency
+    /// tie.
     #[inline]
     pub(crate) fn cmp_scaled(
         &self,
         rtt: f64,
         other: &Pending,
         other_rtt: f64,
+        unit: u64,
     ) -> std::cmp::Ordering {
-        let mine = rtt * (self.calls * other.weight) as f64;
-        let theirs = other_rtt * (other.calls * self.weight) as f64;
+        let load = |p: &Pending| (p.calls.saturating_mul(unit) as f64) + p.weight as f64;
+        let mine = rtt * load(self) * other.weight as f64;
+        let theirs = other_rtt * load(other) * self.weight as f64;
         mine.total_cmp(&theirs)
     }
 }
@@ -242,5 +259,89 @@ pub(crate) mod testing {
             .iter()
             .map(|&w| Arc::new(EndpointStats::new(w)))
             .collect()
+    }
+}
+
+/// Weights honoured at every load, for every weighted policy: the oracles in the policies'
+/// docs.
+#[cfg(test)]
+mod weighted_shares {
+    use super::testing::{count_picks, endpoints};
+    use super::*;
+
+    /// Every weighted policy, seeded.
+    fn each_policy(mut check: impl FnMut(&str, &dyn Fn(&[Arc<EndpointStats>], usize) -> Vec<u64>)) {
+        check("least pending", &|e, n| {
+            count_picks(&LeastPending::new().with_rng(1), e, n)
+        });
+        check("p2c pending", &|e, n| {
+            count_picks(&P2c::new().with_rng(2), e, n)
+        });
+        check("p2c peak-ewma", &|e, n| {
+            count_picks(&P2c::peak_ewma().with_rng(3), e, n)
+        });
+        check("random", &|e, n| {
+            count_picks(&Random::new().with_rng(4), e, n)
+        });
+        check("weighted round robin", &|e, n| {
+            count_picks(&WeightedRoundRobin::new().with_rng(5), e, n)
+        });
+    }
+
+    fn shares(counts: &[u64]) -> Vec<f64> {
+        let total: u64 = counts.iter().sum();
+        counts.iter().map(|&c| c as f64 / total as f64).collect()
+    }
+
+    #[test]
+    fn idle_endpoints_get_their_weight_share() {
+        for weights in [&[2, 1][..], &[3, 2, 1], &[1, 1, 4, 2]] {
+            let total: u32 = weights.iter().sum();
+            each_policy(|name, picks| {
+                let got = shares(&picks(&endpoints(weights), 60_000));
+                for (share, &w) in got.iter().zip(weights) {
+                    let want = f64::from(w) / f64::from(total);
+                    assert!(
+                        (share - want).abs() <= 0.01,
+                        "{name}, weights {weights:?}: shares {got:?}"
+                    );
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn under_load_the_less_loaded_per_unit_of_weight_is_preferred() {
+        // Weights 2:1; the heavy one holds 4 calls (2 per unit), the light one 1 (1 per unit).
+        let loaded = || {
+            let e = endpoints(&[2, 1]);
+            e[0].hold_in_flight(4);
+            e[1].hold_in_flight(1);
+            e
+        };
+        let light = |counts: Vec<u64>| shares(&counts)[1];
+        assert_eq!(
+            light(count_picks(
+                &LeastPending::new().with_rng(1),
+                &loaded(),
+                10_000
+            )),
+            1.0
+        );
+        // P2C: the two draws differ 4/9 of the time and the light one then wins; a draw of the
+        // heavy one twice (4/9) sends the call there anyway: 5/9 in all.
+        for p2c in [P2c::new().with_rng(2), P2c::peak_ewma().with_rng(3)] {
+            let got = light(count_picks(&p2c, &loaded(), 60_000));
+            assert!((got - 5.0 / 9.0).abs() <= 0.01, "{p2c:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn equal_weights_keep_the_unweighted_rule() {
+        // Equal weights: distinct candidates, and the one with fewer calls always wins.
+        let e = endpoints(&[3, 3]);
+        e[0].hold_in_flight(1);
+        let counts = count_picks(&P2c::new().with_rng(9), &e, 1000);
+        assert_eq!(counts, [0, 1000]);
     }
 }

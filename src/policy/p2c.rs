@@ -1,6 +1,7 @@
 //! Power of two choices.
 
-use super::{random::below_u32, Candidates, Pending, Pick, Policy};
+use super::random::{below_u32, AliasTable};
+use super::{Candidates, Pending, Pick, Policy};
 use crate::endpoint::EndpointStats;
 use crate::load::PeakEwma;
 use crate::rng::Rng;
@@ -14,8 +15,25 @@ use std::sync::Arc;
 /// - peak-EWMA latency × (in flight + 1) ([`P2c::peak_ewma`]), like Finagle's and linkerd's
 ///   balancers: slow endpoints lose traffic as soon as they slow down.
 ///
-/// Both are divided by the endpoint's weight. On a tie the first draw wins, which keeps the
-/// choice uniform among equally loaded endpoints.
+/// # Weights
+///
+/// With equal weights the two candidates are distinct and uniform, and the lower cost wins
+/// (a tie goes to the first draw), exactly as in tower's P2C. With unequal weights:
+///
+/// - the two candidates are drawn independently (with replacement) in proportion to their
+///   effective weights, from an alias table built per snapshot;
+/// - the loads compared are calls in flight per unit of weight, `c / w`, or for peak-EWMA
+///   `rtt × (1 + c × u / w)` with `u` the smallest weight in the pool (Finagle's
+///   `rtt × (c + 1)` when the weights are equal);
+/// - the lower cost wins, and a tie goes to the first draw.
+///
+/// Why: when the costs tie (every endpoint idle, equal latency), the first draw decides, and
+/// it was drawn in proportion to weight, so the shares are exactly the weights; an earlier
+/// rule, `(c + 1) / w`, made the heavier of two idle endpoints always the cheaper and sent it
+/// every call of a client making one call at a time. Under load the endpoint with fewer
+/// calls per unit of weight wins whenever the two draws differ. The oracle in the tests:
+/// weights 2:1 over sequential calls give 2/3 and 1/3 for both costs; with the heavier
+/// endpoint busier per unit of weight, the lighter wins every mixed draw (5/9 of picks).
 ///
 /// ```
 /// use tower::{service_fn, ServiceExt};
@@ -66,10 +84,12 @@ impl P2c {
     }
 
     /// Whether `b` is strictly cheaper than `a`.
+    #[inline]
     fn prefers_second(
         &self,
         a: &EndpointStats,
         b: &EndpointStats,
+        unit: u64,
         candidates: &Candidates<'_>,
     ) -> bool {
         let (load_a, load_b) = (Pending::of(a), Pending::of(b));
@@ -78,7 +98,7 @@ impl P2c {
             Some(ewma) => {
                 let rtt_a = a.decayed_rtt_ns(candidates.now_ns(a), ewma);
                 let rtt_b = b.decayed_rtt_ns(candidates.now_ns(b), ewma);
-                load_b.cmp_scaled(rtt_b, &load_a, rtt_a).is_lt()
+                load_b.cmp_scaled(rtt_b, &load_a, rtt_a, unit).is_lt()
             }
         }
     }
@@ -90,10 +110,29 @@ impl Default for P2c {
     }
 }
 
-impl Policy for P2c {
-    type Table = ();
+/// A snapshot's precomputed [`P2c`] table: how candidates are drawn, and the weight one call
+/// is counted against.
+#[derive(Debug)]
+pub struct P2cTable {
+    /// Uniform when every weight is equal.
+    draws: AliasTable,
+    /// The smallest effective weight in the snapshot.
+    unit: u64,
+}
 
-    fn table(&self, _: &[Arc<EndpointStats>]) {}
+impl Policy for P2c {
+    type Table = P2cTable;
+
+    fn table(&self, endpoints: &[Arc<EndpointStats>]) -> P2cTable {
+        P2cTable {
+            draws: AliasTable::of(endpoints),
+            unit: endpoints
+                .iter()
+                .map(|e| u64::from(e.effective_weight()))
+                .min()
+                .unwrap_or(1),
+        }
+    }
 
     fn latency(&self) -> Option<PeakEwma> {
         self.ewma
@@ -101,21 +140,31 @@ impl Policy for P2c {
 }
 
 impl<Req> Pick<Req> for P2c {
-    fn pick(&self, _: &Req, _: &(), candidates: &Candidates<'_>) -> Option<usize> {
+    fn pick(&self, _: &Req, table: &P2cTable, candidates: &Candidates<'_>) -> Option<usize> {
         let n = candidates.len();
         if n < 2 {
             return Some(0);
         }
-        // One 64-bit draw: the high half picks the first candidate, the low half the second
-        // among the other n - 1, so the two are always distinct.
         let random = self.rng.u64();
-        let first = below_u32((random >> 32) as u32, n);
-        let mut second = below_u32(random as u32, n - 1);
-        if second >= first {
-            second += 1;
-        }
+        let (first, second) = if table.draws.is_uniform() {
+            // One 64-bit draw: the high half picks the first candidate, the low half the
+            // second among the other n - 1, so the two are always distinct.
+            let first = below_u32((random >> 32) as u32, n);
+            let mut second = below_u32(random as u32, n - 1);
+            if second >= first {
+                second += 1;
+            }
+            (first, second)
+        } else {
+            let first = table.draws.draw(random, n);
+            let second = table.draws.draw(self.rng.u64(), n);
+            if first == second {
+                return Some(first);
+            }
+            (first, second)
+        };
         let (a, b) = (candidates.get(first), candidates.get(second));
-        Some(if self.prefers_second(a, b, candidates) {
+        Some(if self.prefers_second(a, b, table.unit, candidates) {
             second
         } else {
             first

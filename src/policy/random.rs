@@ -27,7 +27,8 @@ pub struct Random {
     rng: Rng,
 }
 
-/// A snapshot's precomputed [`Random`] table.
+/// A snapshot's precomputed [`Random`] table: draws an endpoint in proportion to its
+/// effective weight (also how weighted [`P2c`](super::P2c) draws its two candidates).
 #[derive(Debug)]
 pub struct AliasTable {
     /// Empty when every weight is equal: a plain uniform draw then.
@@ -68,6 +69,19 @@ impl Policy for Random {
     type Table = AliasTable;
 
     fn table(&self, endpoints: &[Arc<EndpointStats>]) -> AliasTable {
+        AliasTable::of(endpoints)
+    }
+}
+
+impl<Req> Pick<Req> for Random {
+    fn pick(&self, _: &Req, table: &AliasTable, candidates: &Candidates<'_>) -> Option<usize> {
+        Some(table.draw(self.rng.u64(), candidates.len()))
+    }
+}
+
+impl AliasTable {
+    /// The table for `endpoints`' effective weights.
+    pub(crate) fn of(endpoints: &[Arc<EndpointStats>]) -> Self {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.effective_weight()).collect();
         if weights.windows(2).all(|w| w[0] == w[1]) {
             return AliasTable {
@@ -78,16 +92,21 @@ impl Policy for Random {
             columns: vose(&weights),
         }
     }
-}
 
-impl<Req> Pick<Req> for Random {
-    fn pick(&self, _: &Req, table: &AliasTable, candidates: &Candidates<'_>) -> Option<usize> {
-        let random = self.rng.u64();
-        let column = below_u32((random >> 32) as u32, candidates.len());
-        match table.columns.get(column) {
-            None => Some(column),
-            Some(c) if u64::from(random as u32) < c.keep => Some(column),
-            Some(c) => Some(c.alias as usize),
+    /// Whether every weight is equal (draws are then plain uniform ones).
+    #[inline]
+    pub(crate) fn is_uniform(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    /// One endpoint among `n`, in proportion to its weight, from 64 random bits.
+    #[inline]
+    pub(crate) fn draw(&self, random: u64, n: usize) -> usize {
+        let column = below_u32((random >> 32) as u32, n);
+        match self.columns.get(column) {
+            None => column,
+            Some(c) if u64::from(random as u32) < c.keep => column,
+            Some(c) => c.alias as usize,
         }
     }
 }

@@ -96,7 +96,7 @@ impl<K: Debug, S, R> Members<K, S, R> {
         self.active()
             .iter()
             .any(|m| m.ramp_from.is_some())
-            .then(|| now + slow.step())
+            .then(|| crate::time::deadline(now, slow.step()))
     }
 }
 
