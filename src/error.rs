@@ -66,10 +66,6 @@ pub enum Error {
         /// How many endpoints the policy was offered.
         eligible: usize,
     },
-
-    /// Discovery must keep running in the background, and there is no tokio runtime to run it on.
-    #[error("a discovery stream needs a tokio runtime to run on; build the balancer inside one")]
-    NoRuntime,
 }
 
 impl Error {

@@ -47,6 +47,7 @@
 // Layers, bottom up. A module may import only from layers below its own (the layering
 // test, `tests/layering.rs`, reads these markers and checks every `crate::` path in src/).
 // layer: leaves
+mod background;
 mod error;
 pub mod load;
 mod rng;
@@ -74,7 +75,8 @@ pub mod sticky;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use balance::{Balance, BalanceLayer, Builder, ResponseFuture};
+pub use background::DriverState;
+pub use balance::{Balance, BalanceLayer, BalanceStats, Builder, ResponseFuture};
 pub use endpoint::{EndpointStats, MAX_WEIGHT};
 pub use error::{BoxError, Error};
 pub use pool::{EndpointSnapshot, EndpointState};

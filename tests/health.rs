@@ -9,7 +9,7 @@ use std::time::Duration;
 use tower::{service_fn, ServiceExt};
 use tower_lb::health::{Outlier, ServerErrors};
 use tower_lb::policy::RoundRobin;
-use tower_lb::{Balance, EndpointState, Error};
+use tower_lb::{Balance, DriverState, EndpointState, Error};
 
 /// An endpoint that fails while its switch is on, and counts its calls.
 #[derive(Clone, Default)]
@@ -182,17 +182,36 @@ async fn without_panic_mode_an_all_unhealthy_pool_fails_fast() {
 }
 
 #[test]
-fn explicit_health_settings_need_a_runtime() {
-    let built = Balance::builder(RoundRobin::new())
-        .outlier(Outlier::default())
-        .endpoint(1, Switch::default().service())
-        .build();
-    assert_eq!(built.err(), Some(Error::NoRuntime));
-    // The defaults degrade instead: no outlier detection outside a runtime.
-    assert!(Balance::builder(RoundRobin::new())
-        .endpoint(1, Switch::default().service())
-        .build()
-        .is_ok());
+fn health_built_outside_a_runtime_starts_on_the_first_call_inside_one() {
+    // Explicit settings and the defaults alike: nothing is dropped.
+    for explicit in [true, false] {
+        let switches: Vec<Switch> = (0..3).map(|_| Switch::default()).collect();
+        let mut builder = Balance::builder(RoundRobin::new());
+        if explicit {
+            builder = builder.outlier(Outlier::consecutive_failures(5));
+        }
+        let lb = builder
+            .endpoints(switches.iter().enumerate().map(|(i, s)| (i, s.service())))
+            .build()
+            .expect("builds outside a runtime");
+        assert_eq!(lb.stats().health_driver, DriverState::WaitingForRuntime);
+        switches[1].failing.store(true, Ordering::Relaxed);
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            send(&lb, 15).await;
+            assert_eq!(lb.stats().health_driver, DriverState::Running);
+            assert!(
+                matches!(lb.snapshot()[1].state, EndpointState::Ejected { .. }),
+                "explicit: {explicit}: {:?}",
+                lb.snapshot()[1]
+            );
+        });
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

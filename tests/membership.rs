@@ -8,7 +8,7 @@ use std::time::Duration;
 use tower::discover::Change;
 use tower::{service_fn, Service, ServiceExt};
 use tower_lb::policy::{LeastPending, P2c, Pick, Random, RoundRobin, WeightedRoundRobin};
-use tower_lb::{Balance, BalanceLayer, EndpointState, Error, MAX_WEIGHT};
+use tower_lb::{Balance, BalanceLayer, DriverState, EndpointState, Error, MAX_WEIGHT};
 
 type Echo = tower::util::ServiceFn<fn(()) -> futures::future::Ready<Result<u8, Infallible>>>;
 
@@ -183,24 +183,40 @@ async fn discovery_applies_changes_without_traffic_and_stops_with_the_balancer()
 }
 
 #[test]
-fn discovery_without_a_runtime_is_a_typed_error() {
-    let (_tx, rx) = mpsc::unbounded::<Change<u8, Echo>>();
-    let built = Balance::builder(RoundRobin::new())
+fn discovery_built_outside_a_runtime_starts_on_the_first_call_inside_one() {
+    let (tx, rx) = mpsc::unbounded::<Change<u8, _>>();
+    tx.unbounded_send(Change::Insert(1, echo(1))).unwrap();
+    // Built outside any runtime, as in a `OnceLock` or before `main` starts one.
+    let lb = Balance::builder(RoundRobin::new())
         .discover(rx.map(Ok::<_, Infallible>))
-        .build();
-    assert_eq!(built.err(), Some(Error::NoRuntime));
-
-    // A layer cannot fail: the balancer reports the error from poll_ready instead.
-    let (_tx, rx) = mpsc::unbounded::<Change<u8, Echo>>();
-    let mut svc = tower::Layer::layer(
+        .build()
+        .expect("builds anywhere");
+    assert_eq!(lb.snapshot().len(), 1, "ready changes are applied at build");
+    assert_eq!(lb.stats().discovery_driver, DriverState::WaitingForRuntime);
+    // The same through a layer.
+    let (_tx2, rx2) = mpsc::unbounded::<Change<u8, Echo>>();
+    let layered = tower::Layer::layer(
         &BalanceLayer::new(RoundRobin::new()),
-        rx.map(Ok::<_, Infallible>),
+        rx2.map(Ok::<_, Infallible>),
     );
-    let err = match futures::executor::block_on(ServiceExt::<()>::ready(&mut svc)) {
-        Ok(_) => panic!("a balancer without its discovery must not be ready"),
-        Err(err) => err,
-    };
-    assert_eq!(err.downcast_ref::<Error>(), Some(&Error::NoRuntime));
+    assert_eq!(
+        layered.stats().discovery_driver,
+        DriverState::WaitingForRuntime
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        assert_eq!(lb.clone().oneshot(()).await.unwrap(), 1);
+        assert_eq!(lb.stats().discovery_driver, DriverState::Running);
+        tx.unbounded_send(Change::Insert(2, echo(2))).unwrap();
+        tx.unbounded_send(Change::Remove(1)).unwrap();
+        wait_until(|| lb.snapshot().iter().map(|e| e.key).collect::<Vec<_>>() == [2]).await;
+        drop(tx);
+        wait_until(|| lb.stats().discovery_driver == DriverState::Finished).await;
+    });
 }
 
 #[tokio::test]

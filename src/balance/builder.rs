@@ -1,6 +1,7 @@
 //! Building a [`Balance`].
 
-use super::{Balance, Inner};
+use super::{Balance, Drivers, Inner, StartDrivers};
+use crate::background::{DriverState, DriverStatus};
 use crate::discover::{self, BoxDiscover};
 use crate::endpoint::{Accounting, HealthSink};
 use crate::error::{BoxError, Error};
@@ -50,7 +51,7 @@ pub struct Builder<K, S, P, L = Identity, C = ErrorsFail> {
 
 /// The builder's health settings.
 struct HealthOptions<K> {
-    /// `None`: the default, which needs a runtime only if there is one.
+    /// `None`: the default settings.
     outlier: Option<Outlier>,
     checks: Option<ActiveChecks<K>>,
     slow_start: Option<SlowStart>,
@@ -181,16 +182,15 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
         }
     }
 
-    /// Checks every endpoint actively, on a timer (see [`ActiveChecks`]). Needs a tokio
-    /// runtime: built outside one, `build` fails with [`Error::NoRuntime`].
+    /// Checks every endpoint actively, on a timer (see [`ActiveChecks`]), from a task on
+    /// the tokio runtime (see [`build`](Self::build) for a balancer built outside one).
     pub fn health_check(mut self, checks: ActiveChecks<K>) -> Self {
         self.health.checks = Some(checks);
         self
     }
 
     /// Ramps up the weight of endpoints that join later, or come back into rotation (see
-    /// [`SlowStart`]). Needs a tokio runtime: built outside one, `build` fails with
-    /// [`Error::NoRuntime`].
+    /// [`SlowStart`]), stepped by a task on the tokio runtime.
     pub fn slow_start(mut self, slow_start: SlowStart) -> Self {
         self.health.slow_start = Some(slow_start);
         self
@@ -198,9 +198,8 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
 
     /// Passive outlier detection settings ([`Outlier::disabled`] turns it off).
     ///
-    /// On by default with [`Outlier::default`], driven by a task on the tokio runtime. Built
-    /// outside a runtime, a balancer with the *default* settings has no outlier detection;
-    /// with settings given here, `build` then fails with [`Error::NoRuntime`].
+    /// On by default with [`Outlier::default`], driven by a task on the tokio runtime (see
+    /// [`build`](Self::build) for a balancer built outside one).
     ///
     /// ```
     /// use tower::service_fn;
@@ -238,38 +237,25 @@ where
     L::Service: Clone + Send + Sync + 'static,
     C: Send + Sync + 'static,
 {
-    /// Builds the balancer.
+    /// Builds the balancer, inside a tokio runtime or outside one.
+    ///
+    /// Background drivers (discovery still to come, outlier detection, active checks, slow
+    /// start) run as tasks on the tokio runtime. Built inside one, they start at once; built
+    /// outside (in a `OnceLock`, in `main` before the runtime), they start on the first call
+    /// made inside a runtime, and until then [`Balance::stats`] reports them as
+    /// [`DriverState::WaitingForRuntime`]. No setting is dropped.
     ///
     /// # Errors
-    /// [`Error::NoRuntime`] when a discovery stream still has changes to come and there is no
-    /// tokio runtime to run it on. An empty pool is not an error: calls fail with
-    /// [`Error::NoEndpoints`] until endpoints join.
+    /// None today; the `Result` leaves room for settings that can only be checked together.
+    /// An empty pool is not an error: calls fail with [`Error::NoEndpoints`] until endpoints
+    /// join.
     pub fn build(self) -> Result<Balance<K, S, P, L, C>, Error> {
-        let (balance, broken) = self.assemble();
-        match broken {
-            None => Ok(balance),
-            Some(error) => Err(error),
-        }
+        Ok(self.assemble())
     }
 
-    /// Builds the balancer even when discovery cannot start; such a balancer reports why from
-    /// `poll_ready` and from every call.
-    pub(crate) fn assemble(self) -> (Balance<K, S, P, L, C>, Option<Error>) {
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        let mut broken = None;
-        let outlier = self.health.outlier.clone().unwrap_or_default();
-        let health_events = match (outlier.enabled(), &runtime) {
-            (true, Some(_)) => Some(tokio::sync::mpsc::unbounded_channel()),
-            (true, None) if self.health.outlier.is_some() => {
-                broken = Some(Error::NoRuntime);
-                None
-            }
-            (true, None) => {
-                tracing::debug!("built outside a tokio runtime: no outlier detection");
-                None
-            }
-            (false, _) => None,
-        };
+    pub(crate) fn assemble(self) -> Balance<K, S, P, L, C> {
+        let outlier = self.health.outlier.unwrap_or_default();
+        let health_events = outlier.enabled().then(tokio::sync::mpsc::unbounded_channel);
         let sink = health_events.as_ref().map(|(events, _)| HealthSink {
             consecutive_failures: outlier.consecutive_failures,
             events: events.clone(),
@@ -308,33 +294,49 @@ where
             }
         }
         members.ramp_joiners();
-        let needs_driver = self.health.checks.is_some() || self.health.slow_start.is_some();
-        if (pending_discovery.is_some() || needs_driver) && runtime.is_none() {
-            broken = Some(Error::NoRuntime);
-        }
-        let (stop, stopped) = tokio::sync::watch::channel(());
         let pool = Arc::new(Pool::new(self.policy, self.health.panic_threshold, members));
-        if let Some(runtime) = runtime {
-            if let Some(stream) = pending_discovery {
-                runtime.spawn(discover::drive(
-                    Arc::downgrade(&pool),
-                    stream,
-                    stopped.clone(),
-                ));
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let health_needed = health_events.is_some()
+            || self.health.checks.is_some()
+            || self.health.slow_start.is_some();
+        let waiting = |needed| match needed {
+            true => DriverState::WaitingForRuntime,
+            false => DriverState::NotNeeded,
+        };
+        let drivers = Drivers {
+            health: DriverStatus::new(waiting(health_needed)),
+            discovery: DriverStatus::new(waiting(pending_discovery.is_some())),
+        };
+        let start = {
+            let (weak, drivers) = (Arc::downgrade(&pool), drivers.clone());
+            let (checks, events) = (self.health.checks, health_events.map(|(_, rx)| rx));
+            move |runtime: &tokio::runtime::Handle| {
+                if let Some(stream) = pending_discovery {
+                    let drive = discover::drive(weak.clone(), stream, stopped.clone());
+                    runtime.spawn(drivers.discovery.supervise("discovery", drive));
+                }
+                if health_needed {
+                    let drive = driver::drive(weak, outlier, events, checks, stopped);
+                    runtime.spawn(drivers.health.supervise("health", drive));
+                }
             }
-            let events = health_events.map(|(_, events)| events);
-            if events.is_some() || needs_driver {
-                runtime.spawn(driver::drive(
-                    Arc::downgrade(&pool),
-                    outlier,
-                    events,
-                    self.health.checks,
-                    stopped,
-                ));
+        };
+        let any_needed = health_needed || drivers.discovery.get() != DriverState::NotNeeded;
+        let start = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                start(&runtime);
+                None
             }
-        }
-        let inner = Inner::new(pool, layer, self.classify, broken.clone(), stop);
-        (Balance::from_inner(Arc::new(inner)), broken)
+            Err(_) if any_needed => {
+                tracing::debug!(
+                    "built outside a tokio runtime: drivers start on the first call inside one"
+                );
+                Some(Box::new(start) as StartDrivers)
+            }
+            Err(_) => None,
+        };
+        let inner = Inner::new(pool, layer, self.classify, drivers, start, stop);
+        Balance::from_inner(Arc::new(inner))
     }
 }
 

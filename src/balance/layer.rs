@@ -11,9 +11,7 @@ use tower_layer::{Identity, Layer};
 /// Turns a `tower::discover::Discover` stream into a [`Balance`] inside `ServiceBuilder`, like
 /// tower's `MakeBalanceLayer`. For a fixed list, wrap it in `tower::discover::ServiceList`.
 ///
-/// A `Layer` cannot fail, so a balancer whose discovery cannot start (no tokio runtime)
-/// reports [`Error::NoRuntime`](crate::Error::NoRuntime) from `poll_ready` and every call
-/// instead; use [`Balance::builder`] to get that error up front.
+/// Discovery that must keep running starts on the tokio runtime (see [`Builder::build`]).
 ///
 /// ```
 /// use tower::{discover::ServiceList, service_fn, ServiceBuilder, ServiceExt};
@@ -68,13 +66,9 @@ where
     type Service = Balance<D::Key, D::Service, P, L>;
 
     fn layer(&self, discover: D) -> Self::Service {
-        let (balance, broken) = Builder::new(self.policy.clone())
+        Builder::new(self.policy.clone())
             .endpoint_layer(self.endpoint_layer.clone())
             .discover(discover)
-            .assemble();
-        if let Some(error) = broken {
-            tracing::error!(%error, "balancer cannot serve");
-        }
-        balance
+            .assemble()
     }
 }

@@ -5,11 +5,14 @@ mod builder;
 mod future;
 mod layer;
 mod service;
+mod stats;
 
 pub use builder::Builder;
 pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
+pub use stats::BalanceStats;
 
+use crate::background::DriverStatus;
 use crate::error::Error;
 use crate::health::driver::HealthPool;
 use crate::health::ErrorsFail;
@@ -17,7 +20,8 @@ use crate::policy::Policy;
 use crate::pool::{check_weight, EndpointSnapshot, Snapshot};
 use std::fmt::{self, Debug};
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tower_layer::{Identity, Layer};
 
 /// A load balancer over a set of endpoints, itself a tower `Service`.
@@ -90,11 +94,25 @@ where
     layer: Arc<L>,
     /// What counts as a failed call; cloned into each response future.
     pub(crate) classify: C,
-    /// Why this balancer cannot serve at all (discovery could not be started); `None` normally.
-    pub(crate) broken: Option<Error>,
+    /// What the background drivers are doing.
+    drivers: Drivers,
+    /// Set while drivers wait for a runtime (built outside one): the call path then tries to
+    /// start them. One relaxed load per call otherwise.
+    drivers_waiting: AtomicBool,
+    start_drivers: Mutex<Option<StartDrivers>>,
     /// Dropped with the last handle: tells the background drivers to stop.
     _stop_drivers: tokio::sync::watch::Sender<()>,
 }
+
+/// The state of each background driver.
+#[derive(Debug, Clone)]
+pub(crate) struct Drivers {
+    pub(crate) health: DriverStatus,
+    pub(crate) discovery: DriverStatus,
+}
+
+/// Spawns the drivers of a balancer built outside a runtime, once there is one.
+pub(crate) type StartDrivers = Box<dyn FnOnce(&tokio::runtime::Handle) + Send>;
 
 impl<K, S, P> Balance<K, S, P>
 where
@@ -215,6 +233,22 @@ where
     pub fn panic_mode_entries(&self) -> u64 {
         self.inner.pool.panic_entries()
     }
+
+    /// Pool-wide figures: endpoints, eligible ones, calls in flight, panic mode, and whether
+    /// the background drivers are running (see [`BalanceStats`]).
+    pub fn stats(&self) -> BalanceStats {
+        let endpoints = self.snapshot();
+        let current = self.inner.pool.current().load();
+        BalanceStats {
+            endpoints: current.members,
+            eligible: current.eligible,
+            in_flight: endpoints.iter().map(|e| e.in_flight).sum(),
+            panic_mode: self.inner.pool.panicking(),
+            panic_mode_entries: self.inner.pool.panic_entries(),
+            health_driver: self.inner.drivers.health.get(),
+            discovery_driver: self.inner.drivers.discovery.get(),
+        }
+    }
 }
 
 impl<K, S, P, L, C> Inner<K, S, P, L, C>
@@ -226,16 +260,43 @@ where
         pool: Arc<HealthPool<K, L::Service, P>>,
         layer: Arc<L>,
         classify: C,
-        broken: Option<Error>,
+        drivers: Drivers,
+        start_drivers: Option<StartDrivers>,
         stop_drivers: tokio::sync::watch::Sender<()>,
     ) -> Self {
         Inner {
             pool,
             layer,
             classify,
-            broken,
+            drivers,
+            drivers_waiting: AtomicBool::new(start_drivers.is_some()),
+            start_drivers: Mutex::new(start_drivers),
             _stop_drivers: stop_drivers,
         }
+    }
+
+    /// Starts drivers that were waiting for a runtime, if this call runs inside one.
+    #[inline]
+    pub(crate) fn start_waiting_drivers(&self) {
+        if self.drivers_waiting.load(Ordering::Relaxed) {
+            self.start_drivers_now();
+        }
+    }
+
+    #[cold]
+    fn start_drivers_now(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut start = self
+            .start_drivers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(start) = start.take() {
+            tracing::debug!("first call inside a tokio runtime: starting the background drivers");
+            start(&runtime);
+        }
+        self.drivers_waiting.store(false, Ordering::Relaxed);
     }
 }
 

@@ -28,13 +28,8 @@ where
     type Future = ResponseFuture<L::Service, Req, C>;
 
     /// Always ready: readiness is the picked endpoint's business, inside the response future.
-    /// The one exception is a balancer whose discovery could not start (no tokio runtime),
-    /// which reports that error here.
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        match &self.inner.broken {
-            None => Poll::Ready(Ok(())),
-            Some(error) => Poll::Ready(Err(error.clone().into())),
-        }
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -62,6 +57,7 @@ where
         L::Service: Service<Req>,
     {
         let inner = &*self.inner;
+        inner.start_waiting_drivers();
         let generation = inner.pool.generation();
         match &self.cached {
             Some((cached_at, snapshot)) if *cached_at == generation => {
@@ -122,9 +118,6 @@ where
     C: Clone,
 {
     let fail = |error| ResponseFuture::failed(error, inner.classify.clone());
-    if let Some(error) = &inner.broken {
-        return fail(error.clone());
-    }
     let eligible = snapshot.eligible;
     let candidates = Candidates::new(&snapshot.stats[..eligible]);
     // An endpoint on probation takes exactly one request, whichever comes first.

@@ -1,0 +1,164 @@
+//! The background tasks a balancer runs (discovery, health), and their state as the
+//! application sees it: a driver that stops for any reason is visible, never silent.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Where one background driver of a balancer is, from [`Balance::stats`](crate::Balance::stats).
+///
+/// ```
+/// use tower::service_fn;
+/// use tower_lb::{policy::RoundRobin, Balance, DriverState};
+///
+/// // Built outside a runtime: health waits for the first call made inside one.
+/// let lb = Balance::builder(RoundRobin::new())
+///     .endpoint("a", service_fn(|x: u8| async move { Ok::<_, std::io::Error>(x) }))
+///     .build()?;
+/// assert_eq!(lb.stats().health_driver, DriverState::WaitingForRuntime);
+/// # Ok::<(), tower_lb::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DriverState {
+    /// The balancer's settings need no such task (no discovery stream; health off).
+    NotNeeded,
+    /// Built outside a tokio runtime: the task starts on the first call made inside one.
+    WaitingForRuntime,
+    /// Running.
+    Running,
+    /// Ended normally (a discovery stream that ended).
+    Finished,
+    /// Ended by a panic: its work (ejections, checks, discovery) has stopped. Logged at
+    /// `error` level when it happens.
+    Crashed,
+}
+
+impl DriverState {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            0 => DriverState::NotNeeded,
+            1 => DriverState::WaitingForRuntime,
+            2 => DriverState::Running,
+            3 => DriverState::Finished,
+            _ => DriverState::Crashed,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            DriverState::NotNeeded => 0,
+            DriverState::WaitingForRuntime => 1,
+            DriverState::Running => 2,
+            DriverState::Finished => 3,
+            DriverState::Crashed => 4,
+        }
+    }
+}
+
+/// One driver's state, shared by the task and the balancer.
+#[derive(Debug, Clone)]
+pub(crate) struct DriverStatus(Arc<AtomicU8>);
+
+impl DriverStatus {
+    pub(crate) fn new(state: DriverState) -> Self {
+        DriverStatus(Arc::new(AtomicU8::new(state.to_u8())))
+    }
+
+    pub(crate) fn get(&self) -> DriverState {
+        DriverState::from_u8(self.0.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, state: DriverState) {
+        self.0.store(state.to_u8(), Ordering::Relaxed);
+    }
+
+    /// `driver`, marked running from now on and, when it ends, finished; or crashed, with an
+    /// `error!` event, if it panics. A panic is caught at the poll that raised it, so the
+    /// task ends cleanly instead of leaving the runtime to swallow it.
+    pub(crate) fn supervise<F>(
+        &self,
+        name: &'static str,
+        driver: F,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.set(DriverState::Running);
+        Supervised {
+            driver: Box::pin(driver),
+            status: self.clone(),
+            name,
+            done: false,
+        }
+    }
+}
+
+struct Supervised<F> {
+    driver: Pin<Box<F>>,
+    status: DriverStatus,
+    name: &'static str,
+    done: bool,
+}
+
+impl<F: Future<Output = ()>> Future for Supervised<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.driver.as_mut().poll(cx)));
+        let state = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(())) => DriverState::Finished,
+            Err(_) => {
+                tracing::error!(
+                    driver = this.name,
+                    "background driver panicked and stopped; its work no longer happens"
+                );
+                DriverState::Crashed
+            }
+        };
+        this.status.set(state);
+        this.done = true;
+        Poll::Ready(())
+    }
+}
+
+impl<F> Drop for Supervised<F> {
+    /// A driver dropped before it ended (the runtime shut down) is no longer running.
+    fn drop(&mut self) {
+        if !self.done {
+            self.status.set(DriverState::Finished);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_the_driver_shows_as_crashed() {
+        let status = DriverStatus::new(DriverState::WaitingForRuntime);
+        let crashing = status.supervise("test", async {
+            tokio::task::yield_now().await;
+            panic!("boom");
+        });
+        assert_eq!(status.get(), DriverState::Running);
+        tokio::spawn(crashing)
+            .await
+            .expect("the panic is caught inside the task");
+        assert_eq!(status.get(), DriverState::Crashed);
+
+        status.supervise("test", async {}).await;
+        assert_eq!(status.get(), DriverState::Finished);
+
+        let pending = status.supervise("test", std::future::pending());
+        assert_eq!(status.get(), DriverState::Running);
+        drop(pending);
+        assert_eq!(status.get(), DriverState::Finished);
+    }
+}
