@@ -95,8 +95,13 @@ impl RetryPolicy {
 impl<F> RetryPolicy<F> {
     /// Retries at most `percent` (0–1000 %) of requests, plus `min_per_sec` per second, counted
     /// over `ttl` (a new budget; clones of this policy share it).
+    ///
+    /// Any value is accepted and brought into the ranges tower's `TpsBudget` allows (which
+    /// otherwise panics): `ttl` into 1–60 s, `percent` into 0–1000 (NaN counts as 0), and
+    /// `min_per_sec` below `i32::MAX`.
     pub fn budget(mut self, ttl: Duration, min_per_sec: u32, percent: f32) -> Self {
         let ttl = ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let min_per_sec = min_per_sec.min(i32::MAX as u32 - 1);
         let percent = if percent.is_finite() {
             percent.clamp(0.0, 1000.0)
         } else {

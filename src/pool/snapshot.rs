@@ -12,7 +12,8 @@ use crate::policy::Policy;
 use std::sync::Arc;
 
 pub(crate) struct Snapshot<K, S, T> {
-    /// Eligible endpoints first (`..eligible`), then endpoints on probation.
+    /// Eligible endpoints first (`..eligible`), then endpoints on probation (in panic mode
+    /// these are eligible as well, and listed twice).
     pub(crate) keys: Box<[K]>,
     pub(crate) services: Box<[S]>,
     pub(crate) stats: Box<[Arc<EndpointStats>]>,
@@ -62,25 +63,21 @@ impl<K: Clone + std::fmt::Debug, S: Clone, R> Members<K, S, R> {
             }
         }
         let in_play = self.active().iter().filter(|m| m.excluded().is_none());
-        if panicking {
-            return Snapshot::build(
-                policy,
-                in_play.map(Member::entry).collect(),
-                Vec::new(),
-                members,
-            );
-        }
-        let (eligible, probation) = (
-            in_play
-                .clone()
+        // Endpoints on probation are offered their one probe before any pick, in panic mode
+        // too: there they are also eligible, but a latency-aware policy may shun them (the
+        // failure penalty) and leave them on probation indefinitely.
+        let probation = in_play
+            .clone()
+            .filter(|m| m.state() == EndpointState::Probation)
+            .map(Member::entry)
+            .collect();
+        let eligible = match panicking {
+            true => in_play.map(Member::entry).collect(),
+            false => in_play
                 .filter(|m| m.is_healthy())
                 .map(Member::entry)
                 .collect(),
-            in_play
-                .filter(|m| m.state() == EndpointState::Probation)
-                .map(Member::entry)
-                .collect(),
-        );
+        };
         Snapshot::build(policy, eligible, probation, members)
     }
 }
