@@ -124,6 +124,25 @@ const RECOVERY_ROUNDS: u32 = 30;
 const RECOVERY_PAUSE: Duration = Duration::from_secs(1);
 
 type Probe<T> = Box<dyn Fn() -> T>;
+type Caller = Box<dyn Fn(u32, Duration) -> futures::future::LocalBoxFuture<'static, ()>>;
+
+/// Endpoint 0's state, the health driver's state, and rounds of calls, for either policy.
+fn handles<S, P>(lb: Balance<usize, S, P>) -> (Probe<EndpointState>, Probe<DriverState>, Caller)
+where
+    S: Clone + 'static,
+    P: tower_lb::policy::Policy,
+    Balance<usize, S, P>: tower::Service<(), Response = ()> + Clone + 'static,
+{
+    let (a, b, c) = (lb.clone(), lb.clone(), lb);
+    (
+        Box::new(move || a.snapshot()[0].state),
+        Box::new(move || b.stats().health_driver),
+        Box::new(move |rounds, pause| {
+            let lb = c.clone();
+            Box::pin(async move { run(&lb, rounds, pause).await })
+        }),
+    )
+}
 
 async fn run<S>(lb: &S, rounds: u32, pause: Duration)
 where
@@ -196,35 +215,16 @@ fn case(config: Config) -> Result<(), TestCaseError> {
     }
     runtime.block_on(async {
         let round_robin = config.ewma.is_none();
-        let (lb_rr, lb_p2c);
-        let (state, stats): (Probe<EndpointState>, Probe<DriverState>);
-        let call: Box<dyn Fn(u32, Duration) -> futures::future::LocalBoxFuture<'static, ()>>;
-        match config.ewma {
-            None => {
-                lb_rr = build!(RoundRobin::new().with_rng(1));
-                let (a, b, c) = (lb_rr.clone(), lb_rr.clone(), lb_rr.clone());
-                state = Box::new(move || a.snapshot()[0].state);
-                stats = Box::new(move || b.stats().health_driver);
-                call = Box::new(move |rounds, pause| {
-                    let lb = c.clone();
-                    Box::pin(async move { run(&lb, rounds, pause).await })
-                });
-            }
+        let (state, stats, call) = match config.ewma {
+            None => handles(build!(RoundRobin::new().with_rng(1))),
             Some((decay, default_rtt, penalty)) => {
                 let ewma = PeakEwma::default()
                     .decay(decay)
                     .default_rtt(default_rtt)
                     .failure_penalty(penalty);
-                lb_p2c = build!(P2c::peak_ewma_with(ewma).with_rng(1));
-                let (a, b, c) = (lb_p2c.clone(), lb_p2c.clone(), lb_p2c.clone());
-                state = Box::new(move || a.snapshot()[0].state);
-                stats = Box::new(move || b.stats().health_driver);
-                call = Box::new(move |rounds, pause| {
-                    let lb = c.clone();
-                    Box::pin(async move { run(&lb, rounds, pause).await })
-                });
+                handles(build!(P2c::peak_ewma_with(ewma).with_rng(1)))
             }
-        }
+        };
 
         // Phase 1: endpoint 0 fails.
         failing.store(true, Ordering::Relaxed);
