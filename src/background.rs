@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[repr(u8)]
 pub enum DriverState {
     /// The balancer's settings need no such task (no discovery stream; health off).
     NotNeeded,
@@ -38,24 +39,17 @@ pub enum DriverState {
 }
 
 impl DriverState {
+    /// The state stored as `state as u8`.
     fn from_u8(value: u8) -> Self {
-        match value {
-            0 => DriverState::NotNeeded,
-            1 => DriverState::WaitingForRuntime,
-            2 => DriverState::Running,
-            3 => DriverState::Finished,
-            _ => DriverState::Crashed,
-        }
-    }
-
-    fn to_u8(self) -> u8 {
-        match self {
-            DriverState::NotNeeded => 0,
-            DriverState::WaitingForRuntime => 1,
-            DriverState::Running => 2,
-            DriverState::Finished => 3,
-            DriverState::Crashed => 4,
-        }
+        [
+            DriverState::NotNeeded,
+            DriverState::WaitingForRuntime,
+            DriverState::Running,
+            DriverState::Finished,
+        ]
+        .into_iter()
+        .find(|state| *state as u8 == value)
+        .unwrap_or(DriverState::Crashed)
     }
 }
 
@@ -65,7 +59,7 @@ pub(crate) struct DriverStatus(Arc<AtomicU8>);
 
 impl DriverStatus {
     pub(crate) fn new(state: DriverState) -> Self {
-        DriverStatus(Arc::new(AtomicU8::new(state.to_u8())))
+        DriverStatus(Arc::new(AtomicU8::new(state as u8)))
     }
 
     pub(crate) fn get(&self) -> DriverState {
@@ -73,7 +67,7 @@ impl DriverStatus {
     }
 
     fn set(&self, state: DriverState) {
-        self.0.store(state.to_u8(), Ordering::Relaxed);
+        self.0.store(state as u8, Ordering::Relaxed);
     }
 
     /// `driver`, marked running from now on and, when it ends, finished; or crashed, with an

@@ -303,9 +303,10 @@ where
             true => DriverState::WaitingForRuntime,
             false => DriverState::NotNeeded,
         };
+        let discovery_needed = pending_discovery.is_some();
         let drivers = Drivers {
             health: DriverStatus::new(waiting(health_needed)),
-            discovery: DriverStatus::new(waiting(pending_discovery.is_some())),
+            discovery: DriverStatus::new(waiting(discovery_needed)),
         };
         let start = {
             let (weak, drivers) = (Arc::downgrade(&pool), drivers.clone());
@@ -321,13 +322,12 @@ where
                 }
             }
         };
-        let any_needed = health_needed || drivers.discovery.get() != DriverState::NotNeeded;
         let start = match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 start(&runtime);
                 None
             }
-            Err(_) if any_needed => {
+            Err(_) if health_needed || discovery_needed => {
                 tracing::debug!(
                     "built outside a tokio runtime: drivers start on the first call inside one"
                 );

@@ -237,14 +237,14 @@ where
     /// Pool-wide figures: endpoints, eligible ones, calls in flight, panic mode, and whether
     /// the background drivers are running (see [`BalanceStats`]).
     pub fn stats(&self) -> BalanceStats {
-        let endpoints = self.snapshot();
+        let (in_flight, panic_mode, panic_mode_entries) = self.inner.pool.totals();
         let current = self.inner.pool.current().load();
         BalanceStats {
             endpoints: current.members,
             eligible: current.eligible,
-            in_flight: endpoints.iter().map(|e| e.in_flight).sum(),
-            panic_mode: self.inner.pool.panicking(),
-            panic_mode_entries: self.inner.pool.panic_entries(),
+            in_flight,
+            panic_mode,
+            panic_mode_entries,
             health_driver: self.inner.drivers.health.get(),
             discovery_driver: self.inner.drivers.discovery.get(),
         }

@@ -196,6 +196,19 @@ impl<K, S, P: Policy, R> Pool<K, S, P, R> {
         active.chain(draining).collect()
     }
 
+    /// Calls in flight over every member, draining ones included; whether the pool is in
+    /// panic mode; and how often it has entered it. One lock, no copies.
+    pub(crate) fn totals(&self) -> (usize, bool, u64) {
+        let members = self.lock();
+        let in_flight = members
+            .active()
+            .iter()
+            .map(|m| m.stats().in_flight())
+            .chain(members.draining.iter().map(|(_, stats)| stats.in_flight()))
+            .sum();
+        (in_flight, members.panicking, members.panics)
+    }
+
     /// Whether the last snapshot was built in panic mode.
     pub(crate) fn panicking(&self) -> bool {
         self.lock().panicking
