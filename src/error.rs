@@ -60,6 +60,16 @@ pub enum Error {
         key: String,
     },
 
+    /// The call took longer than the balancer's per-call timeout
+    /// ([`Builder::timeout`](crate::Builder::timeout)) and was dropped. It counts as a failure
+    /// of the endpoint. Behind a [`RetryLayer`](crate::retry::RetryLayer) the timeout is per
+    /// attempt.
+    #[error("the call timed out after {after:?}")]
+    Timeout {
+        /// The timeout that elapsed.
+        after: std::time::Duration,
+    },
+
     /// The policy returned no endpoint (or one out of range) from a non-empty pool.
     #[error("the balancing policy picked no endpoint among {eligible}")]
     NoPick {

@@ -11,7 +11,7 @@ use tower::{service_fn, ServiceExt};
 use tower_lb::health::{check_fn, ActiveChecks, Outlier, SlowStart};
 use tower_lb::load::PeakEwma;
 use tower_lb::policy::{P2c, RoundRobin};
-use tower_lb::retry::RetryPolicy;
+use tower_lb::retry::{RetryErrors, RetryPolicy};
 use tower_lb::{Balance, DriverState, EndpointState};
 
 fn duration() -> impl Strategy<Value = Duration> {
@@ -293,7 +293,10 @@ proptest! {
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
         runtime.block_on(async {
-            let mut policy = RetryPolicy::new(attempts).backoff(min, max).budget(ttl, floor, percent);
+            let mut policy = RetryPolicy::new(attempts)
+                .retry_if(RetryErrors)
+                .backoff(min, max)
+                .budget(ttl, floor, percent);
             for _ in 0..64 {
                 let mut failed: Result<(), ()> = Err(());
                 match tower::retry::Policy::<(), (), ()>::retry(&mut policy, &mut (), &mut failed) {

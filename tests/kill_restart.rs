@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_lb::health::{ActiveChecks, HttpCheck, Outlier};
 use tower_lb::policy::P2c;
-use tower_lb::retry::{RetryLayer, RetryPolicy};
+use tower_lb::retry::{RetryErrors, RetryLayer, RetryPolicy};
 use tower_lb::{Balance, EndpointState};
 
 const REQUESTS: usize = 20_000;
@@ -46,7 +46,10 @@ async fn killing_and_restarting_backends_loses_no_request() {
         )
         .build()
         .unwrap();
-    let retries = RetryPolicy::new(5).backoff(Duration::from_millis(1), Duration::from_millis(20));
+    // Every request is a GET: safe to resend whatever the failure.
+    let retries = RetryPolicy::new(5)
+        .retry_if(RetryErrors)
+        .backoff(Duration::from_millis(1), Duration::from_millis(20));
     let service = ServiceBuilder::new()
         .layer(RetryLayer::new(retries))
         .service(lb.clone());

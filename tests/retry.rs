@@ -6,7 +6,7 @@ use std::time::Duration;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 use tower_lb::health::Outlier;
 use tower_lb::policy::ConsistentHash;
-use tower_lb::retry::{RetryLayer, RetryPolicy};
+use tower_lb::retry::{RetryErrors, RetryLayer, RetryPolicy};
 use tower_lb::sticky::key_fn;
 use tower_lb::Balance;
 
@@ -59,7 +59,9 @@ async fn a_retry_goes_to_another_endpoint_even_for_a_sticky_key() {
     // Find the endpoint the sticky key lands on, and break it.
     let owner = lb.clone().oneshot(0).await.unwrap();
     broken.store(owner, Ordering::Relaxed);
+    // The requests are reads: safe to resend whatever the failure.
     let policy = RetryPolicy::new(2)
+        .retry_if(RetryErrors)
         .backoff(Duration::from_millis(1), Duration::from_millis(2))
         .budget(Duration::from_secs(10), 10, 1.0); // every request may retry once
     let client = ServiceBuilder::new()
@@ -80,7 +82,7 @@ async fn a_retry_goes_to_another_endpoint_even_for_a_sticky_key() {
     // The default budget (20 % of requests plus 3 a second, over 10 s) runs out: with no time
     // passing, about 30 + 20 % of the requests get their retry, the rest fail.
     let budgeted = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::new(2)))
+        .layer(RetryLayer::new(RetryPolicy::new(2).retry_if(RetryErrors)))
         .service(lb.clone());
     let mut ok = 0;
     for request in 0..100 {
@@ -93,7 +95,11 @@ async fn a_retry_goes_to_another_endpoint_even_for_a_sticky_key() {
 
     // tower's own retry, with the same policy, re-picks the same sticky endpoint every time.
     let plain = ServiceBuilder::new()
-        .retry(RetryPolicy::new(2).backoff(Duration::from_millis(1), Duration::from_millis(2)))
+        .retry(
+            RetryPolicy::new(2)
+                .retry_if(RetryErrors)
+                .backoff(Duration::from_millis(1), Duration::from_millis(2)),
+        )
         .service(lb);
     assert!(plain.oneshot(0).await.is_err());
 }

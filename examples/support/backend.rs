@@ -19,7 +19,11 @@ use tokio::task::JoinSet;
 pub struct Behaviour {
     delay_us: AtomicU64,
     failing: AtomicBool,
+    /// Drops each connection after reading its request, with no response: a server that
+    /// crashed mid-request, after it may have applied it.
+    dying: AtomicBool,
     hits: AtomicU64,
+    posts: AtomicU64,
 }
 
 /// A running (or stopped) loopback HTTP backend. Answers every path with its name, after its
@@ -59,6 +63,15 @@ impl Backend {
         self.behaviour.failing.store(failing, Ordering::Relaxed);
     }
 
+    pub fn set_dying(&self, dying: bool) {
+        self.behaviour.dying.store(dying, Ordering::Relaxed);
+    }
+
+    /// `POST` requests this backend has received since it was created.
+    pub fn posts(&self) -> u64 {
+        self.behaviour.posts.load(Ordering::Relaxed)
+    }
+
     /// Requests this backend has received since it was created.
     pub fn hits(&self) -> u64 {
         self.behaviour.hits.load(Ordering::Relaxed)
@@ -86,10 +99,17 @@ impl Backend {
             while let Ok((stream, _)) = listener.accept().await {
                 let (behaviour, name) = (Arc::clone(&behaviour), name.clone());
                 connections.spawn(async move {
-                    let handler = service_fn(move |_req| {
+                    let handler = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (behaviour, name) = (Arc::clone(&behaviour), name.clone());
                         async move {
                             behaviour.hits.fetch_add(1, Ordering::Relaxed);
+                            if req.method() == hyper::Method::POST {
+                                behaviour.posts.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if behaviour.dying.load(Ordering::Relaxed) {
+                                // An error from the service makes hyper close the connection.
+                                return Err(std::io::Error::other("crashed mid-request"));
+                            }
                             let delay = behaviour.delay_us.load(Ordering::Relaxed);
                             if delay > 0 {
                                 tokio::time::sleep(Duration::from_micros(delay)).await;
@@ -101,7 +121,7 @@ impl Backend {
                             };
                             let mut response = Response::new(Full::new(name));
                             *response.status_mut() = status;
-                            Ok::<_, std::convert::Infallible>(response)
+                            Ok::<_, std::io::Error>(response)
                         }
                     });
                     let _ = http1::Builder::new()

@@ -12,6 +12,7 @@ use std::fmt::{self, Debug};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 use tower::discover::Discover;
 use tower_layer::{Identity, Layer};
 
@@ -28,12 +29,9 @@ const BUILD_BATCHES: usize = 64;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
 /// let add = |n: u32| service_fn(move |x: u32| async move { Ok::<_, BoxError>(x + n) });
 /// let lb = Balance::builder(P2c::new())
-///     // Each endpoint gets its own limit of 16 calls in flight and a 1 s timeout.
-///     .endpoint_layer(
-///         ServiceBuilder::new()
-///             .concurrency_limit(16)
-///             .timeout(Duration::from_secs(1)),
-///     )
+///     // Each endpoint gets its own limit of 16 calls in flight; each call 1 s at most.
+///     .endpoint_layer(ServiceBuilder::new().concurrency_limit(16))
+///     .timeout(Duration::from_secs(1))
 ///     .weighted_endpoint("a", add(0), 2)?
 ///     .endpoint("b", add(1))
 ///     .build()?;
@@ -47,6 +45,7 @@ pub struct Builder<K, S, P, L = Identity, C = ErrorsFail> {
     endpoints: Vec<(K, S, u32)>,
     discover: Option<BoxDiscover<K, S>>,
     health: HealthOptions<K>,
+    timeout: Option<Duration>,
 }
 
 /// The builder's health settings.
@@ -75,6 +74,7 @@ impl<K, S, P> Builder<K, S, P> {
                 slow_start: None,
                 panic_threshold: DEFAULT_PANIC_THRESHOLD,
             },
+            timeout: None,
         }
     }
 }
@@ -148,6 +148,7 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
             endpoints: self.endpoints,
             discover: self.discover,
             health: self.health,
+            timeout: self.timeout,
         }
     }
 
@@ -179,7 +180,42 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
             endpoints: self.endpoints,
             discover: self.discover,
             health: self.health,
+            timeout: self.timeout,
         }
+    }
+
+    /// Fails a call that takes longer than `timeout` with [`Error::Timeout`], counted as a
+    /// failure of its endpoint (for outlier detection and peak-EWMA). Behind a
+    /// [`RetryLayer`](crate::retry::RetryLayer) it bounds each attempt. `Duration::MAX` means
+    /// never; there is no timeout by default.
+    ///
+    /// Unlike `tower::timeout` in an [`endpoint_layer`](Self::endpoint_layer), which turns
+    /// the endpoint's error into a `BoxError`, this keeps the endpoint's own error type, and
+    /// with it the balancer's futures usable inside `tokio::spawn` (see the README's note on
+    /// rust-lang/rust#102211). The timer is tokio's, started when the call is first polled.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, ServiceExt};
+    /// use tower_lb::{policy::P2c, Balance, Error};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let slow = service_fn(|()| async {
+    ///     tokio::time::sleep(Duration::from_secs(10)).await;
+    ///     Ok::<_, std::io::Error>("too late")
+    /// });
+    /// let lb = Balance::builder(P2c::new())
+    ///     .timeout(Duration::from_millis(20))
+    ///     .endpoint("slow", slow)
+    ///     .build()
+    ///     .unwrap();
+    /// let error = lb.oneshot(()).await.unwrap_err();
+    /// assert!(matches!(error.downcast_ref::<Error>(), Some(Error::Timeout { .. })));
+    /// # }
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// Checks every endpoint actively, on a timer (see [`ActiveChecks`]), from a task on
@@ -335,7 +371,15 @@ where
             }
             Err(_) => None,
         };
-        let inner = Inner::new(pool, layer, self.classify, drivers, start, stop);
+        let inner = Inner::new(
+            pool,
+            layer,
+            self.classify,
+            self.timeout,
+            drivers,
+            start,
+            stop,
+        );
         Balance::from_inner(Arc::new(inner))
     }
 }

@@ -8,6 +8,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::time::Sleep;
 use tower::util::Oneshot;
 use tower_service::Service;
 
@@ -23,6 +25,11 @@ pin_project! {
         #[pin]
         kind: Kind<S, Req>,
         classify: C,
+        timeout: Option<Duration>,
+        // Armed when the call first pends (creating a tokio timer needs the runtime, which
+        // `call` may not run in). Boxed: it is only needed by calls that have a timeout and do
+        // not answer at once, and inline it would make every future larger and `!Unpin`.
+        deadline: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -45,13 +52,20 @@ impl<S, Req, C> ResponseFuture<S, Req, C>
 where
     S: Service<Req>,
 {
-    pub(crate) fn called(call: Oneshot<S, Req>, guard: InFlight, classify: C) -> Self {
+    pub(crate) fn called(
+        call: Oneshot<S, Req>,
+        guard: InFlight,
+        classify: C,
+        timeout: Option<Duration>,
+    ) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 call,
                 guard: Some(guard),
             },
             classify,
+            timeout,
+            deadline: None,
         }
     }
 
@@ -61,6 +75,8 @@ where
                 error: Some(error.into()),
             },
             classify,
+            timeout: None,
+            deadline: None,
         }
     }
 }
@@ -95,7 +111,19 @@ where
                 .take()
                 .expect("ResponseFuture polled after completion"))),
             KindProj::Called { call, guard } => {
-                let result = ready!(call.poll(cx));
+                let Poll::Ready(result) = call.poll(cx) else {
+                    let Some(after) = *this.timeout else {
+                        return Poll::Pending;
+                    };
+                    let deadline = this
+                        .deadline
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+                    ready!(deadline.as_mut().poll(cx));
+                    if let Some(guard) = guard.take() {
+                        guard.complete(false);
+                    }
+                    return Poll::Ready(Err(Error::Timeout { after }.into()));
+                };
                 // Completing releases the in-flight count now, not whenever the future is dropped.
                 if let Some(guard) = guard.take() {
                     let failed = this.classify.is_failure(result.as_ref());

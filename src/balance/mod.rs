@@ -94,6 +94,8 @@ where
     layer: Arc<L>,
     /// What counts as a failed call; cloned into each response future.
     pub(crate) classify: C,
+    /// How long a call may take ([`Builder::timeout`]).
+    pub(crate) timeout: Option<std::time::Duration>,
     /// What the background drivers are doing.
     drivers: Drivers,
     /// Set while drivers wait for a runtime (built outside one): the call path then tries to
@@ -260,6 +262,7 @@ where
         pool: Arc<HealthPool<K, L::Service, P>>,
         layer: Arc<L>,
         classify: C,
+        timeout: Option<std::time::Duration>,
         drivers: Drivers,
         start_drivers: Option<StartDrivers>,
         stop_drivers: tokio::sync::watch::Sender<()>,
@@ -268,6 +271,7 @@ where
             pool,
             layer,
             classify,
+            timeout,
             drivers,
             drivers_waiting: AtomicBool::new(start_drivers.is_some()),
             start_drivers: Mutex::new(start_drivers),

@@ -7,7 +7,6 @@ use crate::health::Classify;
 use crate::policy::{Candidates, Pick, Policy};
 use crate::pool::Snapshot;
 use std::fmt::Debug;
-use std::hash::Hash;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::ServiceExt;
@@ -16,7 +15,7 @@ use tower_service::Service;
 
 impl<K, S, P, L, C, Req> Service<Req> for Balance<K, S, P, L, C>
 where
-    K: Clone + Eq + Hash + Debug + Send + Sync + 'static,
+    K: Debug,
     P: Pick<Req>,
     L: Layer<S>,
     L::Service: Service<Req> + Clone,
@@ -149,5 +148,10 @@ where
     let endpoint = &snapshot.stats[index];
     let guard = InFlight::start(Arc::clone(endpoint), || candidates.now_ns(endpoint));
     let service = snapshot.services[index].clone();
-    ResponseFuture::called(service.oneshot(req), guard, inner.classify.clone())
+    ResponseFuture::called(
+        service.oneshot(req),
+        guard,
+        inner.classify.clone(),
+        inner.timeout,
+    )
 }
