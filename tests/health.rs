@@ -86,6 +86,11 @@ async fn a_failing_endpoint_is_ejected_put_on_probation_and_restored() {
         lb.clone().oneshot(()).await.unwrap();
     }
     assert_eq!(switches[0].calls(), 5, "no traffic while ejected");
+    let first = &lb.snapshot()[0];
+    assert_eq!(
+        (first.ejections, first.last_ejection),
+        (1, Some("consecutive failures"))
+    );
 
     // After 30 s: probation, and exactly one request goes to it; it still fails.
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -103,6 +108,11 @@ async fn a_failing_endpoint_is_ejected_put_on_probation_and_restored() {
         ),
         "the failed probe ejects it again, for longer"
     );
+    let second = &lb.snapshot()[0];
+    assert_eq!(
+        (second.ejections, second.last_ejection),
+        (2, Some("probation request failed"))
+    );
 
     // It recovers; after the second, 60 s ejection the probe succeeds and it is back.
     switches[0].failing.store(false, Ordering::Relaxed);
@@ -113,6 +123,11 @@ async fn a_failing_endpoint_is_ejected_put_on_probation_and_restored() {
         settle().await;
     }
     assert_eq!(lb.snapshot()[0].state, EndpointState::Healthy);
+    assert_eq!(
+        lb.snapshot()[0].ejections,
+        2,
+        "the history stays after the return"
+    );
     assert!(
         switches[0].calls() >= 6 + 1 + 9,
         "back in rotation: {}",
@@ -324,6 +339,12 @@ async fn a_backend_that_hangs_is_failed_by_the_check_timeout() {
     println!(
         "a hung backend was out of rotation after {:?}",
         started.elapsed()
+    );
+
+    let failing = lb.snapshot().into_iter().find(|e| e.key == hung).unwrap();
+    assert_eq!(
+        (failing.ejections, failing.last_ejection),
+        (1, Some("health checks failing"))
     );
 
     // It answers again: two passed checks bring it back.

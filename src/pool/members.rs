@@ -7,7 +7,7 @@
 //! slow-start ramp, one log line with the reason) is done the same way.
 
 use super::slow_start::SlowStart;
-use super::state::EndpointState;
+use super::state::{Ejections, EndpointState};
 use crate::endpoint::{Accounting, EndpointStats, MAX_WEIGHT};
 use crate::error::Error;
 use std::fmt::Debug;
@@ -31,6 +31,8 @@ pub(crate) struct Member<K, S, R> {
     state: EndpointState,
     /// Private: changed only by [`Members::exclude`] and [`Members::readmit`].
     excluded: Option<&'static str>,
+    /// How often health has taken it out of rotation, and why the last time.
+    ejections: Ejections,
     /// When the slow-start ramp began, while ramping.
     pub(super) ramp_from: Option<Instant>,
     /// The drivers' record of this member.
@@ -58,6 +60,10 @@ impl<K, S, R> Member<K, S, R> {
         self.excluded
     }
 
+    pub(crate) fn ejections(&self) -> Ejections {
+        self.ejections
+    }
+
     pub(crate) fn is_healthy(&self) -> bool {
         self.state == EndpointState::Healthy
     }
@@ -69,7 +75,7 @@ pub(crate) struct Members<K, S, R> {
     /// A removed endpoint's service is gone from here (its in-flight calls own their clones);
     /// its counters stay visible in [`Balance::snapshot`](crate::Balance::snapshot) until the
     /// last call ends, so draining is observable rather than silent.
-    pub(super) draining: Vec<(K, Arc<EndpointStats>)>,
+    pub(super) draining: Vec<(K, Arc<EndpointStats>, Ejections)>,
     /// The accounting the policy asked for, shared by all endpoints.
     accounting: Option<Arc<Accounting>>,
     /// Whether the last snapshot was built in panic mode, and how often it has entered it.
@@ -119,13 +125,13 @@ impl<K, S, R> Members<K, S, R> {
 
     /// Drops draining entries whose last call has ended.
     pub(crate) fn forget_drained(&mut self) {
-        self.draining.retain(|(_, stats)| stats.in_flight() > 0);
+        self.draining.retain(|(_, stats, _)| stats.in_flight() > 0);
     }
 
     fn drain(&mut self, old: Member<K, S, R>) {
         self.forget_drained();
         if old.stats.in_flight() > 0 {
-            self.draining.push((old.key, old.stats));
+            self.draining.push((old.key, old.stats, old.ejections));
         }
     }
 }
@@ -146,6 +152,7 @@ impl<K: Eq + Hash + Debug, S, R: Default> Members<K, S, R> {
             service,
             state: EndpointState::Healthy,
             excluded: None,
+            ejections: Ejections::default(),
             ramp_from: None,
             record: R::default(),
         };
@@ -217,6 +224,13 @@ impl<K: Eq + Debug, S, R> Members<K, S, R> {
             return false;
         }
         member.state = state;
+        if matches!(
+            state,
+            EndpointState::Ejected { .. } | EndpointState::Failing
+        ) {
+            member.ejections.count += 1;
+            member.ejections.last_reason = Some(reason);
+        }
         match state {
             EndpointState::Probation => member.stats.enter_probation(),
             _ => member.stats.clear_health(),
@@ -227,7 +241,8 @@ impl<K: Eq + Debug, S, R> Members<K, S, R> {
                 member.start_ramp(&slow, true, now);
             }
         } else if from == EndpointState::Healthy {
-            tracing::warn!(endpoint = ?member.key, to = ?state, reason, "endpoint out of rotation");
+            let ejections = member.ejections.count;
+            tracing::warn!(endpoint = ?member.key, to = ?state, reason, ejections, "endpoint out of rotation");
         } else {
             tracing::info!(endpoint = ?member.key, ?from, to = ?state, reason, "endpoint state changed");
         }

@@ -185,14 +185,12 @@ impl<K, S, P: Policy, R> Pool<K, S, P, R> {
     {
         let mut members = self.lock();
         members.forget_drained();
-        let active = members
-            .active()
-            .iter()
-            .map(|m| EndpointSnapshot::new(m.key(), m.state(), m.excluded(), m.stats()));
-        let draining = members
-            .draining
-            .iter()
-            .map(|(key, stats)| EndpointSnapshot::new(key, EndpointState::Draining, None, stats));
+        let active = members.active().iter().map(|m| {
+            EndpointSnapshot::new(m.key(), m.state(), m.excluded(), m.ejections(), m.stats())
+        });
+        let draining = members.draining.iter().map(|(key, stats, ejections)| {
+            EndpointSnapshot::new(key, EndpointState::Draining, None, *ejections, stats)
+        });
         active.chain(draining).collect()
     }
 
@@ -204,7 +202,12 @@ impl<K, S, P: Policy, R> Pool<K, S, P, R> {
             .active()
             .iter()
             .map(|m| m.stats().in_flight())
-            .chain(members.draining.iter().map(|(_, stats)| stats.in_flight()))
+            .chain(
+                members
+                    .draining
+                    .iter()
+                    .map(|(_, stats, _)| stats.in_flight()),
+            )
             .sum();
         (in_flight, members.panicking, members.panics)
     }

@@ -35,6 +35,13 @@ pub enum EndpointState {
     Draining,
 }
 
+/// How often health has taken an endpoint out of rotation, and why the last time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Ejections {
+    pub(crate) count: u64,
+    pub(crate) last_reason: Option<&'static str>,
+}
+
 /// A copy of one endpoint's state and counters, from [`Balance::snapshot`](crate::Balance::snapshot).
 ///
 /// ```
@@ -46,6 +53,7 @@ pub enum EndpointState {
 ///     .build()?;
 /// let a = &lb.snapshot()[0];
 /// assert_eq!((a.key, a.state, a.excluded), ("a", EndpointState::Healthy, None));
+/// assert_eq!((a.ejections, a.last_ejection), (0, None));
 /// # Ok::<(), tower_lb::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +66,12 @@ pub struct EndpointSnapshot<K> {
     /// Why the endpoint is held out of rotation by [`Balance::exclude`](crate::Balance::exclude),
     /// whatever its health; `None` when it is not.
     pub excluded: Option<&'static str>,
+    /// How many times health has taken the endpoint out of rotation since it joined
+    /// (outlier ejections, a failed probation included, and active checks failing).
+    pub ejections: u64,
+    /// Why, the last time: "consecutive failures", "failure percentage", "success rate",
+    /// "probation request failed" or "health checks failing".
+    pub last_ejection: Option<&'static str>,
     /// The configured weight.
     pub weight: u32,
     /// Calls in flight now.
@@ -75,12 +89,15 @@ impl<K: Clone> EndpointSnapshot<K> {
         key: &K,
         state: EndpointState,
         excluded: Option<&'static str>,
+        ejections: Ejections,
         stats: &EndpointStats,
     ) -> Self {
         EndpointSnapshot {
             key: key.clone(),
             state,
             excluded,
+            ejections: ejections.count,
+            last_ejection: ejections.last_reason,
             weight: stats.weight(),
             in_flight: stats.in_flight(),
             picks: stats.picks(),
