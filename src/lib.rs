@@ -66,6 +66,7 @@ pub mod health;
 // layer: balance
 mod balance;
 // layer: above
+pub mod replica;
 pub mod retry;
 pub mod sticky;
 // layer: end
