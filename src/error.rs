@@ -70,6 +70,15 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// A write reached a [`ReplicaRouter`](crate::replica::ReplicaRouter) whose primary pool
+    /// has no endpoint in rotation (`reason` is the primary balancer's own error). The call
+    /// fails at once; writes never go to a replica.
+    #[error("no primary to write to: {reason}")]
+    NoPrimary {
+        /// Why the primary pool could not take it.
+        reason: Box<Error>,
+    },
+
     /// The policy returned no endpoint (or one out of range) from a non-empty pool.
     #[error("the balancing policy picked no endpoint among {eligible}")]
     NoPick {

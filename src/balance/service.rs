@@ -55,6 +55,42 @@ where
         P: Pick<Req>,
         L::Service: Service<Req>,
     {
+        self.try_call_avoiding(req, avoid)
+            .unwrap_or_else(|(error, _)| ResponseFuture::failed(error, self.inner.classify.clone()))
+    }
+
+    /// A response future that fails at once with `error`, for a caller above that decided
+    /// not to send the request (a write with no primary).
+    pub(crate) fn fail_fast<Req>(&self, error: Error) -> ResponseFuture<L::Service, Req, C>
+    where
+        L::Service: Service<Req>,
+    {
+        ResponseFuture::failed(error, self.inner.classify.clone())
+    }
+
+    /// `call`, or, when there is no endpoint to pick, the balancer's error with the request
+    /// handed back (for a caller that can send it elsewhere, such as a read falling back from
+    /// the replicas to the primary).
+    pub(crate) fn try_call<Req>(
+        &mut self,
+        req: Req,
+    ) -> Result<ResponseFuture<L::Service, Req, C>, (Error, Req)>
+    where
+        P: Pick<Req>,
+        L::Service: Service<Req>,
+    {
+        self.try_call_avoiding(req, &[])
+    }
+
+    fn try_call_avoiding<Req>(
+        &mut self,
+        req: Req,
+        avoid: &[Arc<EndpointStats>],
+    ) -> Result<ResponseFuture<L::Service, Req, C>, (Error, Req)>
+    where
+        P: Pick<Req>,
+        L::Service: Service<Req>,
+    {
         let inner = &*self.inner;
         inner.start_waiting_drivers();
         let generation = inner.pool.generation();
@@ -102,13 +138,14 @@ fn steer_clear(
         .unwrap_or(picked)
 }
 
-/// Picks an endpoint from `snapshot` for `req` and starts the call.
+/// Picks an endpoint from `snapshot` for `req` and starts the call; with nothing to pick,
+/// hands the request back with the reason.
 fn route<K, S, P, L, C, Req>(
     inner: &Inner<K, S, P, L, C>,
     snapshot: &Snapshot<K, L::Service, P::Table>,
     req: Req,
     avoid: &[Arc<EndpointStats>],
-) -> ResponseFuture<L::Service, Req, C>
+) -> Result<ResponseFuture<L::Service, Req, C>, (Error, Req)>
 where
     K: Debug,
     P: Pick<Req>,
@@ -116,7 +153,6 @@ where
     L::Service: Service<Req> + Clone,
     C: Clone,
 {
-    let fail = |error| ResponseFuture::failed(error, inner.classify.clone());
     let eligible = snapshot.eligible;
     let candidates = Candidates::new(&snapshot.stats[..eligible]);
     // An endpoint on probation takes exactly one request, whichever comes first.
@@ -129,10 +165,10 @@ where
             tracing::debug!(endpoint = ?snapshot.keys[probe], "probation request");
             probe
         }
-        (None, None) if snapshot.members == 0 => return fail(Error::NoEndpoints),
+        (None, None) if snapshot.members == 0 => return Err((Error::NoEndpoints, req)),
         (None, None) => {
             let endpoints = snapshot.members;
-            return fail(Error::AllUnhealthy { endpoints });
+            return Err((Error::AllUnhealthy { endpoints }, req));
         }
         (None, Some(table)) => match inner.pool.policy().pick(&req, table, &candidates) {
             Some(index) if index < eligible && avoid.is_empty() => index,
@@ -141,17 +177,17 @@ where
                     inner.pool.policy().pick(&req, table, &candidates)
                 })
             }
-            _ => return fail(Error::NoPick { eligible }),
+            _ => return Err((Error::NoPick { eligible }, req)),
         },
     };
     tracing::trace!(endpoint = ?snapshot.keys[index], eligible, "picked");
     let endpoint = &snapshot.stats[index];
     let guard = InFlight::start(Arc::clone(endpoint), || candidates.now_ns(endpoint));
     let service = snapshot.services[index].clone();
-    ResponseFuture::called(
+    Ok(ResponseFuture::called(
         service.oneshot(req),
         guard,
         inner.classify.clone(),
         inner.timeout,
-    )
+    ))
 }

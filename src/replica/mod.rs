@@ -1,5 +1,8 @@
-//! Read/write splitting: writes to the primary, reads to fit replicas.
+//! Read/write splitting: writes to the primary, reads to fit replicas, and a session's reads
+//! on the primary right after it writes.
 //!
+//! [`ReplicaRouter`] is a tower `Service` over two [`Balance`](crate::Balance)s, one for the
+//! primary (or primaries) and one for the replicas, each with its own policy and health.
 //! [`Classify`] decides whether a request only reads ([`Access::Read`]) or may write
 //! ([`Access::Write`]); explicit intent (an [`Access`] request extension) always wins. The
 //! built-in classifiers are [`HttpMethods`] (Rails' rule for HTTP APIs) and
@@ -7,7 +10,12 @@
 //! read may go to a replica; anything it is not sure of goes to the primary.
 
 mod classify;
+mod router;
+mod session;
 mod sql;
 
 pub use classify::{Access, Classify, HttpMethods};
+pub use router::{
+    ReplicaRouter, ReplicaRouterBuilder, ResponseFuture, RouterStats, WholeRouter, DEFAULT_WINDOW,
+};
 pub use sql::SqlClassifier;

@@ -1,0 +1,473 @@
+//! [`ReplicaRouter`]: one tower `Service` over a primary pool and a replica pool.
+
+use super::session::SessionWindows;
+use super::{Access, Classify, SqlClassifier};
+use crate::balance::{Balance, ResponseFuture as CallFuture};
+use crate::error::{BoxError, Error};
+use crate::health::{Classify as FailureClassify, ErrorsFail};
+use crate::policy::{HashKey, Pick, Policy};
+use pin_project_lite::pin_project;
+use std::fmt::{self, Debug};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tower_layer::{Identity, Layer};
+use tower_service::Service;
+
+/// Sends writes to the primary pool and reads to the replica pool, falling back to the primary
+/// when no replica is fit, and keeping a session's reads on the primary for a while after it
+/// writes (read-your-own-writes).
+///
+/// Both pools are [`Balance`]s, each with its own policy and health (outlier detection,
+/// active checks, [`Balance::exclude`] for a lag monitor): the router adds no second
+/// balancer. Like them it is `Clone + Send + Sync`, always ready, and fails fast.
+///
+/// - **Classification.** [`Classify`] decides; by default [`SqlClassifier`] on the request's
+///   text (`Req: AsRef<str>`), [`HttpMethods`](super::HttpMethods) for HTTP. Anything not
+///   surely a read is a write.
+/// - **Writes** go to the primary pool, balanced over its healthy members when there are
+///   several (multi-primary: the router resolves no conflicts between them). With none in
+///   rotation a write fails at once with [`Error::NoPrimary`]; it is never sent to a replica
+///   and never retried by the router.
+/// - **Reads** go to a replica in rotation; with none (all down, ejected, excluded) they go to
+///   the primary, counted in [`RouterStats::fallback_reads`] and logged at `debug`.
+/// - **Read-your-own-writes**, on by default: after a session's write completes (or is
+///   dropped: it may have committed), the session's reads go to the primary for a window
+///   (2 s by default, Rails' choice), on the monotonic clock. A session is what the
+///   [`session`](ReplicaRouterBuilder::session) key says; without one, the whole router is one
+///   session, so any write keeps every read on the primary for the window: safe, and the
+///   reason to give a session key.
+///
+/// ```
+/// use tower::{service_fn, ServiceExt};
+/// use tower_lb::replica::{ReplicaRouter, SqlClassifier};
+/// use tower_lb::{policy::P2c, sticky::key_fn, Balance, BoxError};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+/// // Stand-ins for database connections: each answers with its role.
+/// let node = |role: &'static str| service_fn(move |(_user, _sql): (u32, &'static str)| async move {
+///     Ok::<_, std::io::Error>(role)
+/// });
+/// let primary = Balance::builder(P2c::new()).endpoint("primary", node("primary")).build()?;
+/// let replicas = Balance::builder(P2c::new())
+///     .endpoints([("replica-a", node("replica")), ("replica-b", node("replica"))])
+///     .build()?;
+/// // Requests are (user id, SQL): the SQL decides read or write, the user is the session.
+/// let sql = SqlClassifier::new();
+/// let db = ReplicaRouter::builder(primary, replicas)
+///     .classify(move |(_, text): &(u32, &'static str)| sql.classify(text))
+///     .session(key_fn(|(user, _): &(u32, &'static str)| Some(*user)))
+///     .build();
+///
+/// assert_eq!(db.clone().oneshot((1, "SELECT * FROM posts")).await?, "replica");
+/// assert_eq!(db.clone().oneshot((1, "INSERT INTO posts VALUES (1)")).await?, "primary");
+/// // User 1 reads their own write from the primary; user 2 still reads from a replica.
+/// assert_eq!(db.clone().oneshot((1, "SELECT * FROM posts")).await?, "primary");
+/// assert_eq!(db.clone().oneshot((2, "SELECT * FROM posts")).await?, "replica");
+/// # Ok(()) }
+/// ```
+pub struct ReplicaRouter<
+    K,
+    S,
+    PP,
+    RP,
+    Cl = SqlClassifier,
+    X = WholeRouter,
+    L = Identity,
+    C = ErrorsFail,
+> where
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+{
+    primary: Balance<K, S, PP, L, C>,
+    replicas: Balance<K, S, RP, L, C>,
+    shared: Arc<Shared<Cl, X>>,
+}
+
+/// What the router's clones share.
+struct Shared<Cl, X> {
+    classify: Cl,
+    session: X,
+    /// `None` when read-your-own-writes is off.
+    windows: Option<SessionWindows>,
+    counters: Counters,
+}
+
+/// The default session: the whole router is one session.
+///
+/// ```
+/// use tower_lb::{replica::WholeRouter, sticky::HashKey};
+///
+/// assert_eq!(WholeRouter.key(&"any request"), Some(()));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WholeRouter;
+
+impl<Req> HashKey<Req> for WholeRouter {
+    type Key<'a>
+        = ()
+    where
+        Req: 'a;
+
+    fn key(&self, _: &Req) -> Option<()> {
+        Some(())
+    }
+}
+
+/// What a [`ReplicaRouter`] did, since it was built ([`ReplicaRouter::stats`]).
+///
+/// ```
+/// # use tower_lb::replica::RouterStats;
+/// let stats = RouterStats::default();
+/// assert_eq!(stats.fallback_reads, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouterStats {
+    /// Writes sent to the primary pool.
+    pub writes: u64,
+    /// Writes refused because the primary pool had no endpoint in rotation.
+    pub writes_without_primary: u64,
+    /// Reads sent to a replica.
+    pub replica_reads: u64,
+    /// Reads kept on the primary by read-your-own-writes.
+    pub pinned_reads: u64,
+    /// Reads sent to the primary because no replica was in rotation.
+    pub fallback_reads: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    writes: AtomicU64,
+    writes_without_primary: AtomicU64,
+    replica_reads: AtomicU64,
+    pinned_reads: AtomicU64,
+    fallback_reads: AtomicU64,
+}
+
+/// Builds a [`ReplicaRouter`] ([`ReplicaRouter::builder`]).
+pub struct ReplicaRouterBuilder<K, S, PP, RP, Cl, X, L, C>
+where
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+{
+    primary: Balance<K, S, PP, L, C>,
+    replicas: Balance<K, S, RP, L, C>,
+    classify: Cl,
+    session: X,
+    window: Duration,
+}
+
+/// The default read-your-own-writes window (Rails' `delay` of its database selector).
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(2);
+
+impl<K, S, PP, RP, L, C> ReplicaRouter<K, S, PP, RP, SqlClassifier, WholeRouter, L, C>
+where
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+{
+    /// Starts a router over a pool of primaries (usually one) and a pool of replicas.
+    pub fn builder(
+        primary: Balance<K, S, PP, L, C>,
+        replicas: Balance<K, S, RP, L, C>,
+    ) -> ReplicaRouterBuilder<K, S, PP, RP, SqlClassifier, WholeRouter, L, C> {
+        ReplicaRouterBuilder {
+            primary,
+            replicas,
+            classify: SqlClassifier::new(),
+            session: WholeRouter,
+            window: DEFAULT_WINDOW,
+        }
+    }
+}
+
+impl<K, S, PP, RP, Cl, X, L, C> ReplicaRouterBuilder<K, S, PP, RP, Cl, X, L, C>
+where
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+{
+    /// How requests are classified (default [`SqlClassifier`] on `Req: AsRef<str>`).
+    pub fn classify<Cl2>(self, classify: Cl2) -> ReplicaRouterBuilder<K, S, PP, RP, Cl2, X, L, C> {
+        ReplicaRouterBuilder {
+            primary: self.primary,
+            replicas: self.replicas,
+            classify,
+            session: self.session,
+            window: self.window,
+        }
+    }
+
+    /// The session a request belongs to, for read-your-own-writes: any
+    /// [`sticky`](crate::sticky) key extractor (a header, a cookie, a user id through
+    /// [`key_fn`](crate::sticky::key_fn)). A request without a key belongs to no session: it
+    /// is never pinned and its writes pin nobody.
+    pub fn session<X2>(self, session: X2) -> ReplicaRouterBuilder<K, S, PP, RP, Cl, X2, L, C> {
+        ReplicaRouterBuilder {
+            primary: self.primary,
+            replicas: self.replicas,
+            classify: self.classify,
+            session,
+            window: self.window,
+        }
+    }
+
+    /// How long after a session's write its reads stay on the primary (default 2 s).
+    /// `Duration::ZERO` turns read-your-own-writes off; `Duration::MAX` pins for good.
+    pub fn read_your_writes(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// The router.
+    pub fn build(self) -> ReplicaRouter<K, S, PP, RP, Cl, X, L, C> {
+        let windows = (!self.window.is_zero()).then(|| SessionWindows::new(self.window));
+        ReplicaRouter {
+            primary: self.primary,
+            replicas: self.replicas,
+            shared: Arc::new(Shared {
+                classify: self.classify,
+                session: self.session,
+                windows,
+                counters: Counters::default(),
+            }),
+        }
+    }
+}
+
+impl<K, S, PP, RP, Cl, X, L, C> ReplicaRouter<K, S, PP, RP, Cl, X, L, C>
+where
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+{
+    /// The primary pool: for its snapshot, or to change its members.
+    pub fn primary(&self) -> &Balance<K, S, PP, L, C> {
+        &self.primary
+    }
+
+    /// The replica pool: for its snapshot, to change its members, or to
+    /// [`exclude`](Balance::exclude) a lagging replica.
+    pub fn replicas(&self) -> &Balance<K, S, RP, L, C> {
+        &self.replicas
+    }
+
+    /// What the router did so far.
+    pub fn stats(&self) -> RouterStats {
+        let c = &self.shared.counters;
+        RouterStats {
+            writes: c.writes.load(Relaxed),
+            writes_without_primary: c.writes_without_primary.load(Relaxed),
+            replica_reads: c.replica_reads.load(Relaxed),
+            pinned_reads: c.pinned_reads.load(Relaxed),
+            fallback_reads: c.fallback_reads.load(Relaxed),
+        }
+    }
+}
+
+impl<K, S, PP, RP, Cl, X, L, C, Req> Service<Req> for ReplicaRouter<K, S, PP, RP, Cl, X, L, C>
+where
+    K: Debug,
+    PP: Pick<Req>,
+    RP: Pick<Req>,
+    Cl: Classify<Req>,
+    X: HashKey<Req>,
+    L: Layer<S>,
+    L::Service: Service<Req> + Clone,
+    <L::Service as Service<Req>>::Error: Into<BoxError>,
+    C: FailureClassify<<L::Service as Service<Req>>::Response, <L::Service as Service<Req>>::Error>,
+{
+    type Response = <L::Service as Service<Req>>::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<L::Service, Req, C, Cl, X>;
+
+    /// Always ready, like the pools.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &*self.shared;
+        let counters = &shared.counters;
+        let access = shared.classify.classify(&req);
+        let session = shared.windows.as_ref().and_then(|windows| {
+            let key = shared.session.key(&req)?;
+            Some(windows.slot(key))
+        });
+        let call = match access {
+            Access::Write => {
+                counters.writes.fetch_add(1, Relaxed);
+                let write = session.map(|slot| WriteMark {
+                    shared: Arc::clone(&self.shared),
+                    slot,
+                });
+                return ResponseFuture {
+                    call: self.write(req),
+                    write,
+                };
+            }
+            Access::Read => {
+                let pinned = session.zip(shared.windows.as_ref());
+                if pinned.is_some_and(|(slot, windows)| windows.pinned(slot)) {
+                    counters.pinned_reads.fetch_add(1, Relaxed);
+                    self.read_on_primary(req)
+                } else {
+                    match self.replicas.try_call(req) {
+                        Ok(call) => {
+                            counters.replica_reads.fetch_add(1, Relaxed);
+                            call
+                        }
+                        Err((reason, req)) => {
+                            counters.fallback_reads.fetch_add(1, Relaxed);
+                            tracing::debug!(%reason, "no replica in rotation: read falls back to the primary");
+                            self.read_on_primary(req)
+                        }
+                    }
+                }
+            }
+        };
+        ResponseFuture { call, write: None }
+    }
+}
+
+impl<K, S, PP, RP, Cl, X, L, C> ReplicaRouter<K, S, PP, RP, Cl, X, L, C>
+where
+    K: Debug,
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+    L::Service: Clone,
+    C: Clone,
+{
+    fn write<Req>(&mut self, req: Req) -> CallFuture<L::Service, Req, C>
+    where
+        PP: Pick<Req>,
+        L::Service: Service<Req>,
+    {
+        self.primary.try_call(req).unwrap_or_else(|(reason, _)| {
+            self.shared
+                .counters
+                .writes_without_primary
+                .fetch_add(1, Relaxed);
+            tracing::warn!(%reason, "write refused: no primary in rotation");
+            self.primary.fail_fast(Error::NoPrimary {
+                reason: Box::new(reason),
+            })
+        })
+    }
+
+    fn read_on_primary<Req>(&mut self, req: Req) -> CallFuture<L::Service, Req, C>
+    where
+        PP: Pick<Req>,
+        L::Service: Service<Req>,
+    {
+        self.primary.try_call(req).unwrap_or_else(|(reason, _)| {
+            self.primary.fail_fast(Error::NoPrimary {
+                reason: Box::new(reason),
+            })
+        })
+    }
+}
+
+/// Pins the writing session when the write completes or is dropped (a dropped write may have
+/// committed).
+struct WriteMark<Cl, X> {
+    shared: Arc<Shared<Cl, X>>,
+    slot: usize,
+}
+
+impl<Cl, X> Drop for WriteMark<Cl, X> {
+    fn drop(&mut self) {
+        if let Some(windows) = &self.shared.windows {
+            windows.wrote(self.slot);
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of a [`ReplicaRouter`] call: the chosen pool's call, plus, for a
+    /// write, the mark that starts its session's read-your-own-writes window.
+    pub struct ResponseFuture<S, Req, C, Cl, X>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        call: CallFuture<S, Req, C>,
+        write: Option<WriteMark<Cl, X>>,
+    }
+}
+
+impl<S, Req, C, Cl, X> Future for ResponseFuture<S, Req, C, Cl, X>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: FailureClassify<S::Response, S::Error>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.call.poll(cx));
+        // The write is over: start its window now rather than when the future is dropped.
+        drop(this.write.take());
+        Poll::Ready(result)
+    }
+}
+
+impl<S, Req, C, Cl, X> Debug for ResponseFuture<S, Req, C, Cl, X>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("replica::ResponseFuture")
+            .field("write", &self.write.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, S, PP, RP, Cl: Clone, X, L, C> Clone for ReplicaRouter<K, S, PP, RP, Cl, X, L, C>
+where
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+{
+    fn clone(&self) -> Self {
+        ReplicaRouter {
+            primary: self.primary.clone(),
+            replicas: self.replicas.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K, S, PP, RP, Cl, X, L, C> Debug for ReplicaRouter<K, S, PP, RP, Cl, X, L, C>
+where
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplicaRouter")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, S, PP, RP, Cl, X, L, C> Debug for ReplicaRouterBuilder<K, S, PP, RP, Cl, X, L, C>
+where
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplicaRouterBuilder")
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,192 @@
+//! The replica router over in-process pools: writes to the primary, reads to replicas,
+//! fallback to the primary, read-your-own-writes per session, no primary fails fast.
+
+use std::time::Duration;
+use tower::{service_fn, Service, ServiceExt};
+use tower_lb::health::Outlier;
+use tower_lb::policy::RoundRobin;
+use tower_lb::replica::{Access, HttpMethods, ReplicaRouter};
+use tower_lb::sticky::Header;
+use tower_lb::{Balance, Error};
+
+type Request = http::Request<String>;
+
+/// A node that answers with its name.
+fn node(
+    name: &'static str,
+) -> impl Service<
+    Request,
+    Response = &'static str,
+    Error = std::io::Error,
+    Future = impl std::future::Future<Output = Result<&'static str, std::io::Error>> + Send,
+> + Clone
+       + Send
+       + Sync {
+    service_fn(move |_: Request| async move { Ok(name) })
+}
+
+fn request(method: &str, user: &str) -> Request {
+    http::Request::builder()
+        .method(method)
+        .header("x-user", user)
+        .body(String::new())
+        .unwrap()
+}
+
+macro_rules! router {
+    ($window:expr) => {{
+        let primary = Balance::builder(RoundRobin::new())
+            .outlier(Outlier::disabled())
+            .endpoint("primary", node("primary"))
+            .build()
+            .unwrap();
+        let replicas = Balance::builder(RoundRobin::new())
+            .outlier(Outlier::disabled())
+            .panic_threshold(0.0)
+            .endpoints([
+                ("replica-a", node("replica-a")),
+                ("replica-b", node("replica-b")),
+            ])
+            .build()
+            .unwrap();
+        ReplicaRouter::builder(primary, replicas)
+            .classify(HttpMethods)
+            .session(Header::new("x-user"))
+            .read_your_writes($window)
+            .build()
+    }};
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_go_to_the_primary_and_reads_to_replicas() {
+    let db = router!(Duration::ZERO);
+    for _ in 0..10 {
+        let read = db.clone().oneshot(request("GET", "alice")).await.unwrap();
+        assert!(read.starts_with("replica"), "{read}");
+        let write = db.clone().oneshot(request("POST", "alice")).await.unwrap();
+        assert_eq!(write, "primary");
+    }
+    // Explicit intent wins: a POST that only reads, marked so.
+    let mut search = request("POST", "alice");
+    search.extensions_mut().insert(Access::Read);
+    assert!(db
+        .clone()
+        .oneshot(search)
+        .await
+        .unwrap()
+        .starts_with("replica"));
+    let stats = db.stats();
+    assert_eq!(
+        (stats.writes, stats.replica_reads, stats.fallback_reads),
+        (10, 11, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_fall_back_to_the_primary_when_no_replica_is_fit() {
+    let db = router!(Duration::ZERO);
+    db.replicas().exclude(&"replica-a", "lagging").unwrap();
+    for _ in 0..4 {
+        assert_eq!(
+            db.clone().oneshot(request("GET", "a")).await.unwrap(),
+            "replica-b"
+        );
+    }
+    db.replicas().exclude(&"replica-b", "lagging").unwrap();
+    for _ in 0..4 {
+        assert_eq!(
+            db.clone().oneshot(request("GET", "a")).await.unwrap(),
+            "primary"
+        );
+    }
+    assert_eq!(db.stats().fallback_reads, 4);
+    db.replicas().readmit(&"replica-a").unwrap();
+    assert_eq!(
+        db.clone().oneshot(request("GET", "a")).await.unwrap(),
+        "replica-a"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_reads_its_own_writes_from_the_primary_for_the_window() {
+    let db = router!(Duration::from_secs(2));
+    db.clone().oneshot(request("PUT", "alice")).await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            db.clone().oneshot(request("GET", "alice")).await.unwrap(),
+            "primary"
+        );
+        let bob = db.clone().oneshot(request("GET", "bob")).await.unwrap();
+        assert!(
+            bob.starts_with("replica"),
+            "another session is not pinned: {bob}"
+        );
+    }
+    tokio::time::advance(Duration::from_millis(1999)).await;
+    assert_eq!(
+        db.clone().oneshot(request("GET", "alice")).await.unwrap(),
+        "primary"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let after = db.clone().oneshot(request("GET", "alice")).await.unwrap();
+    assert!(after.starts_with("replica"), "the window is over: {after}");
+    assert_eq!(db.stats().pinned_reads, 6);
+
+    // A write dropped before it answered may have committed: it pins its session too.
+    let mut handle = db.clone();
+    drop(handle.call(request("DELETE", "carol")));
+    assert_eq!(
+        db.clone().oneshot(request("GET", "carol")).await.unwrap(),
+        "primary"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_primary_writes_fail_fast_and_are_never_sent_to_a_replica() {
+    let db = router!(Duration::ZERO);
+    db.primary().remove(&"primary").unwrap();
+    let error = db.clone().oneshot(request("POST", "a")).await.unwrap_err();
+    assert!(
+        matches!(error.downcast_ref::<Error>(), Some(Error::NoPrimary { .. })),
+        "{error}"
+    );
+    assert!(db
+        .clone()
+        .oneshot(request("GET", "a"))
+        .await
+        .unwrap()
+        .starts_with("replica"));
+    assert_eq!(db.stats().writes_without_primary, 1);
+    // The router's future can be spawned.
+    let spawned = tokio::spawn(db.clone().oneshot(request("GET", "a")));
+    assert!(spawned.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_session_key_the_whole_router_is_one_session() {
+    let primary = Balance::builder(RoundRobin::new())
+        .endpoint("primary", node("primary"))
+        .build()
+        .unwrap();
+    let replicas = Balance::builder(RoundRobin::new())
+        .endpoint("replica", node("replica"))
+        .build()
+        .unwrap();
+    let db = ReplicaRouter::builder(primary, replicas)
+        .classify(HttpMethods)
+        .build();
+    assert_eq!(
+        db.clone().oneshot(request("GET", "a")).await.unwrap(),
+        "replica"
+    );
+    db.clone().oneshot(request("POST", "a")).await.unwrap();
+    assert_eq!(
+        db.clone().oneshot(request("GET", "b")).await.unwrap(),
+        "primary"
+    );
+    tokio::time::advance(tower_lb::replica::DEFAULT_WINDOW).await;
+    assert_eq!(
+        db.clone().oneshot(request("GET", "b")).await.unwrap(),
+        "replica"
+    );
+}
