@@ -1,0 +1,191 @@
+//! Read/write splitting on a real PostgreSQL primary with a real streaming replica, through
+//! sqlx: writes land on the primary, reads on the replica, a session always reads its own
+//! writes, and reads fall back to the primary when the replica dies.
+//!
+//! Starts its own throwaway cluster from the system binaries (`tests/support/postgres.rs`);
+//! skipped with a loud notice when they are missing, unless `CI` is set.
+
+#[path = "support/postgres.rs"]
+mod postgres;
+
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use std::time::{Duration, Instant};
+use tower::{service_fn, Service, ServiceExt};
+use tower_lb::health::Outlier;
+use tower_lb::policy::P2c;
+use tower_lb::replica::ReplicaRouter;
+use tower_lb::sticky::key_fn;
+use tower_lb::Balance;
+
+/// A statement and the session (user) that sends it.
+#[derive(Debug, Clone)]
+struct Query {
+    session: u32,
+    sql: String,
+}
+
+impl AsRef<str> for Query {
+    fn as_ref(&self) -> &str {
+        &self.sql
+    }
+}
+
+fn query(session: u32, sql: &str) -> Query {
+    Query {
+        session,
+        sql: sql.to_string(),
+    }
+}
+
+/// An endpoint: runs the statement on its node's pool.
+fn node(
+    pool: PgPool,
+) -> impl Service<
+    Query,
+    Response = Vec<PgRow>,
+    Error = sqlx::Error,
+    Future = impl std::future::Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send,
+> + Clone
+       + Send
+       + Sync {
+    service_fn(move |query: Query| {
+        let pool = pool.clone();
+        async move { sqlx::raw_sql(&query.sql).fetch_all(&pool).await }
+    })
+}
+
+async fn pool(url: &str) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+        .unwrap_or_else(|error| panic!("connect {url}: {error}"))
+}
+
+fn one_i64(rows: &[PgRow]) -> i64 {
+    rows[0].get::<i64, _>(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_to_the_primary_reads_to_the_replica_and_sessions_read_their_writes() {
+    // The replica applies each commit 300 ms late, so a read that goes to it right after a
+    // write cannot see that write.
+    let Some(mut cluster) = postgres::Cluster::start_with_apply_delay(Duration::from_millis(300))
+    else {
+        return;
+    };
+    let primary_pool = pool(&cluster.primary_url()).await;
+    let replica_pool = pool(&cluster.replica_url()).await;
+    let router = |window: Duration| {
+        let primary = Balance::builder(P2c::new())
+            .outlier(Outlier::disabled())
+            .endpoint("primary", node(primary_pool.clone()))
+            .build()
+            .unwrap();
+        let replicas = Balance::builder(P2c::new())
+            .outlier(
+                Outlier::consecutive_failures(1)
+                    .base_ejection(Duration::from_secs(60))
+                    .max_ejected_percent(100),
+            )
+            .panic_threshold(0.0)
+            .endpoint("replica", node(replica_pool.clone()))
+            .build()
+            .unwrap();
+        ReplicaRouter::builder(primary, replicas)
+            .session(key_fn(|query: &Query| Some(query.session)))
+            .read_your_writes(window)
+            .build()
+    };
+    let db = router(Duration::from_secs(2));
+
+    // DDL is a write: on the primary. Wait (bounded) until the replica has replayed it.
+    let sql = "CREATE TABLE posts (id serial PRIMARY KEY, author int NOT NULL)";
+    db.clone().oneshot(query(0, sql)).await.unwrap();
+    let started = Instant::now();
+    while sqlx::raw_sql("SELECT 1 FROM posts")
+        .execute(&replica_pool)
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "replica never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // A plain read goes to the replica: it is in recovery.
+    let in_recovery = db
+        .clone()
+        .oneshot(query(9, "SELECT pg_is_in_recovery()::int::int8"))
+        .await
+        .unwrap();
+    assert_eq!(one_i64(&in_recovery), 1, "served by the replica");
+
+    // Session 1 writes and reads back at once, 100 times: it always sees its own write
+    // (the replica has not applied it yet).
+    for written in 1..=100 {
+        db.clone()
+            .oneshot(query(1, "INSERT INTO posts (author) VALUES (1)"))
+            .await
+            .unwrap();
+        let rows = db
+            .clone()
+            .oneshot(query(1, "SELECT count(*) FROM posts WHERE author = 1"))
+            .await
+            .unwrap();
+        assert_eq!(one_i64(&rows), written, "session 1 read its own write");
+    }
+    let stats = db.stats();
+    assert_eq!((stats.writes, stats.pinned_reads), (101, 100));
+    assert_eq!(stats.fallback_reads, 0);
+
+    // The same without read-your-own-writes: reads right after writes go to the replica and
+    // miss them.
+    let unpinned = router(Duration::ZERO);
+    let mut stale = 0;
+    for written in 1..=100 {
+        let insert = query(2, "INSERT INTO posts (author) VALUES (2)");
+        unpinned.clone().oneshot(insert).await.unwrap();
+        let count = query(2, "SELECT count(*) FROM posts WHERE author = 2");
+        let rows = unpinned.clone().oneshot(count).await.unwrap();
+        stale += usize::from(one_i64(&rows) < written);
+    }
+    assert_eq!(unpinned.stats().replica_reads, 100);
+    println!("without read-your-own-writes: {stale} of 100 reads missed the session's own write");
+    assert!(
+        stale >= 90,
+        "only {stale} of 100 reads were stale: is the replica lagging?"
+    );
+
+    // The replica dies: after the failure that ejects it, reads fall back to the primary.
+    cluster.stop_replica();
+    let mut failed = 0;
+    let started = Instant::now();
+    loop {
+        let read = query(3, "SELECT pg_is_in_recovery()::int::int8");
+        match db.clone().oneshot(read).await {
+            Ok(rows) if one_i64(&rows) == 0 => break, // served by the primary
+            Ok(_) => {}
+            Err(_) => failed += 1,
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "reads never fell back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        failed <= 4,
+        "{failed} reads failed before the replica was ejected"
+    );
+    assert!(db.stats().fallback_reads >= 1);
+    // Writes were never affected.
+    db.clone()
+        .oneshot(query(3, "INSERT INTO posts (author) VALUES (3)"))
+        .await
+        .unwrap();
+}
