@@ -17,6 +17,7 @@ use tower::{service_fn, Service, ServiceExt};
 use tower_lb::policy::{
     ConsistentHash, LeastPending, P2c, Pick, Random, RoundRobin, WeightedRoundRobin,
 };
+use tower_lb::replica::{Access, ReplicaRouter};
 use tower_lb::sticky::{key_fn, KeyFn};
 use tower_lb::Balance;
 
@@ -194,5 +195,44 @@ fn bench_health(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_pick, bench_membership, bench_health);
+/// The replica router's own cost: classify, session check and pick, for a read and for a
+/// write, against a plain `Balance` P2C pick over the same two endpoints. The classifier is a
+/// closure (intent known), so the SQL classifier's cost (`benches/sql.rs`) is not in it.
+fn bench_route(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route/n=2");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    group.bench_function("plain balance p2c pending", |b| {
+        let mut svc = ours(P2c::new(), 2);
+        let mut request = 0;
+        b.iter(|| one_request(&mut svc, &mut request))
+    });
+    for (name, access) in [
+        ("router read", Access::Read),
+        ("router write", Access::Write),
+    ] {
+        group.bench_function(name, |b| {
+            let classify: fn(&u64) -> Access = match access {
+                Access::Read => |_| Access::Read,
+                Access::Write => |_| Access::Write,
+            };
+            let mut svc = ReplicaRouter::builder(ours(P2c::new(), 2), ours(P2c::new(), 2))
+                .classify(classify)
+                .build();
+            let mut request = 0;
+            b.iter(|| one_request(&mut svc, &mut request))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_pick,
+    bench_membership,
+    bench_health,
+    bench_route
+);
 criterion_main!(benches);
