@@ -50,6 +50,7 @@
 mod background;
 mod error;
 pub mod load;
+mod replay;
 mod rng;
 #[cfg(test)]
 mod stats;

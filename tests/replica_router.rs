@@ -22,7 +22,27 @@ fn node(
 > + Clone
        + Send
        + Sync {
-    service_fn(move |_: Request| async move { Ok(name) })
+    node_failing(name, false)
+}
+
+/// A node that answers with its name, or fails (as a crashed one would) when `failing`.
+fn node_failing(
+    name: &'static str,
+    failing: bool,
+) -> impl Service<
+    Request,
+    Response = &'static str,
+    Error = std::io::Error,
+    Future = impl std::future::Future<Output = Result<&'static str, std::io::Error>> + Send,
+> + Clone
+       + Send
+       + Sync {
+    service_fn(move |_: Request| async move {
+        match failing {
+            true => Err(std::io::Error::other("node down")),
+            false => Ok(name),
+        }
+    })
 }
 
 fn request(method: &str, user: &str) -> Request {
@@ -189,4 +209,28 @@ async fn without_a_session_key_the_whole_router_is_one_session() {
         db.clone().oneshot(request("GET", "b")).await.unwrap(),
         "replica"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_that_fails_on_a_replica_is_retried_on_the_primary() {
+    let primary = Balance::builder(RoundRobin::new())
+        .endpoint("primary", node_failing("primary", false))
+        .build()
+        .unwrap();
+    let replicas = Balance::builder(RoundRobin::new())
+        .outlier(Outlier::disabled())
+        .endpoint("broken", node_failing("broken", true))
+        .build()
+        .unwrap();
+    let db = ReplicaRouter::builder(primary, replicas)
+        .classify(HttpMethods)
+        .build();
+    for _ in 0..10 {
+        assert_eq!(
+            db.clone().oneshot(request("GET", "a")).await.unwrap(),
+            "primary"
+        );
+    }
+    let stats = db.stats();
+    assert_eq!((stats.replica_reads, stats.retried_reads), (10, 10));
 }

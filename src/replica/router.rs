@@ -6,6 +6,7 @@ use crate::balance::{Balance, ResponseFuture as CallFuture};
 use crate::error::{BoxError, Error};
 use crate::health::{Classify as FailureClassify, ErrorsFail};
 use crate::policy::{HashKey, Pick, Policy};
+use crate::replay::Replay;
 use pin_project_lite::pin_project;
 use std::fmt::{self, Debug};
 use std::future::Future;
@@ -33,7 +34,9 @@ use tower_service::Service;
 ///   rotation a write fails at once with [`Error::NoPrimary`]; it is never sent to a replica
 ///   and never retried by the router.
 /// - **Reads** go to a replica in rotation; with none (all down, ejected, excluded) they go to
-///   the primary, counted in [`RouterStats::fallback_reads`] and logged at `debug`.
+///   the primary, counted in [`RouterStats::fallback_reads`] and logged at `debug`. A read
+///   that fails on a replica is sent once more, to the primary (a read is safe to resend;
+///   requests are copied through [`Replay`], and one that cannot be copied is not resent).
 /// - **Read-your-own-writes**, on by default: after a session's write completes (or is
 ///   dropped: it may have committed), the session's reads go to the primary for a window
 ///   (2 s by default, Rails' choice), on the monotonic clock. A session is what the
@@ -138,6 +141,8 @@ pub struct RouterStats {
     pub pinned_reads: u64,
     /// Reads sent to the primary because no replica was in rotation.
     pub fallback_reads: u64,
+    /// Reads that failed on a replica and were sent again, to the primary.
+    pub retried_reads: u64,
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +152,7 @@ struct Counters {
     replica_reads: AtomicU64,
     pinned_reads: AtomicU64,
     fallback_reads: AtomicU64,
+    retried_reads: AtomicU64,
 }
 
 /// Builds a [`ReplicaRouter`] ([`ReplicaRouter::builder`]).
@@ -267,6 +273,7 @@ where
             replica_reads: c.replica_reads.load(Relaxed),
             pinned_reads: c.pinned_reads.load(Relaxed),
             fallback_reads: c.fallback_reads.load(Relaxed),
+            retried_reads: c.retried_reads.load(Relaxed),
         }
     }
 }
@@ -282,10 +289,11 @@ where
     L::Service: Service<Req> + Clone,
     <L::Service as Service<Req>>::Error: Into<BoxError>,
     C: FailureClassify<<L::Service as Service<Req>>::Response, <L::Service as Service<Req>>::Error>,
+    Req: Replay,
 {
     type Response = <L::Service as Service<Req>>::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<L::Service, Req, C, Cl, X>;
+    type Future = ResponseFuture<K, S, PP, L, C, Cl, X, Req>;
 
     /// Always ready, like the pools.
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
@@ -310,6 +318,7 @@ where
                 return ResponseFuture {
                     call: self.write(req),
                     write,
+                    retry: None,
                 };
             }
             Access::Read => {
@@ -318,10 +327,21 @@ where
                     counters.pinned_reads.fetch_add(1, Relaxed);
                     self.read_on_primary(req)
                 } else {
+                    let copy = req.replay();
                     match self.replicas.try_call(req) {
                         Ok(call) => {
                             counters.replica_reads.fetch_add(1, Relaxed);
-                            call
+                            // A read that fails on a replica is sent once more, to the primary.
+                            let retry = copy.map(|copy| ReadRetry {
+                                primary: self.primary.clone(),
+                                shared: Arc::clone(&self.shared),
+                                request: copy,
+                            });
+                            return ResponseFuture {
+                                call,
+                                write: None,
+                                retry,
+                            };
                         }
                         Err((reason, req)) => {
                             counters.fallback_reads.fetch_add(1, Relaxed);
@@ -332,7 +352,11 @@ where
                 }
             }
         };
-        ResponseFuture { call, write: None }
+        ResponseFuture {
+            call,
+            write: None,
+            retry: None,
+        }
     }
 }
 
@@ -390,43 +414,79 @@ impl<Cl, X> Drop for WriteMark<Cl, X> {
     }
 }
 
+/// A copy of a read sent to a replica, to send to the primary if the replica fails it.
+struct ReadRetry<K, S, PP, L, C, Cl, X, Req>
+where
+    PP: Policy,
+    L: Layer<S>,
+{
+    primary: Balance<K, S, PP, L, C>,
+    shared: Arc<Shared<Cl, X>>,
+    request: Req,
+}
+
 pin_project! {
-    /// The response future of a [`ReplicaRouter`] call: the chosen pool's call, plus, for a
-    /// write, the mark that starts its session's read-your-own-writes window.
-    pub struct ResponseFuture<S, Req, C, Cl, X>
+    /// The response future of a [`ReplicaRouter`] call: the chosen pool's call; for a write,
+    /// the mark that starts its session's read-your-own-writes window; for a read on a
+    /// replica, a copy to send to the primary if the replica fails it.
+    pub struct ResponseFuture<K, S, PP, L, C, Cl, X, Req>
     where
-        S: Service<Req>,
+        PP: Policy,
+        L: Layer<S>,
+        L::Service: Service<Req>,
     {
         #[pin]
-        call: CallFuture<S, Req, C>,
+        call: CallFuture<L::Service, Req, C>,
         write: Option<WriteMark<Cl, X>>,
+        retry: Option<ReadRetry<K, S, PP, L, C, Cl, X, Req>>,
     }
 }
 
-impl<S, Req, C, Cl, X> Future for ResponseFuture<S, Req, C, Cl, X>
+impl<K, S, PP, L, C, Cl, X, Req> Future for ResponseFuture<K, S, PP, L, C, Cl, X, Req>
 where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-    C: FailureClassify<S::Response, S::Error>,
+    K: Debug,
+    PP: Pick<Req>,
+    L: Layer<S>,
+    L::Service: Service<Req> + Clone,
+    <L::Service as Service<Req>>::Error: Into<BoxError>,
+    C: FailureClassify<<L::Service as Service<Req>>::Response, <L::Service as Service<Req>>::Error>,
 {
-    type Output = Result<S::Response, BoxError>;
+    type Output = Result<<L::Service as Service<Req>>::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.call.poll(cx));
-        // The write is over: start its window now rather than when the future is dropped.
-        drop(this.write.take());
-        Poll::Ready(result)
+        let mut this = self.project();
+        loop {
+            let result = ready!(this.call.as_mut().poll(cx));
+            if let (Err(reason), Some(retry)) = (&result, this.retry.take()) {
+                let ReadRetry {
+                    mut primary,
+                    shared,
+                    request,
+                } = retry;
+                shared.counters.retried_reads.fetch_add(1, Relaxed);
+                tracing::debug!(%reason, "read failed on a replica: retried on the primary");
+                if let Ok(call) = primary.try_call(request) {
+                    this.call.set(call);
+                    continue;
+                }
+            }
+            // The write is over: start its window now rather than when the future is dropped.
+            drop(this.write.take());
+            return Poll::Ready(result);
+        }
     }
 }
 
-impl<S, Req, C, Cl, X> Debug for ResponseFuture<S, Req, C, Cl, X>
+impl<K, S, PP, L, C, Cl, X, Req> Debug for ResponseFuture<K, S, PP, L, C, Cl, X, Req>
 where
-    S: Service<Req>,
+    PP: Policy,
+    L: Layer<S>,
+    L::Service: Service<Req>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("replica::ResponseFuture")
             .field("write", &self.write.is_some())
+            .field("may_retry", &self.retry.is_some())
             .finish_non_exhaustive()
     }
 }

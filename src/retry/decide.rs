@@ -1,7 +1,7 @@
 //! Which failures may be retried.
 
-use super::Replay;
 use crate::error::{BoxError, Error};
+use crate::replay::Replay;
 use std::error::Error as StdError;
 
 /// Decides whether a failed call may be retried.

@@ -1,11 +1,12 @@
 //! The response future of a [`Retry`](super::Retry) call.
 
-use super::{Replay, RetryIf, RetryPolicy};
+use super::{RetryIf, RetryPolicy};
 use crate::balance::{Balance, ResponseFuture as Attempt};
 use crate::endpoint::EndpointStats;
 use crate::error::BoxError;
 use crate::health::Classify;
 use crate::policy::{Pick, Policy};
+use crate::replay::Replay;
 use pin_project_lite::pin_project;
 use std::fmt::Debug;
 use std::future::Future;

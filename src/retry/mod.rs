@@ -23,12 +23,11 @@
 mod decide;
 mod future;
 mod policy;
-mod replay;
 
+pub use crate::replay::{Idempotent, Replay};
 pub use decide::{never_sent, NeverSent, RetryErrors, RetryIf, RetrySafe};
 pub use future::ResponseFuture;
 pub use policy::{RetryPolicy, RetryStats};
-pub use replay::{Idempotent, Replay};
 
 use crate::balance::Balance;
 use crate::error::BoxError;

@@ -1,6 +1,7 @@
 //! Attempts, budget, backoff and the counters of what they decided.
 
-use super::{Replay, RetryIf, RetrySafe};
+use super::{RetryIf, RetrySafe};
+use crate::replay::Replay;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! What a request must say about itself to be sent again.
+//! What a request must say about itself to be sent again: by a retry, or by the replica
+//! router resending a failed read to the primary.
 
 use http::Method;
 
@@ -8,8 +9,9 @@ use http::Method;
 /// Requests are not required to be `Clone` (tower's
 /// [`Policy::clone_request`](tower::retry::Policy::clone_request) convention): `replay` may
 /// return `None`, and then the request is sent once and never retried. It is implemented for
-/// - plain values (integers, `String`, `&T`, `Arc<T>`, `Vec<T>`, `Bytes`, `()`): copied, and
-///   not idempotent, because only the application knows what the endpoint does with them;
+/// - plain values (integers, `String`, `&T`, `Arc<T>`, `Vec<T>`, `Bytes`, `()`, and pairs and
+///   triples of them): copied, and not idempotent, because only the application knows what the
+///   endpoint does with them;
 /// - `http::Request<B>` with a cloneable body (`String`, `Bytes`, `Full<Bytes>`, `Empty`):
 ///   idempotent by method (RFC 9110 §9.2.2), by an [`Idempotent`] extension, or by an
 ///   `Idempotency-Key` header. A streaming body (hyper's `Incoming`) cannot be copied: collect
@@ -151,6 +153,29 @@ impl<T: ?Sized> Replay for std::sync::Arc<T> {
         Some(std::sync::Arc::clone(self))
     }
 }
+
+/// A tuple (say, a session id and a statement) is copied field by field, and is idempotent
+/// when every field says so.
+macro_rules! replay_tuple {
+    ($($name:ident),+) => {
+        impl<$($name: Replay),+> Replay for ($($name,)+) {
+            #[allow(non_snake_case)]
+            fn replay(&self) -> Option<Self> {
+                let ($($name,)+) = self;
+                Some(($($name.replay()?,)+))
+            }
+
+            #[allow(non_snake_case)]
+            fn is_idempotent(&self) -> bool {
+                let ($($name,)+) = self;
+                $($name.is_idempotent())&&+
+            }
+        }
+    };
+}
+
+replay_tuple!(A, B);
+replay_tuple!(A, B, C);
 
 impl<T: Clone> Replay for Vec<T> {
     fn replay(&self) -> Option<Self> {
