@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 /// Where one background driver of a balancer is, from [`Balance::stats`](crate::Balance::stats).
@@ -127,6 +127,63 @@ impl<F> Drop for Supervised<F> {
         if !self.done {
             self.status.set(DriverState::Finished);
         }
+    }
+}
+
+/// Starts background tasks on the tokio runtime, deferred to the first call made inside one
+/// when they were set up outside (a balancer or router built in a `OnceLock`, or in `main`
+/// before the runtime). One relaxed load per call once started.
+pub(crate) struct StartOnRuntime {
+    waiting: AtomicBool,
+    start: Mutex<Option<StartFn>>,
+}
+
+/// What starts the tasks, given the runtime to spawn them on.
+pub(crate) type StartFn = Box<dyn FnOnce(&tokio::runtime::Handle) + Send>;
+
+impl StartOnRuntime {
+    /// Holds `start` (if any) until [`start_if_waiting`](Self::start_if_waiting) runs inside a
+    /// runtime.
+    pub(crate) fn new(start: Option<StartFn>) -> Self {
+        StartOnRuntime {
+            waiting: AtomicBool::new(start.is_some()),
+            start: Mutex::new(start),
+        }
+    }
+
+    /// Runs `start` now inside a runtime, or holds it for the first call made inside one.
+    pub(crate) fn now_or_later(start: StartFn) -> Self {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                start(&runtime);
+                StartOnRuntime::new(None)
+            }
+            Err(_) => StartOnRuntime::new(Some(start)),
+        }
+    }
+
+    /// Starts what is waiting, if this runs inside a runtime.
+    #[inline]
+    pub(crate) fn start_if_waiting(&self) {
+        if self.waiting.load(Ordering::Relaxed) {
+            self.start_now();
+        }
+    }
+
+    #[cold]
+    fn start_now(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut start = self
+            .start
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(start) = start.take() {
+            tracing::debug!("first call inside a tokio runtime: starting the background tasks");
+            start(&runtime);
+        }
+        self.waiting.store(false, Ordering::Relaxed);
     }
 }
 

@@ -200,3 +200,89 @@ async fn writes_go_to_the_primary_reads_to_the_replica_and_sessions_read_their_w
         .await
         .unwrap();
 }
+
+#[cfg(feature = "sqlx-postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_replaying_is_taken_out_of_reads_and_returns() {
+    use tower_lb::replica::{LagMonitor, PgLagProbe};
+
+    let Some(cluster) = postgres::Cluster::start() else {
+        return;
+    };
+    let primary_pool = pool(&cluster.primary_url()).await;
+    let replica_pool = pool(&cluster.replica_url()).await;
+    let interval = Duration::from_millis(100);
+    let max_lag = Duration::from_millis(300);
+    let primary = Balance::builder(P2c::new())
+        .endpoint("primary", node(primary_pool.clone()))
+        .build()
+        .unwrap();
+    let replicas = Balance::builder(P2c::new())
+        .panic_threshold(0.0)
+        .endpoint("replica", node(replica_pool.clone()))
+        .build()
+        .unwrap();
+    let probe = PgLagProbe::new(primary_pool.clone(), [("replica", replica_pool.clone())]);
+    let db = ReplicaRouter::builder(primary, replicas)
+        .session(key_fn(|query: &Query| Some(query.session)))
+        .lag_monitor(LagMonitor::new(probe).every(interval).max_lag(max_lag))
+        .build();
+    let excluded = || db.replicas().snapshot()[0].excluded;
+    let served_by_replica = || async {
+        let read = query(2, "SELECT pg_is_in_recovery()::int::int8");
+        one_i64(&db.clone().oneshot(read).await.unwrap()) == 1
+    };
+
+    db.clone()
+        .oneshot(query(1, "CREATE TABLE events (id serial PRIMARY KEY)"))
+        .await
+        .unwrap();
+    assert!(served_by_replica().await);
+    assert_eq!(db.stats().lag_monitor, tower_lb::DriverState::Running);
+
+    // Replay stops while writes go on: the replica falls behind and is excluded.
+    sqlx::raw_sql("SELECT pg_wal_replay_pause()")
+        .execute(&replica_pool)
+        .await
+        .unwrap();
+    let paused = Instant::now();
+    while excluded().is_none() {
+        db.clone()
+            .oneshot(query(1, "INSERT INTO events DEFAULT VALUES"))
+            .await
+            .unwrap();
+        assert!(paused.elapsed() < Duration::from_secs(10), "never excluded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let excluded_after = paused.elapsed();
+    assert_eq!(excluded(), Some("replica lagging"));
+    // It fell behind at the first write after the pause; it is out within max_lag plus two
+    // intervals (and the time the probes themselves take on a busy machine).
+    assert!(
+        excluded_after < max_lag + 2 * interval + Duration::from_millis(500),
+        "excluded after {excluded_after:?}"
+    );
+    let fallbacks = db.stats().fallback_reads;
+    assert!(!served_by_replica().await, "reads go to the primary");
+    assert_eq!(db.stats().fallback_reads, fallbacks + 1);
+
+    // Replay resumes: the replica catches up and is back in reads.
+    sqlx::raw_sql("SELECT pg_wal_replay_resume()")
+        .execute(&replica_pool)
+        .await
+        .unwrap();
+    let resumed = Instant::now();
+    while excluded().is_some() {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(10),
+            "never readmitted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let readmitted_after = resumed.elapsed();
+    assert!(served_by_replica().await);
+    println!(
+        "replay paused: excluded after {excluded_after:?} (max lag {max_lag:?}, interval \
+         {interval:?}); replay resumed: back after {readmitted_after:?}"
+    );
+}

@@ -234,3 +234,76 @@ async fn a_read_that_fails_on_a_replica_is_retried_on_the_primary() {
     let stats = db.stats();
     assert_eq!((stats.replica_reads, stats.retried_reads), (10, 10));
 }
+
+#[test]
+fn the_lag_monitor_excludes_and_readmits_through_the_replica_pool() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use tower_lb::replica::{Lag, LagMonitor};
+    use tower_lb::DriverState;
+
+    // Built outside a runtime: the monitor waits for the first call made inside one.
+    let behind = Arc::new(AtomicU64::new(0));
+    let probe = {
+        let behind = Arc::clone(&behind);
+        move |replica: &&'static str| {
+            let bytes = behind.load(Ordering::Relaxed);
+            let replica = *replica;
+            async move {
+                match (replica, bytes) {
+                    ("replica-a", u64::MAX) => Err("unreachable"),
+                    ("replica-a", bytes) => Ok(Lag::new(bytes, Duration::from_secs(5))),
+                    _ => Ok(Lag::new(0, Duration::ZERO)),
+                }
+            }
+        }
+    };
+    let db = {
+        let primary = Balance::builder(RoundRobin::new())
+            .endpoint("primary", node("primary"))
+            .build()
+            .unwrap();
+        let replicas = Balance::builder(RoundRobin::new())
+            .endpoints([
+                ("replica-a", node("replica-a")),
+                ("replica-b", node("replica-b")),
+            ])
+            .build()
+            .unwrap();
+        ReplicaRouter::builder(primary, replicas)
+            .classify(HttpMethods)
+            .lag_monitor(LagMonitor::new(probe).every(Duration::from_secs(1)))
+            .build()
+    };
+    assert_eq!(db.stats().lag_monitor, DriverState::WaitingForRuntime);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        db.clone().oneshot(request("GET", "a")).await.unwrap();
+        assert_eq!(db.stats().lag_monitor, DriverState::Running);
+        let excluded = || db.replicas().snapshot()[0].excluded;
+        let tick = || tokio::time::sleep(Duration::from_millis(1001));
+
+        behind.store(1, Ordering::Relaxed); // behind, and 5 s without replay
+        tick().await;
+        assert_eq!(excluded(), Some("replica lagging"));
+        for _ in 0..4 {
+            let read = db.clone().oneshot(request("GET", "a")).await.unwrap();
+            assert_eq!(read, "replica-b", "the lagging replica takes no reads");
+        }
+        behind.store(u64::MAX, Ordering::Relaxed);
+        tick().await;
+        assert_eq!(excluded(), Some("replica lag unknown"));
+        behind.store(0, Ordering::Relaxed);
+        tick().await;
+        assert_eq!(excluded(), None, "caught up: back in reads");
+
+        // An exclusion the application made itself is not the monitor's to lift.
+        db.replicas().exclude(&"replica-a", "maintenance").unwrap();
+        tick().await;
+        assert_eq!(excluded(), Some("maintenance"));
+    });
+}

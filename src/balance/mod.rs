@@ -12,7 +12,7 @@ pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
 pub use stats::BalanceStats;
 
-use crate::background::DriverStatus;
+use crate::background::{DriverStatus, StartFn, StartOnRuntime};
 use crate::error::Error;
 use crate::health::driver::HealthPool;
 use crate::health::ErrorsFail;
@@ -20,8 +20,7 @@ use crate::policy::Policy;
 use crate::pool::{check_weight, EndpointSnapshot, Snapshot};
 use std::fmt::{self, Debug};
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tower_layer::{Identity, Layer};
 
 /// A load balancer over a set of endpoints, itself a tower `Service`.
@@ -98,10 +97,8 @@ where
     pub(crate) timeout: Option<std::time::Duration>,
     /// What the background drivers are doing.
     drivers: Drivers,
-    /// Set while drivers wait for a runtime (built outside one): the call path then tries to
-    /// start them. One relaxed load per call otherwise.
-    drivers_waiting: AtomicBool,
-    start_drivers: Mutex<Option<StartDrivers>>,
+    /// Drivers waiting for a runtime (built outside one): the call path starts them.
+    start_drivers: StartOnRuntime,
     /// Dropped with the last handle: tells the background drivers to stop.
     _stop_drivers: tokio::sync::watch::Sender<()>,
 }
@@ -114,7 +111,7 @@ pub(crate) struct Drivers {
 }
 
 /// Spawns the drivers of a balancer built outside a runtime, once there is one.
-pub(crate) type StartDrivers = Box<dyn FnOnce(&tokio::runtime::Handle) + Send>;
+pub(crate) type StartDrivers = StartFn;
 
 impl<K, S, P> Balance<K, S, P>
 where
@@ -273,8 +270,7 @@ where
             classify,
             timeout,
             drivers,
-            drivers_waiting: AtomicBool::new(start_drivers.is_some()),
-            start_drivers: Mutex::new(start_drivers),
+            start_drivers: StartOnRuntime::new(start_drivers),
             _stop_drivers: stop_drivers,
         }
     }
@@ -282,25 +278,7 @@ where
     /// Starts drivers that were waiting for a runtime, if this call runs inside one.
     #[inline]
     pub(crate) fn start_waiting_drivers(&self) {
-        if self.drivers_waiting.load(Ordering::Relaxed) {
-            self.start_drivers_now();
-        }
-    }
-
-    #[cold]
-    fn start_drivers_now(&self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut start = self
-            .start_drivers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(start) = start.take() {
-            tracing::debug!("first call inside a tokio runtime: starting the background drivers");
-            start(&runtime);
-        }
-        self.drivers_waiting.store(false, Ordering::Relaxed);
+        self.start_drivers.start_if_waiting();
     }
 }
 
@@ -316,6 +294,34 @@ where
             cached: None,
             called: false,
         }
+    }
+}
+
+/// A handle that does not keep a balancer alive, for a background task above it (a replica
+/// lag monitor) that must end with the balancer's last handle.
+pub(crate) struct WeakBalance<K, S, P, L, C>(std::sync::Weak<Inner<K, S, P, L, C>>)
+where
+    P: Policy,
+    L: Layer<S>;
+
+impl<K, S, P, L, C> WeakBalance<K, S, P, L, C>
+where
+    P: Policy,
+    L: Layer<S>,
+{
+    /// The balancer, while any handle to it lives.
+    pub(crate) fn upgrade(&self) -> Option<Balance<K, S, P, L, C>> {
+        self.0.upgrade().map(Balance::from_inner)
+    }
+}
+
+impl<K, S, P, L, C> Balance<K, S, P, L, C>
+where
+    P: Policy,
+    L: Layer<S>,
+{
+    pub(crate) fn downgrade(&self) -> WeakBalance<K, S, P, L, C> {
+        WeakBalance(Arc::downgrade(&self.inner))
     }
 }
 

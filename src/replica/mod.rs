@@ -7,14 +7,22 @@
 //! ([`Access::Write`]); explicit intent (an [`Access`] request extension) always wins. The
 //! built-in classifiers are [`HttpMethods`] (Rails' rule for HTTP APIs) and
 //! [`SqlClassifier`], a conservative classifier of PostgreSQL statement text: only a plain
-//! read may go to a replica; anything it is not sure of goes to the primary.
+//! read may go to a replica; anything it is not sure of goes to the primary. [`LagMonitor`]
+//! holds replicas that fall behind out of reads, through the replica pool's
+//! [`exclude`](crate::Balance::exclude).
 
 mod classify;
+mod lag;
+#[cfg(feature = "sqlx-postgres")]
+mod postgres;
 mod router;
 mod session;
 mod sql;
 
 pub use classify::{Access, Classify, HttpMethods};
+pub use lag::{BoxFuture, Lag, LagMonitor, LagProbe};
+#[cfg(feature = "sqlx-postgres")]
+pub use postgres::PgLagProbe;
 pub use router::{
     ReplicaRouter, ReplicaRouterBuilder, ResponseFuture, RouterStats, WholeRouter, DEFAULT_WINDOW,
 };

@@ -1,7 +1,9 @@
 //! [`ReplicaRouter`]: one tower `Service` over a primary pool and a replica pool.
 
+use super::lag::LagMonitor;
 use super::session::SessionWindows;
 use super::{Access, Classify, SqlClassifier};
+use crate::background::{DriverState, DriverStatus, StartOnRuntime};
 use crate::balance::{Balance, ResponseFuture as CallFuture};
 use crate::error::{BoxError, Error};
 use crate::health::{Classify as FailureClassify, ErrorsFail};
@@ -10,6 +12,7 @@ use crate::replay::Replay;
 use pin_project_lite::pin_project;
 use std::fmt::{self, Debug};
 use std::future::Future;
+use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -98,6 +101,9 @@ struct Shared<Cl, X> {
     /// `None` when read-your-own-writes is off.
     windows: Option<SessionWindows>,
     counters: Counters,
+    /// The replica lag monitor's state, and its start when built outside a runtime.
+    lag_monitor: DriverStatus,
+    start_lag_monitor: StartOnRuntime,
 }
 
 /// The default session: the whole router is one session.
@@ -124,11 +130,17 @@ impl<Req> HashKey<Req> for WholeRouter {
 /// What a [`ReplicaRouter`] did, since it was built ([`ReplicaRouter::stats`]).
 ///
 /// ```
-/// # use tower_lb::replica::RouterStats;
-/// let stats = RouterStats::default();
-/// assert_eq!(stats.fallback_reads, 0);
+/// use tower::service_fn;
+/// use tower_lb::{policy::P2c, replica::ReplicaRouter, Balance, DriverState};
+///
+/// let node = || service_fn(|sql: String| async move { Ok::<_, std::io::Error>(sql) });
+/// let primary = Balance::builder(P2c::new()).endpoint("p", node()).build()?;
+/// let replicas = Balance::builder(P2c::new()).endpoint("r", node()).build()?;
+/// let stats = ReplicaRouter::builder(primary, replicas).build().stats();
+/// assert_eq!((stats.fallback_reads, stats.lag_monitor), (0, DriverState::NotNeeded));
+/// # Ok::<(), tower_lb::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RouterStats {
     /// Writes sent to the primary pool.
@@ -143,6 +155,8 @@ pub struct RouterStats {
     pub fallback_reads: u64,
     /// Reads that failed on a replica and were sent again, to the primary.
     pub retried_reads: u64,
+    /// The replica lag monitor: `NotNeeded` without one, `Running`, or `Crashed` (logged).
+    pub lag_monitor: DriverState,
 }
 
 #[derive(Debug, Default)]
@@ -167,6 +181,7 @@ where
     classify: Cl,
     session: X,
     window: Duration,
+    lag_monitor: Option<LagMonitor<K>>,
 }
 
 /// The default read-your-own-writes window (Rails' `delay` of its database selector).
@@ -189,6 +204,7 @@ where
             classify: SqlClassifier::new(),
             session: WholeRouter,
             window: DEFAULT_WINDOW,
+            lag_monitor: None,
         }
     }
 }
@@ -207,6 +223,7 @@ where
             classify,
             session: self.session,
             window: self.window,
+            lag_monitor: self.lag_monitor,
         }
     }
 
@@ -221,6 +238,7 @@ where
             classify: self.classify,
             session,
             window: self.window,
+            lag_monitor: self.lag_monitor,
         }
     }
 
@@ -231,9 +249,39 @@ where
         self
     }
 
+    /// Measures every replica in the background and holds those too far behind out of reads
+    /// (see [`LagMonitor`]); reads they would have taken go to other replicas, or fall back to
+    /// the primary. Started on the tokio runtime (at the first call if built outside one); it
+    /// ends with the replica pool's last handle.
+    pub fn lag_monitor(mut self, monitor: LagMonitor<K>) -> Self {
+        self.lag_monitor = Some(monitor);
+        self
+    }
+
     /// The router.
-    pub fn build(self) -> ReplicaRouter<K, S, PP, RP, Cl, X, L, C> {
+    pub fn build(self) -> ReplicaRouter<K, S, PP, RP, Cl, X, L, C>
+    where
+        K: Clone + Debug + Eq + Hash + Send + Sync + 'static,
+        S: Send + 'static,
+        L: Send + Sync + 'static,
+        L::Service: Clone + Send + Sync + 'static,
+        C: Send + Sync + 'static,
+    {
         let windows = (!self.window.is_zero()).then(|| SessionWindows::new(self.window));
+        let (lag_monitor, start_lag_monitor) = match self.lag_monitor {
+            None => (
+                DriverStatus::new(DriverState::NotNeeded),
+                StartOnRuntime::new(None),
+            ),
+            Some(monitor) => {
+                let status = DriverStatus::new(DriverState::WaitingForRuntime);
+                let (replicas, running) = (self.replicas.downgrade(), status.clone());
+                let start = StartOnRuntime::now_or_later(Box::new(move |runtime| {
+                    runtime.spawn(monitor.drive(replicas, &running));
+                }));
+                (status, start)
+            }
+        };
         ReplicaRouter {
             primary: self.primary,
             replicas: self.replicas,
@@ -242,6 +290,8 @@ where
                 session: self.session,
                 windows,
                 counters: Counters::default(),
+                lag_monitor,
+                start_lag_monitor,
             }),
         }
     }
@@ -274,6 +324,7 @@ where
             pinned_reads: c.pinned_reads.load(Relaxed),
             fallback_reads: c.fallback_reads.load(Relaxed),
             retried_reads: c.retried_reads.load(Relaxed),
+            lag_monitor: self.shared.lag_monitor.get(),
         }
     }
 }
@@ -302,6 +353,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
+        shared.start_lag_monitor.start_if_waiting();
         let counters = &shared.counters;
         let access = shared.classify.classify(&req);
         let session = shared.windows.as_ref().and_then(|windows| {

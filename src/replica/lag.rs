@@ -1,0 +1,243 @@
+//! Lag-aware exclusion: a background monitor measures every replica and holds out of reads
+//! those too far behind, through the replica pool's [`exclude`](crate::Balance::exclude).
+
+use crate::background::DriverStatus;
+use crate::balance::WeakBalance;
+use crate::error::BoxError;
+use crate::policy::Policy;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use tower_layer::Layer;
+
+/// A boxed, sendable future, as probes return them.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// How far a replica is behind its primary.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_lb::replica::Lag;
+///
+/// let lag = Lag::new(0, Duration::from_secs(600));
+/// assert_eq!(lag.bytes_behind, 0); // caught up, however long ago it last replayed
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Lag {
+    /// WAL bytes the primary has written that the replica has not replayed yet.
+    pub bytes_behind: u64,
+    /// Time since the replica last replayed a transaction. It grows on a quiet primary too,
+    /// so it counts only while the replica is behind (`bytes_behind > 0`).
+    pub since_last_replay: Duration,
+}
+
+impl Lag {
+    /// A measurement.
+    pub fn new(bytes_behind: u64, since_last_replay: Duration) -> Self {
+        Lag {
+            bytes_behind,
+            since_last_replay,
+        }
+    }
+}
+
+/// Measures one replica's lag (PostgreSQL: [`PgLagProbe`](super::PgLagProbe), feature
+/// `sqlx-postgres`). Any `Fn(&K) -> impl Future<Output = Result<Lag, E>>` is a probe too.
+pub trait LagProbe<K>: Send + Sync + 'static {
+    /// The lag of `replica`, or why it could not be measured (then it counts as unknown).
+    fn lag(&self, replica: &K) -> BoxFuture<Result<Lag, BoxError>>;
+}
+
+impl<K, F, Fut, E> LagProbe<K> for F
+where
+    F: Fn(&K) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Lag, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    fn lag(&self, replica: &K) -> BoxFuture<Result<Lag, BoxError>> {
+        let probe = self(replica);
+        Box::pin(async move { probe.await.map_err(Into::into) })
+    }
+}
+
+/// Settings of the lag monitor ([`ReplicaRouterBuilder::lag_monitor`](super::ReplicaRouterBuilder::lag_monitor)).
+///
+/// Every `interval` (default 1 s, at least 50 ms) each replica is probed, with a timeout (the
+/// interval). A replica is held out of reads while
+/// - its lag is unknown (the probe failed or timed out), or
+/// - it is more than `max_bytes` behind (default 8 MiB), or
+/// - it is behind at all and has not replayed for longer than `max_lag` (default 1 s).
+///
+/// It returns as soon as a probe finds it within bounds. Time without replay alone never
+/// excludes a replica: on a quiet primary it grows while the replica is caught up.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_lb::replica::{Lag, LagMonitor};
+///
+/// let monitor = LagMonitor::new(|_replica: &&str| async {
+///     Ok::<_, std::io::Error>(Lag::new(0, Duration::ZERO))
+/// })
+/// .every(Duration::from_millis(500))
+/// .max_lag(Duration::from_millis(500))
+/// .max_bytes(16 << 20);
+/// # let _ = monitor;
+/// ```
+pub struct LagMonitor<K> {
+    probe: Box<dyn LagProbe<K>>,
+    interval: Duration,
+    max_lag: Duration,
+    max_bytes: u64,
+}
+
+/// The exclusion reasons the monitor sets (and the only ones it lifts).
+pub(crate) const LAGGING: &str = "replica lagging";
+pub(crate) const LAG_UNKNOWN: &str = "replica lag unknown";
+
+impl<K> LagMonitor<K> {
+    /// Probes each replica with `probe`.
+    pub fn new(probe: impl LagProbe<K>) -> Self {
+        LagMonitor {
+            probe: Box::new(probe),
+            interval: Duration::from_secs(1),
+            max_lag: Duration::from_secs(1),
+            max_bytes: 8 << 20,
+        }
+    }
+
+    /// How often each replica is probed (clamped to at least 50 ms).
+    pub fn every(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_millis(50));
+        self
+    }
+
+    /// How long a replica that is behind may go without replaying.
+    pub fn max_lag(mut self, max_lag: Duration) -> Self {
+        self.max_lag = max_lag;
+        self
+    }
+
+    /// How many WAL bytes a replica may be behind.
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Why `lag` keeps a replica out of reads, if it does.
+    fn verdict(&self, lag: &Result<Lag, BoxError>) -> Option<&'static str> {
+        match lag {
+            Err(_) => Some(LAG_UNKNOWN),
+            Ok(lag) if lag.bytes_behind > self.max_bytes => Some(LAGGING),
+            Ok(lag) if lag.bytes_behind > 0 && lag.since_last_replay > self.max_lag => {
+                Some(LAGGING)
+            }
+            Ok(_) => None,
+        }
+    }
+
+    /// The monitor's task over the replica pool: ends when the pool's last handle is dropped.
+    pub(crate) fn drive<S, P, L, C>(
+        self,
+        replicas: WeakBalance<K, S, P, L, C>,
+        status: &DriverStatus,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        K: Clone + fmt::Debug + Eq + std::hash::Hash + Send + Sync + 'static,
+        S: Send + 'static,
+        P: Policy,
+        L: Layer<S> + Send + Sync + 'static,
+        L::Service: Clone + Send + Sync + 'static,
+        C: Send + Sync + 'static,
+    {
+        status.supervise("replica lag monitor", async move {
+            let mut ticks = tokio::time::interval(self.interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(keys) = replicas.upgrade().map(|pool| pool.snapshot()) else {
+                    return;
+                };
+                for endpoint in keys {
+                    let probe = self.probe.lag(&endpoint.key);
+                    let lag = match tokio::time::timeout(self.interval, probe).await {
+                        Ok(lag) => lag,
+                        Err(_) => Err("the lag probe timed out".into()),
+                    };
+                    let Some(pool) = replicas.upgrade() else {
+                        return;
+                    };
+                    self.apply(&pool, &endpoint.key, endpoint.excluded, &lag);
+                }
+            }
+        })
+    }
+
+    fn apply<S, P, L, C>(
+        &self,
+        pool: &crate::balance::Balance<K, S, P, L, C>,
+        key: &K,
+        excluded: Option<&'static str>,
+        lag: &Result<Lag, BoxError>,
+    ) where
+        K: Clone + fmt::Debug + Eq + std::hash::Hash + Send + Sync + 'static,
+        P: Policy,
+        L: Layer<S>,
+        L::Service: Clone,
+    {
+        let ours = matches!(excluded, Some(LAGGING | LAG_UNKNOWN));
+        match (self.verdict(lag), excluded) {
+            (Some(reason), None) => {
+                match lag {
+                    Ok(lag) => {
+                        tracing::warn!(replica = ?key, ?lag, "replica out of reads: lagging")
+                    }
+                    Err(error) => {
+                        tracing::warn!(replica = ?key, %error, "replica out of reads: lag unknown")
+                    }
+                }
+                // Gone since the snapshot: nothing to exclude.
+                let _ = pool.exclude(key, reason);
+            }
+            (Some(reason), Some(_)) if ours => {
+                let _ = pool.exclude(key, reason);
+            }
+            (None, Some(_)) if ours => {
+                tracing::info!(replica = ?key, "replica caught up: back in reads");
+                let _ = pool.readmit(key);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<K> fmt::Debug for LagMonitor<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LagMonitor")
+            .field("interval", &self.interval)
+            .field("max_lag", &self.max_lag)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_without_replay_counts_only_while_behind() {
+        let monitor =
+            LagMonitor::new(|_: &u8| async { Ok::<_, BoxError>(Lag::new(0, Duration::ZERO)) })
+                .max_lag(Duration::from_secs(1))
+                .max_bytes(1000);
+        let verdict =
+            |bytes, secs| monitor.verdict(&Ok(Lag::new(bytes, Duration::from_secs(secs))));
+        assert_eq!(verdict(0, 3600), None, "caught up on a quiet primary");
+        assert_eq!(verdict(10, 0), None);
+        assert_eq!(verdict(10, 2), Some(LAGGING));
+        assert_eq!(verdict(1001, 0), Some(LAGGING));
+        assert_eq!(monitor.verdict(&Err("down".into())), Some(LAG_UNKNOWN));
+    }
+}

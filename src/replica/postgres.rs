@@ -1,0 +1,81 @@
+//! PostgreSQL adapters through sqlx (feature `sqlx-postgres`).
+
+use super::{BoxFuture, Lag, LagProbe};
+use crate::error::BoxError;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::Duration;
+
+/// Measures a PostgreSQL streaming replica's lag: WAL bytes the primary has written that the
+/// replica has not replayed (`pg_wal_lsn_diff` of the primary's `pg_current_wal_lsn()` and the
+/// replica's `pg_last_wal_replay_lsn()`, the replay position, never the receive position), and
+/// the time since it last replayed a transaction (`pg_last_xact_replay_timestamp()`; since it
+/// started, when it has replayed none since: a lower bound, and what makes a replica that
+/// stopped replaying right after a restart count as lagging).
+///
+/// When the primary cannot be reached, the replica is measured against what it has received
+/// (`pg_last_wal_receive_lsn()`), so a dead primary does not take the replicas out of reads
+/// too. A node that is not in recovery (a promoted replica) has no replay position and counts
+/// as far behind: it leaves the read set.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use sqlx::PgPool;
+/// use tower_lb::replica::{LagMonitor, PgLagProbe};
+///
+/// # async fn pools() -> Result<(), sqlx::Error> {
+/// let primary = PgPool::connect("postgres://postgres@127.0.0.1:5432/app").await?;
+/// let replica = PgPool::connect("postgres://postgres@127.0.0.1:5433/app").await?;
+/// let monitor = LagMonitor::new(PgLagProbe::new(primary, [("replica-a", replica)]))
+///     .max_lag(Duration::from_millis(500));
+/// # let _ = monitor; Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PgLagProbe<K> {
+    primary: PgPool,
+    replicas: HashMap<K, PgPool>,
+}
+
+impl<K: Eq + Hash> PgLagProbe<K> {
+    /// Probes `replicas` (keyed as in the replica pool) against `primary`.
+    pub fn new(primary: PgPool, replicas: impl IntoIterator<Item = (K, PgPool)>) -> Self {
+        PgLagProbe {
+            primary,
+            replicas: replicas.into_iter().collect(),
+        }
+    }
+}
+
+impl<K> LagProbe<K> for PgLagProbe<K>
+where
+    K: Eq + Hash + Send + Sync + 'static,
+{
+    fn lag(&self, replica: &K) -> BoxFuture<Result<Lag, BoxError>> {
+        let primary = self.primary.clone();
+        let replica = self.replicas.get(replica).cloned();
+        Box::pin(async move {
+            let replica = replica.ok_or("no connection pool for this replica")?;
+            let written: Option<String> = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+                .fetch_one(&primary)
+                .await
+                .ok();
+            let (bytes, seconds): (f64, f64) = sqlx::query_as(
+                "SELECT COALESCE(pg_wal_lsn_diff(COALESCE($1::pg_lsn, pg_last_wal_receive_lsn()), \
+                 pg_last_wal_replay_lsn()), 1e18)::float8, \
+                 EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), \
+                 pg_postmaster_start_time()))::float8",
+            )
+            .bind(written)
+            .fetch_one(&replica)
+            .await?;
+            let bytes = if bytes.is_finite() {
+                bytes.max(0.0) as u64
+            } else {
+                u64::MAX
+            };
+            let since = Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX);
+            Ok(Lag::new(bytes, since))
+        })
+    }
+}
