@@ -286,3 +286,107 @@ async fn a_replica_that_stops_replaying_is_taken_out_of_reads_and_returns() {
          {interval:?}); replay resumed: back after {readmitted_after:?}"
     );
 }
+
+#[cfg(feature = "sqlx-postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_fail_fast_without_a_primary_and_follow_a_promoted_replica() {
+    use tower_lb::replica::{PgRoleProbe, RoleMonitor};
+    use tower_lb::Error;
+
+    let Some(mut cluster) = postgres::Cluster::start() else {
+        return;
+    };
+    let (db1, db2) = (
+        pool(&cluster.primary_url()).await,
+        pool(&cluster.replica_url()).await,
+    );
+    let interval = Duration::from_millis(200);
+    let nodes = [("db-1", node(db1.clone())), ("db-2", node(db2.clone()))];
+    // A call in flight when its node dies ends at the per-call timeout; later ones do not wait.
+    let primary = Balance::builder(P2c::new())
+        .timeout(Duration::from_millis(500))
+        .endpoints(nodes.clone())
+        .build()
+        .unwrap();
+    let replicas = Balance::builder(P2c::new())
+        .timeout(Duration::from_millis(500))
+        .panic_threshold(0.0)
+        .endpoints(nodes)
+        .build()
+        .unwrap();
+    let probe = PgRoleProbe::new([("db-1", db1), ("db-2", db2)]);
+    let db = ReplicaRouter::builder(primary, replicas)
+        .read_your_writes(Duration::ZERO)
+        .role_monitor(RoleMonitor::new(probe).every(interval))
+        .build();
+    let write = || db.clone().oneshot(query(1, "INSERT INTO t DEFAULT VALUES"));
+    let read = || db.clone().oneshot(query(2, "SELECT count(*) FROM t"));
+
+    // The first probes find the primary.
+    let started = Instant::now();
+    loop {
+        let create = db
+            .clone()
+            .oneshot(query(1, "CREATE TABLE t (id serial PRIMARY KEY)"));
+        if create.await.is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no primary found"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    write().await.unwrap();
+    let caught_up = Instant::now();
+    while !matches!(read().await, Ok(rows) if one_i64(&rows) == 1) {
+        assert!(
+            caught_up.elapsed() < Duration::from_secs(5),
+            "replica never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The primary dies: within 2 s writes fail fast with NoPrimary; reads go on.
+    cluster.stop_primary();
+    let stopped = Instant::now();
+    loop {
+        let attempt = Instant::now();
+        let error = write().await.unwrap_err();
+        if matches!(error.downcast_ref::<Error>(), Some(Error::NoPrimary { .. })) {
+            assert!(
+                attempt.elapsed() < Duration::from_millis(50),
+                "NoPrimary is immediate"
+            );
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(2),
+            "writes still wait: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let no_primary_after = stopped.elapsed();
+    assert_eq!(one_i64(&read().await.unwrap()), 1, "reads go on");
+
+    // The replica is promoted: writes follow it within two probe intervals.
+    cluster.promote_replica();
+    let promoted = Instant::now();
+    while write().await.is_err() {
+        assert!(
+            promoted.elapsed() < 2 * interval + Duration::from_secs(1),
+            "writes did not follow"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let followed_after = promoted.elapsed();
+    assert_eq!(
+        one_i64(&read().await.unwrap()),
+        2,
+        "the promoted node serves reads too"
+    );
+    println!(
+        "primary stopped: NoPrimary after {no_primary_after:?}; replica promoted: writes \
+         followed after {followed_after:?} (probe interval {interval:?})"
+    );
+}

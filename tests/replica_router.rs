@@ -307,3 +307,75 @@ fn the_lag_monitor_excludes_and_readmits_through_the_replica_pool() {
         assert_eq!(excluded(), Some("maintenance"));
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn writes_follow_the_primary_the_role_monitor_finds() {
+    use std::sync::{Arc, Mutex};
+    use tower_lb::replica::{Role, RoleMonitor};
+
+    // What each node would answer to a role probe; `None`: down.
+    let roles = Arc::new(Mutex::new([Some(Role::Primary), Some(Role::Replica)]));
+    let probe = {
+        let roles = Arc::clone(&roles);
+        move |node: &&'static str| {
+            let role = roles.lock().unwrap()[usize::from(*node == "db-2")];
+            async move { role.ok_or("connection refused") }
+        }
+    };
+    let nodes = [("db-1", node("db-1")), ("db-2", node("db-2"))];
+    let primary = Balance::builder(RoundRobin::new())
+        .outlier(Outlier::disabled())
+        .endpoints(nodes.clone())
+        .build()
+        .unwrap();
+    let replicas = Balance::builder(RoundRobin::new())
+        .outlier(Outlier::disabled())
+        .panic_threshold(0.0)
+        .endpoints(nodes)
+        .build()
+        .unwrap();
+    let interval = Duration::from_secs(1);
+    let db = ReplicaRouter::builder(primary, replicas)
+        .classify(HttpMethods)
+        .read_your_writes(Duration::ZERO)
+        .role_monitor(RoleMonitor::new(probe).every(interval))
+        .build();
+    let send = |method: &'static str| {
+        let db = db.clone();
+        async move { db.oneshot(request(method, "a")).await }
+    };
+    let settle = || tokio::time::sleep(interval + Duration::from_millis(1));
+
+    settle().await;
+    for _ in 0..4 {
+        assert_eq!(send("POST").await.unwrap(), "db-1");
+        assert_eq!(send("GET").await.unwrap(), "db-2");
+    }
+
+    // The primary dies: writes fail fast, reads go on.
+    roles.lock().unwrap()[0] = None;
+    settle().await;
+    let error = send("POST").await.unwrap_err();
+    assert!(matches!(
+        error.downcast_ref::<Error>(),
+        Some(Error::NoPrimary { .. })
+    ));
+    assert_eq!(send("GET").await.unwrap(), "db-2");
+
+    // db-2 is promoted: writes follow it, and it leaves the read set (reads fall back to it as
+    // the primary).
+    roles.lock().unwrap()[1] = Some(Role::Primary);
+    settle().await;
+    assert_eq!(send("POST").await.unwrap(), "db-2");
+    let fallbacks = db.stats().fallback_reads;
+    assert_eq!(send("GET").await.unwrap(), "db-2");
+    assert_eq!(db.stats().fallback_reads, fallbacks + 1);
+
+    // db-1 comes back as a replica of the new primary: back in the read set, no writes.
+    roles.lock().unwrap()[0] = Some(Role::Replica);
+    settle().await;
+    for _ in 0..4 {
+        assert_eq!(send("POST").await.unwrap(), "db-2");
+        assert_eq!(send("GET").await.unwrap(), "db-1");
+    }
+}

@@ -15,6 +15,7 @@ mod classify;
 mod lag;
 #[cfg(feature = "sqlx-postgres")]
 mod postgres;
+mod role;
 mod router;
 mod session;
 mod sql;
@@ -22,7 +23,8 @@ mod sql;
 pub use classify::{Access, Classify, HttpMethods};
 pub use lag::{BoxFuture, Lag, LagMonitor, LagProbe};
 #[cfg(feature = "sqlx-postgres")]
-pub use postgres::PgLagProbe;
+pub use postgres::{PgLagProbe, PgRoleProbe};
+pub use role::{Role, RoleMonitor, RoleProbe};
 pub use router::{
     ReplicaRouter, ReplicaRouterBuilder, ResponseFuture, RouterStats, WholeRouter, DEFAULT_WINDOW,
 };

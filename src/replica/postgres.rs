@@ -1,6 +1,6 @@
 //! PostgreSQL adapters through sqlx (feature `sqlx-postgres`).
 
-use super::{BoxFuture, Lag, LagProbe};
+use super::{BoxFuture, Lag, LagProbe, Role, RoleProbe};
 use crate::error::BoxError;
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -76,6 +76,53 @@ where
             };
             let since = Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX);
             Ok(Lag::new(bytes, since))
+        })
+    }
+}
+
+/// Finds a PostgreSQL node's role with `pg_is_in_recovery()`: a node in recovery is a replica,
+/// any other the primary.
+///
+/// ```no_run
+/// use sqlx::PgPool;
+/// use tower_lb::replica::{PgRoleProbe, RoleMonitor};
+///
+/// # async fn pools() -> Result<(), sqlx::Error> {
+/// let db1 = PgPool::connect("postgres://postgres@127.0.0.1:5432/app").await?;
+/// let db2 = PgPool::connect("postgres://postgres@127.0.0.1:5433/app").await?;
+/// let monitor = RoleMonitor::new(PgRoleProbe::new([("db-1", db1), ("db-2", db2)]));
+/// # let _ = monitor; Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PgRoleProbe<K> {
+    nodes: HashMap<K, PgPool>,
+}
+
+impl<K: Eq + Hash> PgRoleProbe<K> {
+    /// Probes `nodes`, keyed as in the pools.
+    pub fn new(nodes: impl IntoIterator<Item = (K, PgPool)>) -> Self {
+        PgRoleProbe {
+            nodes: nodes.into_iter().collect(),
+        }
+    }
+}
+
+impl<K> RoleProbe<K> for PgRoleProbe<K>
+where
+    K: Eq + Hash + Send + Sync + 'static,
+{
+    fn role(&self, node: &K) -> BoxFuture<Result<Role, BoxError>> {
+        let pool = self.nodes.get(node).cloned();
+        Box::pin(async move {
+            let pool = pool.ok_or("no connection pool for this node")?;
+            let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                .fetch_one(&pool)
+                .await?;
+            Ok(if in_recovery {
+                Role::Replica
+            } else {
+                Role::Primary
+            })
         })
     }
 }

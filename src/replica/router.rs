@@ -1,9 +1,10 @@
 //! [`ReplicaRouter`]: one tower `Service` over a primary pool and a replica pool.
 
 use super::lag::LagMonitor;
+use super::role::{self, RoleMonitor};
 use super::session::SessionWindows;
 use super::{Access, Classify, SqlClassifier};
-use crate::background::{DriverState, DriverStatus, StartOnRuntime};
+use crate::background::{DriverState, DriverStatus, StartFn, StartOnRuntime};
 use crate::balance::{Balance, ResponseFuture as CallFuture};
 use crate::error::{BoxError, Error};
 use crate::health::{Classify as FailureClassify, ErrorsFail};
@@ -101,9 +102,10 @@ struct Shared<Cl, X> {
     /// `None` when read-your-own-writes is off.
     windows: Option<SessionWindows>,
     counters: Counters,
-    /// The replica lag monitor's state, and its start when built outside a runtime.
+    /// The monitors' states, and their start when built outside a runtime.
     lag_monitor: DriverStatus,
-    start_lag_monitor: StartOnRuntime,
+    role_monitor: DriverStatus,
+    start_monitors: StartOnRuntime,
 }
 
 /// The default session: the whole router is one session.
@@ -157,6 +159,8 @@ pub struct RouterStats {
     pub retried_reads: u64,
     /// The replica lag monitor: `NotNeeded` without one, `Running`, or `Crashed` (logged).
     pub lag_monitor: DriverState,
+    /// The role monitor, likewise.
+    pub role_monitor: DriverState,
 }
 
 #[derive(Debug, Default)]
@@ -182,6 +186,7 @@ where
     session: X,
     window: Duration,
     lag_monitor: Option<LagMonitor<K>>,
+    role_monitor: Option<RoleMonitor<K>>,
 }
 
 /// The default read-your-own-writes window (Rails' `delay` of its database selector).
@@ -205,6 +210,7 @@ where
             session: WholeRouter,
             window: DEFAULT_WINDOW,
             lag_monitor: None,
+            role_monitor: None,
         }
     }
 }
@@ -224,6 +230,7 @@ where
             session: self.session,
             window: self.window,
             lag_monitor: self.lag_monitor,
+            role_monitor: self.role_monitor,
         }
     }
 
@@ -239,6 +246,7 @@ where
             session,
             window: self.window,
             lag_monitor: self.lag_monitor,
+            role_monitor: self.role_monitor,
         }
     }
 
@@ -258,6 +266,14 @@ where
         self
     }
 
+    /// Finds the primary in the background and keeps each pool to the nodes of its role, so
+    /// that writes follow a promoted replica and fail fast while there is no primary (see
+    /// [`RoleMonitor`]; put every node in both pools). Started like the lag monitor.
+    pub fn role_monitor(mut self, monitor: RoleMonitor<K>) -> Self {
+        self.role_monitor = Some(monitor);
+        self
+    }
+
     /// The router.
     pub fn build(self) -> ReplicaRouter<K, S, PP, RP, Cl, X, L, C>
     where
@@ -268,19 +284,36 @@ where
         C: Send + Sync + 'static,
     {
         let windows = (!self.window.is_zero()).then(|| SessionWindows::new(self.window));
-        let (lag_monitor, start_lag_monitor) = match self.lag_monitor {
-            None => (
-                DriverStatus::new(DriverState::NotNeeded),
-                StartOnRuntime::new(None),
-            ),
+        let mut spawns: Vec<StartFn> = Vec::new();
+        let lag_monitor = match self.lag_monitor {
+            None => DriverStatus::new(DriverState::NotNeeded),
             Some(monitor) => {
                 let status = DriverStatus::new(DriverState::WaitingForRuntime);
                 let (replicas, running) = (self.replicas.downgrade(), status.clone());
-                let start = StartOnRuntime::now_or_later(Box::new(move |runtime| {
+                spawns.push(Box::new(move |runtime| {
                     runtime.spawn(monitor.drive(replicas, &running));
                 }));
-                (status, start)
+                status
             }
+        };
+        let role_monitor = match self.role_monitor {
+            None => DriverStatus::new(DriverState::NotNeeded),
+            Some(monitor) => {
+                role::hold_ambiguous_nodes(&self.primary, &self.replicas);
+                let status = DriverStatus::new(DriverState::WaitingForRuntime);
+                let (primary, replicas) = (self.primary.downgrade(), self.replicas.downgrade());
+                let running = status.clone();
+                spawns.push(Box::new(move |runtime| {
+                    runtime.spawn(monitor.drive(primary, replicas, &running));
+                }));
+                status
+            }
+        };
+        let start_monitors = match spawns.is_empty() {
+            true => StartOnRuntime::new(None),
+            false => StartOnRuntime::now_or_later(Box::new(move |runtime| {
+                spawns.into_iter().for_each(|spawn| spawn(runtime));
+            })),
         };
         ReplicaRouter {
             primary: self.primary,
@@ -291,7 +324,8 @@ where
                 windows,
                 counters: Counters::default(),
                 lag_monitor,
-                start_lag_monitor,
+                role_monitor,
+                start_monitors,
             }),
         }
     }
@@ -325,6 +359,7 @@ where
             fallback_reads: c.fallback_reads.load(Relaxed),
             retried_reads: c.retried_reads.load(Relaxed),
             lag_monitor: self.shared.lag_monitor.get(),
+            role_monitor: self.shared.role_monitor.get(),
         }
     }
 }
@@ -353,7 +388,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
-        shared.start_lag_monitor.start_if_waiting();
+        shared.start_monitors.start_if_waiting();
         let counters = &shared.counters;
         let access = shared.classify.classify(&req);
         let session = shared.windows.as_ref().and_then(|windows| {

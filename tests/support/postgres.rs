@@ -89,6 +89,26 @@ impl Cluster {
         }
     }
 
+    /// Stops the primary at once, as a crash would.
+    pub fn stop_primary(&mut self) {
+        self.pg_ctl_stop(&self.dir.join("primary"));
+    }
+
+    /// Promotes the replica to a primary (`pg_ctl promote`), as an operator's failover would.
+    pub fn promote_replica(&mut self) {
+        let data = self.dir.join("replica");
+        self.run_checked(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-w".as_ref(),
+                "promote".as_ref(),
+            ],
+            true,
+        );
+    }
+
     /// Starts the replica again after [`stop_replica`](Self::stop_replica).
     pub fn restart_replica(&mut self) {
         if !self.replica_running {
