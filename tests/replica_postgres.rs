@@ -390,3 +390,110 @@ async fn writes_fail_fast_without_a_primary_and_follow_a_promoted_replica() {
          followed after {followed_after:?} (probe interval {interval:?})"
     );
 }
+
+/// The sqlx front: the router over `PgPool`s is an `Executor`; queries keep their shape.
+#[cfg(feature = "sqlx-postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_queries_run_through_the_router_as_an_executor() {
+    let Some(cluster) = postgres::Cluster::start_with_apply_delay(Duration::from_millis(300))
+    else {
+        return;
+    };
+    let primary_pool = pool(&cluster.primary_url()).await;
+    let replica_pool = pool(&cluster.replica_url()).await;
+    let db = ReplicaRouter::builder(
+        Balance::builder(P2c::new())
+            .endpoint("primary", primary_pool.clone())
+            .build()
+            .unwrap(),
+        Balance::builder(P2c::new())
+            .panic_threshold(0.0)
+            .endpoint("replica", replica_pool.clone())
+            .build()
+            .unwrap(),
+    )
+    .build();
+
+    sqlx::query("CREATE TABLE notes (id serial PRIMARY KEY, author int NOT NULL, body text)")
+        .execute(&db)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while sqlx::raw_sql("SELECT 1 FROM notes")
+        .execute(&replica_pool)
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "replica never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let in_recovery = |session: u32| {
+        let db = &db;
+        async move {
+            sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()")
+                .fetch_one(&db.session(session))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        in_recovery(7).await,
+        "a fresh session reads from the replica"
+    );
+
+    for written in 1..=20i64 {
+        sqlx::query("INSERT INTO notes (author, body) VALUES ($1, $2)")
+            .bind(1)
+            .bind(format!("note {written}"))
+            .execute(&db.session(1))
+            .await
+            .unwrap();
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM notes WHERE author = $1")
+            .bind(1)
+            .fetch_one(&db.session(1))
+            .await
+            .unwrap();
+        assert_eq!(count, written, "session 1 reads its own writes");
+    }
+    let other: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(&db.session(2))
+        .await
+        .unwrap();
+    assert!(
+        other < 20,
+        "another session reads the (lagging) replica: {other}"
+    );
+
+    // A transaction runs on the primary, on one connection; its commit pins the session.
+    let mut tx = db.session(3).begin().await.unwrap();
+    sqlx::query("INSERT INTO notes (author) VALUES (3)")
+        .execute(&mut **tx)
+        .await
+        .unwrap();
+    let inside: i64 = sqlx::query_scalar("SELECT count(*) FROM notes WHERE author = 3")
+        .fetch_one(&mut **tx)
+        .await
+        .unwrap();
+    assert_eq!(inside, 1, "the transaction sees its own insert");
+    tx.commit().await.unwrap();
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM notes WHERE author = 3")
+        .fetch_one(&db.session(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        after, 1,
+        "after commit the session reads it (from the primary)"
+    );
+
+    // Each statement counted against its pool.
+    let stats = db.stats();
+    assert_eq!(stats.writes, 1 + 20 + 1);
+    assert!(
+        stats.replica_reads >= 2 && stats.pinned_reads >= 21,
+        "{stats:?}"
+    );
+    assert_eq!(db.primary().snapshot()[0].in_flight, 0);
+}

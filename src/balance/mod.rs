@@ -10,6 +10,8 @@ mod stats;
 pub use builder::Builder;
 pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
+#[cfg(feature = "sqlx-postgres")]
+pub(crate) use service::Lease;
 pub use stats::BalanceStats;
 
 use crate::background::{DriverStatus, StartFn, StartOnRuntime};

@@ -91,24 +91,67 @@ where
         P: Pick<Req>,
         L::Service: Service<Req>,
     {
+        self.with_snapshot(|inner, snapshot| match pick(inner, snapshot, &req, avoid) {
+            Ok((service, guard)) => Ok(ResponseFuture::called(
+                service.oneshot(req),
+                guard,
+                inner.classify.clone(),
+                inner.timeout,
+            )),
+            Err(error) => Err((error, req)),
+        })
+    }
+
+    /// Picks an endpoint for `req` as `call` would, and hands out its service with the call
+    /// counted against it, for a caller that uses the service its own way (a database pool
+    /// handed to sqlx): the count ends when the lease is completed or dropped.
+    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    pub(crate) fn lease<Req>(&mut self, req: &Req) -> Result<Lease<L::Service>, Error>
+    where
+        P: Pick<Req>,
+    {
+        self.with_snapshot(|inner, snapshot| pick(inner, snapshot, req, &[]))
+            .map(|(service, guard)| Lease { service, guard })
+    }
+
+    /// Runs `f` on the current snapshot, read through this handle's cache.
+    #[inline]
+    fn with_snapshot<R>(
+        &mut self,
+        f: impl FnOnce(&Inner<K, S, P, L, C>, &Snapshot<K, L::Service, P::Table>) -> R,
+    ) -> R {
         let inner = &*self.inner;
         inner.start_waiting_drivers();
         let generation = inner.pool.generation();
         match &self.cached {
-            Some((cached_at, snapshot)) if *cached_at == generation => {
-                route(inner, snapshot, req, avoid)
-            }
+            Some((cached_at, snapshot)) if *cached_at == generation => f(inner, snapshot),
             _ if self.called => {
                 let snapshot = inner.pool.current().load_full();
-                let future = route(inner, &snapshot, req, avoid);
+                let result = f(inner, &snapshot);
                 self.cached = Some((generation, snapshot));
-                future
+                result
             }
             _ => {
                 self.called = true;
-                route(inner, &inner.pool.current().load(), req, avoid)
+                f(inner, &inner.pool.current().load())
             }
         }
+    }
+}
+
+/// An endpoint's service, handed out by [`Balance::lease`] with one call counted against the
+/// endpoint until [`complete`](Self::complete) (or drop, which counts as cancelled).
+#[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+pub(crate) struct Lease<S> {
+    pub(crate) service: S,
+    guard: InFlight,
+}
+
+impl<S> Lease<S> {
+    /// Ends the call: its outcome feeds load accounting and outlier detection.
+    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    pub(crate) fn complete(self, succeeded: bool) {
+        self.guard.complete(succeeded);
     }
 }
 
@@ -138,20 +181,20 @@ fn steer_clear(
         .unwrap_or(picked)
 }
 
-/// Picks an endpoint from `snapshot` for `req` and starts the call; with nothing to pick,
-/// hands the request back with the reason.
-fn route<K, S, P, L, C, Req>(
+/// Picks an endpoint from `snapshot` for `req` and starts counting a call against it; with
+/// nothing to pick, the reason.
+#[inline]
+fn pick<K, S, P, L, C, Req>(
     inner: &Inner<K, S, P, L, C>,
     snapshot: &Snapshot<K, L::Service, P::Table>,
-    req: Req,
+    req: &Req,
     avoid: &[Arc<EndpointStats>],
-) -> Result<ResponseFuture<L::Service, Req, C>, (Error, Req)>
+) -> Result<(L::Service, InFlight), Error>
 where
     K: Debug,
     P: Pick<Req>,
     L: Layer<S>,
-    L::Service: Service<Req> + Clone,
-    C: Clone,
+    L::Service: Clone,
 {
     let eligible = snapshot.eligible;
     let candidates = Candidates::new(&snapshot.stats[..eligible]);
@@ -165,29 +208,23 @@ where
             tracing::debug!(endpoint = ?snapshot.keys[probe], "probation request");
             probe
         }
-        (None, None) if snapshot.members == 0 => return Err((Error::NoEndpoints, req)),
+        (None, None) if snapshot.members == 0 => return Err(Error::NoEndpoints),
         (None, None) => {
             let endpoints = snapshot.members;
-            return Err((Error::AllUnhealthy { endpoints }, req));
+            return Err(Error::AllUnhealthy { endpoints });
         }
-        (None, Some(table)) => match inner.pool.policy().pick(&req, table, &candidates) {
+        (None, Some(table)) => match inner.pool.policy().pick(req, table, &candidates) {
             Some(index) if index < eligible && avoid.is_empty() => index,
             Some(index) if index < eligible => {
                 steer_clear(index, &snapshot.stats[..eligible], avoid, || {
-                    inner.pool.policy().pick(&req, table, &candidates)
+                    inner.pool.policy().pick(req, table, &candidates)
                 })
             }
-            _ => return Err((Error::NoPick { eligible }, req)),
+            _ => return Err(Error::NoPick { eligible }),
         },
     };
     tracing::trace!(endpoint = ?snapshot.keys[index], eligible, "picked");
     let endpoint = &snapshot.stats[index];
     let guard = InFlight::start(Arc::clone(endpoint), || candidates.now_ns(endpoint));
-    let service = snapshot.services[index].clone();
-    Ok(ResponseFuture::called(
-        service.oneshot(req),
-        guard,
-        inner.classify.clone(),
-        inner.timeout,
-    ))
+    Ok((snapshot.services[index].clone(), guard))
 }

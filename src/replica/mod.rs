@@ -23,7 +23,7 @@ mod sql;
 pub use classify::{Access, Classify, HttpMethods};
 pub use lag::{BoxFuture, Lag, LagMonitor, LagProbe};
 #[cfg(feature = "sqlx-postgres")]
-pub use postgres::{PgLagProbe, PgRoleProbe};
+pub use postgres::{PgLagProbe, PgRoleProbe, PgRouter, PgSession, PgTransaction};
 pub use role::{Role, RoleMonitor, RoleProbe};
 pub use router::{
     ReplicaRouter, ReplicaRouterBuilder, ResponseFuture, RouterStats, WholeRouter, DEFAULT_WINDOW,

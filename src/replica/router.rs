@@ -387,54 +387,44 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let access = self.shared.classify.classify(&req);
         let shared = &*self.shared;
-        shared.start_monitors.start_if_waiting();
-        let counters = &shared.counters;
-        let access = shared.classify.classify(&req);
-        let session = shared.windows.as_ref().and_then(|windows| {
-            let key = shared.session.key(&req)?;
-            Some(windows.slot(key))
-        });
-        let call = match access {
-            Access::Write => {
-                counters.writes.fetch_add(1, Relaxed);
-                let write = session.map(|slot| WriteMark {
-                    shared: Arc::clone(&self.shared),
-                    slot,
-                });
+        let session = match shared.windows {
+            Some(_) => shared
+                .session
+                .key(&req)
+                .and_then(|key| self.session_slot(key)),
+            None => None,
+        };
+        let call = match self.destination(access, session) {
+            Destination::Write(write) => {
                 return ResponseFuture {
                     call: self.write(req),
                     write,
                     retry: None,
                 };
             }
-            Access::Read => {
-                let pinned = session.zip(shared.windows.as_ref());
-                if pinned.is_some_and(|(slot, windows)| windows.pinned(slot)) {
-                    counters.pinned_reads.fetch_add(1, Relaxed);
-                    self.read_on_primary(req)
-                } else {
-                    let copy = req.replay();
-                    match self.replicas.try_call(req) {
-                        Ok(call) => {
-                            counters.replica_reads.fetch_add(1, Relaxed);
-                            // A read that fails on a replica is sent once more, to the primary.
-                            let retry = copy.map(|copy| ReadRetry {
-                                primary: self.primary.clone(),
-                                shared: Arc::clone(&self.shared),
-                                request: copy,
-                            });
-                            return ResponseFuture {
-                                call,
-                                write: None,
-                                retry,
-                            };
-                        }
-                        Err((reason, req)) => {
-                            counters.fallback_reads.fetch_add(1, Relaxed);
-                            tracing::debug!(%reason, "no replica in rotation: read falls back to the primary");
-                            self.read_on_primary(req)
-                        }
+            Destination::PinnedRead => self.read_on_primary(req),
+            Destination::Read => {
+                let copy = req.replay();
+                match self.replicas.try_call(req) {
+                    Ok(call) => {
+                        self.counted_replica_read();
+                        // A read that fails on a replica is sent once more, to the primary.
+                        let retry = copy.map(|copy| ReadRetry {
+                            primary: self.primary.clone(),
+                            shared: Arc::clone(&self.shared),
+                            request: copy,
+                        });
+                        return ResponseFuture {
+                            call,
+                            write: None,
+                            retry,
+                        };
+                    }
+                    Err((reason, req)) => {
+                        self.counted_fallback(&reason);
+                        self.read_on_primary(req)
                     }
                 }
             }
@@ -444,6 +434,75 @@ where
             write: None,
             retry: None,
         }
+    }
+}
+
+/// Where a classified request goes, before a pool picks an endpoint.
+pub(crate) enum Destination<Cl, X> {
+    /// The primary pool; for a session, the mark that pins it once the write is over.
+    Write(Option<WriteMark<Cl, X>>),
+    /// The primary pool: the session wrote within the read-your-own-writes window.
+    PinnedRead,
+    /// The replica pool, or the primary pool when no replica is in rotation.
+    Read,
+}
+
+impl<K, S, PP, RP, Cl, X, L, C> ReplicaRouter<K, S, PP, RP, Cl, X, L, C>
+where
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+{
+    /// The read-your-own-writes slot of a session, when read-your-own-writes is on.
+    pub(crate) fn session_slot(&self, session: impl Hash) -> Option<usize> {
+        Some(self.shared.windows.as_ref()?.slot(session))
+    }
+
+    /// Where a request with `access` from the session in `slot` goes; counts writes and
+    /// pinned reads. The one place both front ends (tower, sqlx) decide it.
+    pub(crate) fn destination(&self, access: Access, slot: Option<usize>) -> Destination<Cl, X> {
+        let shared = &*self.shared;
+        shared.start_monitors.start_if_waiting();
+        match access {
+            Access::Write => {
+                shared.counters.writes.fetch_add(1, Relaxed);
+                Destination::Write(slot.map(|slot| WriteMark {
+                    shared: Arc::clone(&self.shared),
+                    slot,
+                }))
+            }
+            Access::Read => {
+                let pinned = slot.zip(shared.windows.as_ref());
+                if pinned.is_some_and(|(slot, windows)| windows.pinned(slot)) {
+                    shared.counters.pinned_reads.fetch_add(1, Relaxed);
+                    Destination::PinnedRead
+                } else {
+                    Destination::Read
+                }
+            }
+        }
+    }
+
+    pub(crate) fn counted_replica_read(&self) {
+        self.shared.counters.replica_reads.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn counted_fallback(&self, reason: &Error) {
+        self.shared.counters.fallback_reads.fetch_add(1, Relaxed);
+        tracing::debug!(%reason, "no replica in rotation: read falls back to the primary");
+    }
+
+    pub(crate) fn counted_write_without_primary(&self, reason: &Error) {
+        self.shared
+            .counters
+            .writes_without_primary
+            .fetch_add(1, Relaxed);
+        tracing::warn!(%reason, "write refused: no primary in rotation");
+    }
+
+    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    pub(crate) fn classifier(&self) -> &Cl {
+        &self.shared.classify
     }
 }
 
@@ -462,11 +521,7 @@ where
         L::Service: Service<Req>,
     {
         self.primary.try_call(req).unwrap_or_else(|(reason, _)| {
-            self.shared
-                .counters
-                .writes_without_primary
-                .fetch_add(1, Relaxed);
-            tracing::warn!(%reason, "write refused: no primary in rotation");
+            self.counted_write_without_primary(&reason);
             self.primary.fail_fast(Error::NoPrimary {
                 reason: Box::new(reason),
             })
@@ -488,7 +543,7 @@ where
 
 /// Pins the writing session when the write completes or is dropped (a dropped write may have
 /// committed).
-struct WriteMark<Cl, X> {
+pub(crate) struct WriteMark<Cl, X> {
     shared: Arc<Shared<Cl, X>>,
     slot: usize,
 }
