@@ -1,6 +1,7 @@
 //! Lag-aware exclusion: a background monitor measures every replica and holds out of reads
 //! those too far behind, through the replica pool's [`exclude`](crate::Balance::exclude).
 
+use super::probing::probe_rounds;
 use crate::background::DriverStatus;
 use crate::balance::WeakBalance;
 use crate::error::BoxError;
@@ -152,25 +153,16 @@ impl<K> LagMonitor<K> {
         C: Send + Sync + 'static,
     {
         status.supervise("replica lag monitor", async move {
-            let mut ticks = tokio::time::interval(self.interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                let Some(keys) = replicas.upgrade().map(|pool| pool.snapshot()) else {
-                    return;
-                };
-                for endpoint in keys {
-                    let probe = self.probe.lag(&endpoint.key);
-                    let lag = match tokio::time::timeout(self.interval, probe).await {
-                        Ok(lag) => lag,
-                        Err(_) => Err("the lag probe timed out".into()),
-                    };
-                    let Some(pool) = replicas.upgrade() else {
-                        return;
-                    };
-                    self.apply(&pool, &endpoint.key, endpoint.excluded, &lag);
-                }
-            }
+            let keys = || {
+                let pool = replicas.upgrade()?;
+                Some(pool.snapshot().into_iter().map(|e| e.key).collect())
+            };
+            let probe = |key: &K| self.probe.lag(key);
+            let apply = |key: &K, lag| {
+                self.apply(&replicas.upgrade()?, key, &lag);
+                Some(())
+            };
+            probe_rounds(self.interval, keys, probe, apply).await;
         })
     }
 
@@ -178,7 +170,6 @@ impl<K> LagMonitor<K> {
         &self,
         pool: &crate::balance::Balance<K, S, P, L, C>,
         key: &K,
-        excluded: Option<&'static str>,
         lag: &Result<Lag, BoxError>,
     ) where
         K: Clone + fmt::Debug + Eq + std::hash::Hash + Send + Sync + 'static,
@@ -186,6 +177,10 @@ impl<K> LagMonitor<K> {
         L: Layer<S>,
         L::Service: Clone,
     {
+        let Some(excluded) = pool.snapshot().into_iter().find(|e| e.key == *key) else {
+            return; // gone since the round began
+        };
+        let excluded = excluded.excluded;
         let ours = matches!(excluded, Some(LAGGING | LAG_UNKNOWN));
         match (self.verdict(lag), excluded) {
             (Some(reason), None) => {
@@ -197,7 +192,6 @@ impl<K> LagMonitor<K> {
                         tracing::warn!(replica = ?key, %error, "replica out of reads: lag unknown")
                     }
                 }
-                // Gone since the snapshot: nothing to exclude.
                 let _ = pool.exclude(key, reason);
             }
             (Some(reason), Some(_)) if ours => {

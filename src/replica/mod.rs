@@ -15,6 +15,7 @@ mod classify;
 mod lag;
 #[cfg(feature = "sqlx-postgres")]
 mod postgres;
+mod probing;
 mod role;
 mod router;
 mod session;

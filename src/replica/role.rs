@@ -2,6 +2,7 @@
 //! to the nodes of its role, so writes follow a promoted replica.
 
 use super::lag::BoxFuture;
+use super::probing::probe_rounds;
 use crate::background::DriverStatus;
 use crate::balance::{Balance, WeakBalance};
 use crate::error::BoxError;
@@ -110,33 +111,26 @@ impl<K> RoleMonitor<K> {
         C: Send + Sync + 'static,
     {
         status.supervise("replica role monitor", async move {
-            let mut ticks = tokio::time::interval(self.interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                let (Some(writers), Some(readers)) = (primary.upgrade(), replicas.upgrade()) else {
-                    return;
-                };
-                let mut nodes: Vec<K> = writers.snapshot().into_iter().map(|e| e.key).collect();
-                for endpoint in readers.snapshot() {
+            let nodes = || {
+                let mut nodes: Vec<K> = primary
+                    .upgrade()?
+                    .snapshot()
+                    .into_iter()
+                    .map(|e| e.key)
+                    .collect();
+                for endpoint in replicas.upgrade()?.snapshot() {
                     if !nodes.contains(&endpoint.key) {
                         nodes.push(endpoint.key);
                     }
                 }
-                drop((writers, readers));
-                for node in nodes {
-                    let probe = self.probe.role(&node);
-                    let role = match tokio::time::timeout(self.interval, probe).await {
-                        Ok(role) => role,
-                        Err(_) => Err("the role probe timed out".into()),
-                    };
-                    let (Some(writers), Some(readers)) = (primary.upgrade(), replicas.upgrade())
-                    else {
-                        return;
-                    };
-                    follow(&writers, &readers, &node, &role);
-                }
-            }
+                Some(nodes)
+            };
+            let probe = |node: &K| self.probe.role(node);
+            let apply = |node: &K, role| {
+                follow(&primary.upgrade()?, &replicas.upgrade()?, node, &role);
+                Some(())
+            };
+            probe_rounds(self.interval, nodes, probe, apply).await;
         })
     }
 }
