@@ -81,3 +81,60 @@ async fn traffic_spreads_and_a_removed_endpoint_loses_no_request() {
     }
     assert!(backends[0].hits() as f64 / answers.len() as f64 > 0.05);
 }
+
+/// Read/write splitting of an HTTP API over real loopback servers: GETs reach the replicas,
+/// POSTs the primary, and a client reads its own write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_router_sends_gets_to_replicas_and_posts_to_the_primary() {
+    use tower_lb::replica::{HttpMethods, ReplicaRouter};
+    use tower_lb::sticky::Header;
+
+    let primary = backend::Backend::start("primary").await.unwrap();
+    let replicas = backend::start_many(2).await.unwrap();
+    let client = reqwest::Client::new();
+    let endpoint = |url: String| backend::http_endpoint(client.clone(), url.parse().unwrap());
+    let router = ReplicaRouter::builder(
+        Balance::builder(P2c::new())
+            .endpoint(primary.url(), endpoint(primary.url()))
+            .build()
+            .unwrap(),
+        Balance::builder(P2c::new())
+            .endpoints(replicas.iter().map(|r| (r.url(), endpoint(r.url()))))
+            .build()
+            .unwrap(),
+    )
+    .classify(HttpMethods)
+    .session(Header::new("x-user"))
+    .build();
+    let request = |method: &str, user: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri("http://placeholder/items")
+            .header("x-user", user)
+            .body(String::new())
+            .unwrap()
+    };
+
+    for _ in 0..50 {
+        let answer = router.clone().oneshot(request("GET", "bob")).await.unwrap();
+        assert!(answer.starts_with('b'), "a GET reached {answer}");
+    }
+    for _ in 0..10 {
+        let answer = router
+            .clone()
+            .oneshot(request("POST", "alice"))
+            .await
+            .unwrap();
+        assert_eq!(answer, "primary");
+    }
+    let own_read = router
+        .clone()
+        .oneshot(request("GET", "alice"))
+        .await
+        .unwrap();
+    assert_eq!(own_read, "primary", "alice reads her own write");
+    assert_eq!(primary.posts(), 10);
+    assert_eq!(primary.hits(), 11);
+    assert_eq!(replicas.iter().map(|r| r.hits()).sum::<u64>(), 50);
+    assert!(replicas.iter().all(|r| r.posts() == 0));
+}

@@ -8,54 +8,13 @@ mod backend;
 
 use backend::Backend;
 use std::time::Duration;
-use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 use tower_lb::health::Outlier;
 use tower_lb::policy::RoundRobin;
 use tower_lb::retry::{Idempotent, RetryLayer, RetryPolicy};
 use tower_lb::Balance;
 
 const REQUESTS: usize = 20;
-
-/// Sends a `reqwest::Request` to `base` (scheme, host and port replaced; path kept) and
-/// answers with the body of a 2xx response.
-fn reqwest_endpoint(
-    client: reqwest::Client,
-    base: reqwest::Url,
-) -> impl Service<
-    reqwest::Request,
-    Response = String,
-    Error = reqwest::Error,
-    Future = impl std::future::Future<Output = Result<String, reqwest::Error>> + Send,
-> + Clone
-       + Send
-       + Sync {
-    service_fn(move |mut request: reqwest::Request| {
-        let url = request.url_mut();
-        url.set_host(base.host_str()).unwrap();
-        url.set_port(base.port()).unwrap();
-        let sent = client.execute(request);
-        async move { sent.await?.error_for_status()?.text().await }
-    })
-}
-
-/// The same for `http::Request<String>`, converted to reqwest at the edge.
-fn http_endpoint(
-    client: reqwest::Client,
-    base: reqwest::Url,
-) -> impl Service<
-    http::Request<String>,
-    Response = String,
-    Error = reqwest::Error,
-    Future = impl std::future::Future<Output = Result<String, reqwest::Error>> + Send,
-> + Clone
-       + Send
-       + Sync {
-    let mut inner = reqwest_endpoint(client, base);
-    service_fn(move |request: http::Request<String>| {
-        let request = reqwest::Request::try_from(request).expect("an absolute URI");
-        inner.call(request)
-    })
-}
 
 /// A loopback port with nothing listening on it: connecting is refused.
 async fn closed_port_url() -> reqwest::Url {
@@ -98,7 +57,7 @@ async fn reqwest_post_that_died_mid_request_is_not_sent_again_get_is() {
     let http = client();
     let lb = pool(
         vec![dying.url().parse().unwrap(), healthy.url().parse().unwrap()],
-        |url| reqwest_endpoint(http.clone(), url),
+        |url| backend::reqwest_endpoint(http.clone(), url),
     );
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new(retries()))
@@ -162,7 +121,7 @@ async fn reqwest_post_refused_at_connect_is_retried_elsewhere() {
     let http = client();
     let lb = pool(
         vec![closed_port_url().await, healthy.url().parse().unwrap()],
-        |url| reqwest_endpoint(http.clone(), url),
+        |url| backend::reqwest_endpoint(http.clone(), url),
     );
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new(retries()))
@@ -190,7 +149,7 @@ async fn http_request_retries_follow_the_same_rule() {
     let http = client();
     let lb = pool(
         vec![dying.url().parse().unwrap(), healthy.url().parse().unwrap()],
-        |url| http_endpoint(http.clone(), url),
+        |url| backend::http_endpoint(http.clone(), url),
     );
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new(retries()))

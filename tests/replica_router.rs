@@ -379,3 +379,57 @@ async fn writes_follow_the_primary_the_role_monitor_finds() {
         assert_eq!(send("GET").await.unwrap(), "db-1");
     }
 }
+
+/// Several primaries (multi-primary): writes are balanced over the healthy ones and fail over
+/// between them; none is lost.
+#[tokio::test(start_paused = true)]
+async fn writes_fail_over_between_primaries() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tower::util::Either;
+
+    let down = Arc::new(AtomicBool::new(false));
+    let flaky = {
+        let down = Arc::clone(&down);
+        service_fn(move |_: Request| {
+            let down = down.load(Ordering::Relaxed);
+            async move {
+                match down {
+                    true => Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+                    false => Ok("primary-a"),
+                }
+            }
+        })
+    };
+    let steady = node("primary-b");
+    let primaries = Balance::builder(RoundRobin::new())
+        .outlier(Outlier::consecutive_failures(1).max_ejected_percent(50))
+        .endpoint("a", Either::Left(flaky))
+        .endpoint("b", Either::Right(steady.clone()))
+        .build()
+        .unwrap();
+    let replicas = Balance::builder(RoundRobin::new())
+        .endpoint("r", Either::Right(steady))
+        .build()
+        .unwrap();
+    let db = ReplicaRouter::builder(primaries, replicas)
+        .classify(HttpMethods)
+        .build();
+    // The router never resends a write; `tower::retry` in front of it may, when the failure
+    // proves the write was never sent (a refused connection).
+    let client = tower::ServiceBuilder::new()
+        .retry(tower_lb::retry::RetryPolicy::new(2).backoff(Duration::ZERO, Duration::ZERO))
+        .service(db.clone());
+    let mut served = std::collections::HashMap::new();
+    for i in 0..40 {
+        if i == 10 {
+            down.store(true, Ordering::Relaxed);
+        }
+        let answer = client.clone().oneshot(request("POST", "a")).await.unwrap();
+        *served.entry(answer).or_insert(0) += 1;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(served["primary-a"], 5, "{served:?}");
+    assert_eq!(served["primary-b"], 35, "{served:?}");
+    assert_eq!(db.stats().writes_without_primary, 0);
+}

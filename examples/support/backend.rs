@@ -191,3 +191,44 @@ pub fn status_endpoint(
         }
     })
 }
+
+/// Sends a `reqwest::Request` to `base` (scheme, host and port replaced; path kept) and
+/// answers with the body of a 2xx response.
+pub fn reqwest_endpoint(
+    client: reqwest::Client,
+    base: reqwest::Url,
+) -> impl tower::Service<
+    reqwest::Request,
+    Response = String,
+    Error = reqwest::Error,
+    Future = impl std::future::Future<Output = Result<String, reqwest::Error>> + Send,
+> + Clone
+       + Send
+       + Sync {
+    tower::service_fn(move |mut request: reqwest::Request| {
+        let url = request.url_mut();
+        url.set_host(base.host_str()).unwrap();
+        url.set_port(base.port()).unwrap();
+        let sent = client.execute(request);
+        async move { sent.await?.error_for_status()?.text().await }
+    })
+}
+
+/// The same for `http::Request<String>`, converted to reqwest at the edge.
+pub fn http_endpoint(
+    client: reqwest::Client,
+    base: reqwest::Url,
+) -> impl tower::Service<
+    http::Request<String>,
+    Response = String,
+    Error = reqwest::Error,
+    Future = impl std::future::Future<Output = Result<String, reqwest::Error>> + Send,
+> + Clone
+       + Send
+       + Sync {
+    let mut inner = reqwest_endpoint(client, base);
+    tower::service_fn(move |request: http::Request<String>| {
+        let request = reqwest::Request::try_from(request).expect("an absolute URI");
+        tower::Service::call(&mut inner, request)
+    })
+}
