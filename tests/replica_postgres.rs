@@ -497,3 +497,107 @@ async fn sqlx_queries_run_through_the_router_as_an_executor() {
     );
     assert_eq!(db.primary().snapshot()[0].in_flight, 0);
 }
+
+/// Position mode through the sqlx front: a session reads its own writes from any replica that
+/// has replayed them, and from the primary until one has; its state travels as a token.
+#[cfg(feature = "sqlx-postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn position_mode_reads_own_writes_from_caught_up_replicas_and_tokens_carry_it() {
+    use tower_lb::replica::{Token, DEFAULT_POSITION_CAP};
+
+    let Some(cluster) = postgres::Cluster::start() else {
+        return;
+    };
+    let primary_pool = pool(&cluster.primary_url()).await;
+    let replica_pool = pool(&cluster.replica_url()).await;
+    let router = |window: Option<Duration>| {
+        let builder = ReplicaRouter::builder(
+            Balance::builder(P2c::new())
+                .endpoint("primary", primary_pool.clone())
+                .build()
+                .unwrap(),
+            Balance::builder(P2c::new())
+                .panic_threshold(0.0)
+                .endpoint("replica", replica_pool.clone())
+                .build()
+                .unwrap(),
+        );
+        match window {
+            Some(window) => builder.read_your_writes(window).build(),
+            None => builder
+                .read_your_writes_by_position(DEFAULT_POSITION_CAP)
+                .build(),
+        }
+    };
+    let (db, other_server) = (router(None), router(None));
+    sqlx::query("CREATE TABLE items (author int NOT NULL)")
+        .execute(&db)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while sqlx::raw_sql("SELECT 1 FROM items")
+        .execute(&replica_pool)
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "replica never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let count = |author: i32| {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM items WHERE author = $1").bind(author)
+    };
+    let insert = |author: i32| sqlx::query("INSERT INTO items (author) VALUES ($1)").bind(author);
+
+    // Replay paused: 200 writes, each read back at once, through one server and through
+    // another that has only the token. None is stale.
+    sqlx::raw_sql("SELECT pg_wal_replay_pause()")
+        .execute(&replica_pool)
+        .await
+        .unwrap();
+    let mut stale = 0;
+    for written in 1..=100i64 {
+        insert(1).execute(&db.session(1)).await.unwrap();
+        stale += usize::from(count(1).fetch_one(&db.session(1)).await.unwrap() < written);
+        let token: Token = db.session(1).token().unwrap().to_string().parse().unwrap();
+        let elsewhere = other_server.session_with_token(1, &token);
+        stale += usize::from(count(1).fetch_one(&elsewhere).await.unwrap() < written);
+    }
+    assert_eq!(stale, 0, "stale own reads with replay paused");
+    assert!(db.stats().reads_behind >= 100);
+    let fresh_session = count(1).fetch_one(&db.session(2)).await.unwrap();
+    assert_eq!(
+        fresh_session, 0,
+        "a session without writes reads the paused replica"
+    );
+
+    // Replay running: reads issued 100 ms after the session's write mostly find the replica
+    // caught up. The window mode sends all of them to the primary.
+    sqlx::raw_sql("SELECT pg_wal_replay_resume()")
+        .execute(&replica_pool)
+        .await
+        .unwrap();
+    let window = router(Some(Duration::from_secs(2)));
+    for (name, db) in [("position", &db), ("window", &window)] {
+        let before = db.stats();
+        for written in 1..=20i64 {
+            insert(3).execute(&db.session(3)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let seen = count(3).fetch_one(&db.session(3)).await.unwrap();
+            assert!(seen >= written, "{name}: stale own read");
+        }
+        let after = db.stats();
+        let on_replica = after.replica_reads - before.replica_reads;
+        println!("{name} mode: {on_replica} of 20 own reads 100 ms after the write served by the replica");
+        match name {
+            "position" => assert!(on_replica >= 16, "only {on_replica} of 20 on the replica"),
+            _ => assert_eq!(on_replica, 0),
+        }
+        sqlx::query("DELETE FROM items WHERE author = 3")
+            .execute(db)
+            .await
+            .unwrap();
+    }
+}

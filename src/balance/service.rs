@@ -106,11 +106,17 @@ where
     /// counted against it, for a caller that uses the service its own way (a database pool
     /// handed to sqlx): the count ends when the lease is completed or dropped.
     #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
-    pub(crate) fn lease<Req>(&mut self, req: &Req) -> Result<Lease<L::Service>, Error>
+    /// Like a retry, the pick steers clear of the endpoints in `avoid` unless every eligible
+    /// endpoint is among them: [`Lease::endpoint`] tells.
+    pub(crate) fn lease<Req>(
+        &mut self,
+        req: &Req,
+        avoid: &[Arc<EndpointStats>],
+    ) -> Result<Lease<L::Service>, Error>
     where
         P: Pick<Req>,
     {
-        self.with_snapshot(|inner, snapshot| pick(inner, snapshot, req, &[]))
+        self.with_snapshot(|inner, snapshot| pick(inner, snapshot, req, avoid))
             .map(|(service, guard)| Lease { service, guard })
     }
 
@@ -148,6 +154,12 @@ pub(crate) struct Lease<S> {
 }
 
 impl<S> Lease<S> {
+    /// The endpoint the lease counts against.
+    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    pub(crate) fn endpoint(&self) -> &Arc<EndpointStats> {
+        self.guard.stats()
+    }
+
     /// Ends the call: its outcome feeds load accounting and outlier detection.
     #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
     pub(crate) fn complete(self, succeeded: bool) {

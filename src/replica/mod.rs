@@ -13,6 +13,7 @@
 
 mod classify;
 mod lag;
+mod position;
 #[cfg(feature = "sqlx-postgres")]
 mod postgres;
 mod probing;
@@ -23,6 +24,7 @@ mod sql;
 
 pub use classify::{Access, Classify, HttpMethods};
 pub use lag::{BoxFuture, Lag, LagMonitor, LagProbe};
+pub use position::{Token, TokenError, DEFAULT_POSITION_CAP};
 #[cfg(feature = "sqlx-postgres")]
 pub use postgres::{PgLagProbe, PgRoleProbe, PgRouter, PgSession, PgTransaction};
 pub use role::{Role, RoleMonitor, RoleProbe};

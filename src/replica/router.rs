@@ -1,8 +1,9 @@
 //! [`ReplicaRouter`]: one tower `Service` over a primary pool and a replica pool.
 
 use super::lag::LagMonitor;
+use super::position::SessionPositions;
 use super::role::{self, RoleMonitor};
-use super::session::SessionWindows;
+use super::session::{ReadYourWrites, SessionWindows, Sessions};
 use super::{Access, Classify, SqlClassifier};
 use crate::background::{DriverState, DriverStatus, StartFn, StartOnRuntime};
 use crate::balance::{Balance, ResponseFuture as CallFuture};
@@ -99,8 +100,8 @@ pub struct ReplicaRouter<
 struct Shared<Cl, X> {
     classify: Cl,
     session: X,
-    /// `None` when read-your-own-writes is off.
-    windows: Option<SessionWindows>,
+    /// Sessions and their read-your-own-writes state.
+    pub(crate) sessions: Sessions,
     counters: Counters,
     /// The monitors' states, and their start when built outside a runtime.
     lag_monitor: DriverStatus,
@@ -157,6 +158,9 @@ pub struct RouterStats {
     pub fallback_reads: u64,
     /// Reads that failed on a replica and were sent again, to the primary.
     pub retried_reads: u64,
+    /// Position mode: reads sent to the primary because no replica had replayed the session's
+    /// last write yet.
+    pub reads_behind: u64,
     /// The replica lag monitor: `NotNeeded` without one, `Running`, or `Crashed` (logged).
     pub lag_monitor: DriverState,
     /// The role monitor, likewise.
@@ -171,6 +175,7 @@ struct Counters {
     pinned_reads: AtomicU64,
     fallback_reads: AtomicU64,
     retried_reads: AtomicU64,
+    reads_behind: AtomicU64,
 }
 
 /// Builds a [`ReplicaRouter`] ([`ReplicaRouter::builder`]).
@@ -184,9 +189,17 @@ where
     replicas: Balance<K, S, RP, L, C>,
     classify: Cl,
     session: X,
-    window: Duration,
+    consistency: Consistency,
     lag_monitor: Option<LagMonitor<K>>,
     role_monitor: Option<RoleMonitor<K>>,
+}
+
+/// How sessions read their own writes.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+enum Consistency {
+    Window(Duration),
+    Position(Duration),
 }
 
 /// The default read-your-own-writes window (Rails' `delay` of its database selector).
@@ -208,7 +221,7 @@ where
             replicas,
             classify: SqlClassifier::new(),
             session: WholeRouter,
-            window: DEFAULT_WINDOW,
+            consistency: Consistency::Window(DEFAULT_WINDOW),
             lag_monitor: None,
             role_monitor: None,
         }
@@ -228,7 +241,7 @@ where
             replicas: self.replicas,
             classify,
             session: self.session,
-            window: self.window,
+            consistency: self.consistency,
             lag_monitor: self.lag_monitor,
             role_monitor: self.role_monitor,
         }
@@ -244,7 +257,7 @@ where
             replicas: self.replicas,
             classify: self.classify,
             session,
-            window: self.window,
+            consistency: self.consistency,
             lag_monitor: self.lag_monitor,
             role_monitor: self.role_monitor,
         }
@@ -253,7 +266,20 @@ where
     /// How long after a session's write its reads stay on the primary (default 2 s).
     /// `Duration::ZERO` turns read-your-own-writes off; `Duration::MAX` pins for good.
     pub fn read_your_writes(mut self, window: Duration) -> Self {
-        self.window = window;
+        self.consistency = Consistency::Window(window);
+        self
+    }
+
+    #[cfg(feature = "sqlx-postgres")]
+    /// Read-your-own-writes by position instead of by window (the sqlx front,
+    /// [`PgRouter`](super::PgRouter), feature `sqlx-postgres`): after a session's write
+    /// commits, the router captures the primary's WAL position, and the session's reads go to
+    /// a replica only once that replica has replayed it (checked per read, one round trip to
+    /// the replica), otherwise to the primary. A session's position holds for `cap` (30 s,
+    /// [`DEFAULT_POSITION_CAP`](super::DEFAULT_POSITION_CAP)); the tower front, which cannot
+    /// check a replica's position, keeps such reads on the primary.
+    pub fn read_your_writes_by_position(mut self, cap: Duration) -> Self {
+        self.consistency = Consistency::Position(cap);
         self
     }
 
@@ -283,7 +309,15 @@ where
         L::Service: Clone + Send + Sync + 'static,
         C: Send + Sync + 'static,
     {
-        let windows = (!self.window.is_zero()).then(|| SessionWindows::new(self.window));
+        let mode = match self.consistency {
+            Consistency::Window(window) if window.is_zero() => None,
+            Consistency::Window(window) => {
+                Some(ReadYourWrites::Window(SessionWindows::new(window)))
+            }
+            Consistency::Position(cap) => {
+                Some(ReadYourWrites::Position(SessionPositions::new(cap)))
+            }
+        };
         let mut spawns: Vec<StartFn> = Vec::new();
         let lag_monitor = match self.lag_monitor {
             None => DriverStatus::new(DriverState::NotNeeded),
@@ -321,7 +355,7 @@ where
             shared: Arc::new(Shared {
                 classify: self.classify,
                 session: self.session,
-                windows,
+                sessions: Sessions::new(mode),
                 counters: Counters::default(),
                 lag_monitor,
                 role_monitor,
@@ -358,6 +392,7 @@ where
             pinned_reads: c.pinned_reads.load(Relaxed),
             fallback_reads: c.fallback_reads.load(Relaxed),
             retried_reads: c.retried_reads.load(Relaxed),
+            reads_behind: c.reads_behind.load(Relaxed),
             lag_monitor: self.shared.lag_monitor.get(),
             role_monitor: self.shared.role_monitor.get(),
         }
@@ -389,7 +424,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let access = self.shared.classify.classify(&req);
         let shared = &*self.shared;
-        let session = match shared.windows {
+        let session = match shared.sessions.mode {
             Some(_) => shared
                 .session
                 .key(&req)
@@ -404,7 +439,8 @@ where
                     retry: None,
                 };
             }
-            Destination::PinnedRead => self.read_on_primary(req),
+            // The tower front cannot ask a replica how far it has replayed: the primary.
+            Destination::PinnedRead | Destination::ReadAt(_) => self.read_on_primary(req),
             Destination::Read => {
                 let copy = req.replay();
                 match self.replicas.try_call(req) {
@@ -445,6 +481,8 @@ pub(crate) enum Destination<Cl, X> {
     PinnedRead,
     /// The replica pool, or the primary pool when no replica is in rotation.
     Read,
+    /// A replica that has replayed this position (position mode), or the primary pool.
+    ReadAt(#[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))] u64),
 }
 
 impl<K, S, PP, RP, Cl, X, L, C> ReplicaRouter<K, S, PP, RP, Cl, X, L, C>
@@ -455,7 +493,7 @@ where
 {
     /// The read-your-own-writes slot of a session, when read-your-own-writes is on.
     pub(crate) fn session_slot(&self, session: impl Hash) -> Option<usize> {
-        Some(self.shared.windows.as_ref()?.slot(session))
+        self.shared.sessions.slot(session)
     }
 
     /// Where a request with `access` from the session in `slot` goes; counts writes and
@@ -464,20 +502,25 @@ where
         let shared = &*self.shared;
         shared.start_monitors.start_if_waiting();
         match access {
-            Access::Write => {
-                shared.counters.writes.fetch_add(1, Relaxed);
-                Destination::Write(slot.map(|slot| WriteMark {
-                    shared: Arc::clone(&self.shared),
-                    slot,
-                }))
-            }
+            Access::Write => Destination::Write(self.start_write(slot)),
             Access::Read => {
-                let pinned = slot.zip(shared.windows.as_ref());
-                if pinned.is_some_and(|(slot, windows)| windows.pinned(slot)) {
+                let Some(slot) = slot else {
+                    return Destination::Read;
+                };
+                let sessions = &shared.sessions;
+                if sessions
+                    .windows()
+                    .is_some_and(|windows| windows.pinned(slot))
+                {
                     shared.counters.pinned_reads.fetch_add(1, Relaxed);
-                    Destination::PinnedRead
-                } else {
-                    Destination::Read
+                    return Destination::PinnedRead;
+                }
+                match sessions
+                    .positions()
+                    .and_then(|positions| positions.required(slot))
+                {
+                    Some(position) => Destination::ReadAt(position),
+                    None => Destination::Read,
                 }
             }
         }
@@ -485,6 +528,27 @@ where
 
     pub(crate) fn counted_replica_read(&self) {
         self.shared.counters.replica_reads.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a write, and for a session, returns the mark that pins it once the write is over.
+    pub(crate) fn start_write(&self, slot: Option<usize>) -> Option<WriteMark<Cl, X>> {
+        self.shared.counters.writes.fetch_add(1, Relaxed);
+        slot.map(|slot| WriteMark {
+            shared: Arc::clone(&self.shared),
+            slot,
+        })
+    }
+
+    /// The position table, in position mode.
+    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    pub(crate) fn shared_positions(&self) -> Option<&SessionPositions> {
+        self.shared.sessions.positions()
+    }
+
+    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    pub(crate) fn counted_read_behind(&self) {
+        self.shared.counters.reads_behind.fetch_add(1, Relaxed);
+        tracing::debug!("no replica has replayed the session's write: read on the primary");
     }
 
     pub(crate) fn counted_fallback(&self, reason: &Error) {
@@ -548,9 +612,17 @@ pub(crate) struct WriteMark<Cl, X> {
     slot: usize,
 }
 
+impl<Cl, X> WriteMark<Cl, X> {
+    /// In position mode: the table to record the write's position in, and the session's slot.
+    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    pub(crate) fn positions(&self) -> Option<(&SessionPositions, usize)> {
+        Some((self.shared.sessions.positions()?, self.slot))
+    }
+}
+
 impl<Cl, X> Drop for WriteMark<Cl, X> {
     fn drop(&mut self) {
-        if let Some(windows) = &self.shared.windows {
+        if let Some(windows) = self.shared.sessions.windows() {
             windows.wrote(self.slot);
         }
     }
@@ -669,7 +741,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplicaRouterBuilder")
-            .field("window", &self.window)
+            .field("consistency", &self.consistency)
             .finish_non_exhaustive()
     }
 }

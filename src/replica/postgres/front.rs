@@ -1,145 +1,25 @@
-//! PostgreSQL adapters through sqlx (feature `sqlx-postgres`).
+//! The sqlx front: a router over `PgPool`s as a sqlx `Executor`.
 
-use super::router::{Destination, WriteMark};
-use super::WholeRouter;
-use super::{Access, BoxFuture, Lag, LagProbe, ReplicaRouter, Role, RoleProbe, SqlClassifier};
 use crate::balance::Lease;
-use crate::error::{BoxError, Error};
+use crate::endpoint::EndpointStats;
+use crate::error::Error;
 use crate::health::ErrorsFail;
 use crate::policy::{Pick, Policy};
+use crate::replica::position::parse_lsn;
+use crate::replica::router::{Destination, WriteMark};
+use crate::replica::{Access, ReplicaRouter, SqlClassifier, Token, WholeRouter};
 use futures_core::Stream;
 use sqlx::postgres::{PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{Describe, Either, Execute, Executor, PgPool, Postgres};
-use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tower_layer::Identity;
 
 type BoxStream<'a, T> = Pin<Box<dyn Stream<Item = T> + Send + 'a>>;
 type SqlxFuture<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-
-/// Measures a PostgreSQL streaming replica's lag: WAL bytes the primary has written that the
-/// replica has not replayed (`pg_wal_lsn_diff` of the primary's `pg_current_wal_lsn()` and the
-/// replica's `pg_last_wal_replay_lsn()`, the replay position, never the receive position), and
-/// the time since it last replayed a transaction (`pg_last_xact_replay_timestamp()`; since it
-/// started, when it has replayed none since: a lower bound, and what makes a replica that
-/// stopped replaying right after a restart count as lagging).
-///
-/// When the primary cannot be reached, the replica is measured against what it has received
-/// (`pg_last_wal_receive_lsn()`), so a dead primary does not take the replicas out of reads
-/// too. A node that is not in recovery (a promoted replica) has no replay position and counts
-/// as far behind: it leaves the read set.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use sqlx::PgPool;
-/// use tower_lb::replica::{LagMonitor, PgLagProbe};
-///
-/// # async fn pools() -> Result<(), sqlx::Error> {
-/// let primary = PgPool::connect("postgres://postgres@127.0.0.1:5432/app").await?;
-/// let replica = PgPool::connect("postgres://postgres@127.0.0.1:5433/app").await?;
-/// let monitor = LagMonitor::new(PgLagProbe::new(primary, [("replica-a", replica)]))
-///     .max_lag(Duration::from_millis(500));
-/// # let _ = monitor; Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct PgLagProbe<K> {
-    primary: PgPool,
-    replicas: HashMap<K, PgPool>,
-}
-
-impl<K: Eq + Hash> PgLagProbe<K> {
-    /// Probes `replicas` (keyed as in the replica pool) against `primary`.
-    pub fn new(primary: PgPool, replicas: impl IntoIterator<Item = (K, PgPool)>) -> Self {
-        PgLagProbe {
-            primary,
-            replicas: replicas.into_iter().collect(),
-        }
-    }
-}
-
-impl<K> LagProbe<K> for PgLagProbe<K>
-where
-    K: Eq + Hash + Send + Sync + 'static,
-{
-    fn lag(&self, replica: &K) -> BoxFuture<Result<Lag, BoxError>> {
-        let primary = self.primary.clone();
-        let replica = self.replicas.get(replica).cloned();
-        Box::pin(async move {
-            let replica = replica.ok_or("no connection pool for this replica")?;
-            let written: Option<String> = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
-                .fetch_one(&primary)
-                .await
-                .ok();
-            let (bytes, seconds): (f64, f64) = sqlx::query_as(
-                "SELECT COALESCE(pg_wal_lsn_diff(COALESCE($1::pg_lsn, pg_last_wal_receive_lsn()), \
-                 pg_last_wal_replay_lsn()), 1e18)::float8, \
-                 EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), \
-                 pg_postmaster_start_time()))::float8",
-            )
-            .bind(written)
-            .fetch_one(&replica)
-            .await?;
-            let bytes = if bytes.is_finite() {
-                bytes.max(0.0) as u64
-            } else {
-                u64::MAX
-            };
-            let since = Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX);
-            Ok(Lag::new(bytes, since))
-        })
-    }
-}
-
-/// Finds a PostgreSQL node's role with `pg_is_in_recovery()`: a node in recovery is a replica,
-/// any other the primary.
-///
-/// ```no_run
-/// use sqlx::PgPool;
-/// use tower_lb::replica::{PgRoleProbe, RoleMonitor};
-///
-/// # async fn pools() -> Result<(), sqlx::Error> {
-/// let db1 = PgPool::connect("postgres://postgres@127.0.0.1:5432/app").await?;
-/// let db2 = PgPool::connect("postgres://postgres@127.0.0.1:5433/app").await?;
-/// let monitor = RoleMonitor::new(PgRoleProbe::new([("db-1", db1), ("db-2", db2)]));
-/// # let _ = monitor; Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct PgRoleProbe<K> {
-    nodes: HashMap<K, PgPool>,
-}
-
-impl<K: Eq + Hash> PgRoleProbe<K> {
-    /// Probes `nodes`, keyed as in the pools.
-    pub fn new(nodes: impl IntoIterator<Item = (K, PgPool)>) -> Self {
-        PgRoleProbe {
-            nodes: nodes.into_iter().collect(),
-        }
-    }
-}
-
-impl<K> RoleProbe<K> for PgRoleProbe<K>
-where
-    K: Eq + Hash + Send + Sync + 'static,
-{
-    fn role(&self, node: &K) -> BoxFuture<Result<Role, BoxError>> {
-        let pool = self.nodes.get(node).cloned();
-        Box::pin(async move {
-            let pool = pool.ok_or("no connection pool for this node")?;
-            let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-                .fetch_one(&pool)
-                .await?;
-            Ok(if in_recovery {
-                Role::Replica
-            } else {
-                Role::Primary
-            })
-        })
-    }
-}
 
 /// The sqlx front: a [`ReplicaRouter`] whose endpoints are `PgPool`s is a sqlx `Executor`, so
 /// `sqlx::query("…").fetch_all(&db)` runs on the primary or a replica according to the
@@ -150,6 +30,11 @@ where
 ///   [`db.session(key)`](ReplicaRouter::session) narrows it to one user or request chain.
 /// - [`db.begin()`](ReplicaRouter::begin) starts a transaction on the primary, on one
 ///   connection, from `BEGIN` to `COMMIT`; its commit starts the session's window.
+/// - In position mode ([`read_your_writes_by_position`](super::super::ReplicaRouterBuilder::read_your_writes_by_position))
+///   a write's commit position is captured right after it (one more round trip to the
+///   primary), and the session's reads go to a replica only once it has replayed it (one
+///   round trip to the replica per read that needs it). [`PgSession::token`] and
+///   [`ReplicaRouter::session_with_token`] carry that state between application servers.
 /// - Each statement counts as one call against the pool it ran on (load for P2C, failures
 ///   for outlier detection: connection-level errors only, not SQL errors).
 ///
@@ -190,6 +75,7 @@ where
 /// its commit starts the session's read-your-own-writes window.
 pub struct PgTransaction<X> {
     transaction: sqlx::Transaction<'static, Postgres>,
+    pool: PgPool,
     mark: Option<WriteMark<SqlClassifier, X>>,
 }
 
@@ -209,6 +95,20 @@ where
         }
     }
 
+    /// The session `key`, carrying on from a [`Token`] another application server handed out
+    /// (position mode; a token is untrusted and held at most for the router's cap).
+    pub fn session_with_token(
+        &self,
+        key: impl Hash,
+        token: &Token,
+    ) -> PgSession<'_, K, PP, RP, X, C> {
+        let session = self.session(key);
+        if let (Some(slot), Some(positions)) = (session.slot, self.shared_positions()) {
+            positions.adopt(slot, token);
+        }
+        session
+    }
+
     /// Starts a transaction on the primary for the router-wide session.
     pub async fn begin(&self) -> Result<PgTransaction<X>, sqlx::Error> {
         begin(self, self.session_slot(())).await
@@ -222,6 +122,12 @@ where
     PP: Pick<()>,
     RP: Pick<()>,
 {
+    /// This session's consistency state, to hand to another application server (a cookie,
+    /// a header): `None` in window mode or before the session writes.
+    pub fn token(&self) -> Option<Token> {
+        self.router.shared_positions()?.token(self.slot?)
+    }
+
     /// Starts a transaction on the primary for this session.
     pub async fn begin(&self) -> Result<PgTransaction<X>, sqlx::Error> {
         begin(self.router, self.slot).await
@@ -238,25 +144,30 @@ where
     PP: Pick<()>,
     RP: Pick<()>,
 {
-    let Destination::Write(mark) = router.destination(Access::Write, slot) else {
-        unreachable!("a write's destination is the primary");
-    };
+    let mark = router.start_write(slot);
     let lease = lease_primary(router)?;
-    let begun = lease.service.begin().await;
+    let pool = lease.service.clone();
+    let begun = pool.begin().await;
     lease.complete(begun.as_ref().map_or_else(is_query_fault, |_| true));
     Ok(PgTransaction {
         transaction: begun?,
+        pool,
         mark,
     })
 }
 
 impl<X> PgTransaction<X> {
-    /// Commits; the session reads its own writes from now on.
+    /// Commits; the session reads its own writes from now on (in position mode, once the
+    /// commit's position is captured).
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let PgTransaction { transaction, mark } = self;
-        let committed = transaction.commit().await;
-        drop(mark);
-        committed
+        let PgTransaction {
+            transaction,
+            pool,
+            mark,
+        } = self;
+        transaction.commit().await?;
+        capture_position(&pool, mark.as_ref()).await;
+        Ok(())
     }
 
     /// Rolls back.
@@ -277,6 +188,34 @@ impl<X> std::ops::DerefMut for PgTransaction<X> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.transaction
     }
+}
+
+/// In position mode, records the primary's WAL position, read after the write committed
+/// (never inside its transaction: that would be below the commit record), as the position
+/// the writing session's reads must see. If it cannot be read, the session's reads go to the
+/// primary until the cap (the highest position there is).
+async fn capture_position<X>(primary: &PgPool, mark: Option<&WriteMark<SqlClassifier, X>>) {
+    let Some((positions, slot)) = mark.and_then(WriteMark::positions) else {
+        return;
+    };
+    let position: Result<String, _> =
+        sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+            .fetch_one(primary)
+            .await;
+    let position = position
+        .ok()
+        .and_then(|text| parse_lsn(&text))
+        .unwrap_or(u64::MAX);
+    positions.wrote(slot, position);
+}
+
+/// How far `replica` has replayed (`pg_last_wal_replay_lsn()`, never the receive position).
+async fn replayed(replica: &PgPool) -> Option<u64> {
+    let position: Option<String> = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")
+        .fetch_one(replica)
+        .await
+        .ok()?;
+    parse_lsn(&position?)
 }
 
 /// Whether a failed statement is the statement's fault (an SQL error, a missing row, a type
@@ -300,9 +239,16 @@ struct Routed<X> {
 }
 
 impl<X> Routed<X> {
-    fn finish(self, succeeded: bool) {
-        self.lease.complete(succeeded);
-        drop(self.mark);
+    /// Accounts for the statement (`node_ok`: no connection-level error); for a write that
+    /// succeeded in position mode, captures its position before the session's next read can
+    /// be routed.
+    async fn finish(self, succeeded: bool, node_ok: bool) {
+        let Routed { lease, mark } = self;
+        let pool = lease.service.clone();
+        lease.complete(node_ok);
+        if succeeded {
+            capture_position(&pool, mark.as_ref()).await;
+        }
     }
 }
 
@@ -322,17 +268,18 @@ where
     PP: Pick<()>,
     RP: Policy,
 {
-    router.primary().clone().lease(&()).map_err(|reason| {
+    router.primary().clone().lease(&(), &[]).map_err(|reason| {
         router.counted_write_without_primary(&reason);
         no_primary(reason)
     })
 }
 
-/// Picks the pool for `sql` from the session in `slot`, as the tower front does for a request.
-fn route<K, PP, RP, X, C>(
+/// Picks the pool for a statement with `access` from the session in `slot`, as the tower
+/// front does for a request; in position mode, asks replicas how far they have replayed.
+async fn route<K, PP, RP, X, C>(
     router: &PgRouter<K, PP, RP, X, C>,
     slot: Option<usize>,
-    sql: &str,
+    access: Access,
 ) -> Result<Routed<X>, sqlx::Error>
 where
     K: Debug,
@@ -340,107 +287,183 @@ where
     PP: Pick<()>,
     RP: Pick<()>,
 {
-    let access = router.classifier().classify(sql);
-    let (lease, mark) = match router.destination(access, slot) {
-        Destination::Write(mark) => (lease_primary(router)?, mark),
-        Destination::PinnedRead => (lease_primary(router)?, None),
-        Destination::Read => match router.replicas().clone().lease(&()) {
+    let lease = match router.destination(access, slot) {
+        Destination::Write(mark) => {
+            return Ok(Routed {
+                lease: lease_primary(router)?,
+                mark,
+            })
+        }
+        Destination::PinnedRead => lease_primary(router)?,
+        Destination::Read => match router.replicas().clone().lease(&(), &[]) {
             Ok(lease) => {
                 router.counted_replica_read();
-                (lease, None)
+                lease
             }
             Err(reason) => {
                 router.counted_fallback(&reason);
-                (lease_primary(router)?, None)
+                lease_primary(router)?
+            }
+        },
+        Destination::ReadAt(position) => match caught_up_replica(router, position).await {
+            Some(lease) => {
+                router.counted_replica_read();
+                lease
+            }
+            None => {
+                router.counted_read_behind();
+                lease_primary(router)?
             }
         },
     };
-    Ok(Routed { lease, mark })
+    Ok(Routed { lease, mark: None })
+}
+
+/// A replica that has replayed `position`, asking each eligible one at most once.
+async fn caught_up_replica<K, PP, RP, X, C>(
+    router: &PgRouter<K, PP, RP, X, C>,
+    position: u64,
+) -> Option<Lease<PgPool>>
+where
+    K: Debug,
+    C: Clone,
+    PP: Policy,
+    RP: Pick<()>,
+{
+    let mut replicas = router.replicas().clone();
+    let mut behind: Vec<Arc<EndpointStats>> = Vec::new();
+    loop {
+        let lease = replicas.lease(&(), &behind).ok()?;
+        if behind
+            .iter()
+            .any(|asked| Arc::ptr_eq(asked, lease.endpoint()))
+        {
+            return None; // every eligible replica was asked
+        }
+        match replayed(&lease.service).await {
+            Some(replayed) if replayed >= position => return Some(lease),
+            _ => behind.push(Arc::clone(lease.endpoint())),
+        }
+    }
 }
 
 type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
 
-/// A statement's result stream, accounted against the node it runs on when it ends.
-struct Accounted<'e, X> {
-    rows: BoxStream<'e, Item>,
-    routed: Option<Routed<X>>,
-    succeeded: bool,
+/// A routed statement and its result stream.
+type Started<'e, X> = (Routed<X>, BoxStream<'e, Item>);
+
+/// A statement's result stream: routed first (which may take a round trip in position mode),
+/// then streamed, then accounted against the node it ran on.
+enum Rows<'e, X> {
+    Routing(SqlxFuture<'e, Result<Started<'e, X>, sqlx::Error>>),
+    Streaming {
+        rows: BoxStream<'e, Item>,
+        routed: Option<Routed<X>>,
+        succeeded: bool,
+        node_ok: bool,
+    },
+    Finishing(SqlxFuture<'e, ()>),
+    Done,
 }
 
-impl<X> Stream for Accounted<'_, X> {
+impl<'e, X: Send + Sync + 'e> Stream for Rows<'e, X> {
     type Item = Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
-        let item = std::task::ready!(self.rows.as_mut().poll_next(cx));
-        match &item {
-            Some(Err(error)) if !is_query_fault(error) => self.succeeded = false,
-            Some(_) => {}
-            None => {
-                if let Some(routed) = self.routed.take() {
-                    routed.finish(self.succeeded);
+        loop {
+            match &mut *self {
+                Rows::Routing(routing) => match std::task::ready!(routing.as_mut().poll(cx)) {
+                    Ok((routed, rows)) => {
+                        *self = Rows::Streaming {
+                            rows,
+                            routed: Some(routed),
+                            succeeded: true,
+                            node_ok: true,
+                        }
+                    }
+                    Err(error) => {
+                        *self = Rows::Done;
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                },
+                Rows::Streaming {
+                    rows,
+                    routed,
+                    succeeded,
+                    node_ok,
+                } => match std::task::ready!(rows.as_mut().poll_next(cx)) {
+                    Some(item) => {
+                        if let Err(error) = &item {
+                            *succeeded = false;
+                            *node_ok &= is_query_fault(error);
+                        }
+                        return Poll::Ready(Some(item));
+                    }
+                    None => {
+                        let (routed, succeeded, node_ok) = (routed.take(), *succeeded, *node_ok);
+                        *self = Rows::Finishing(Box::pin(async move {
+                            if let Some(routed) = routed {
+                                routed.finish(succeeded, node_ok).await;
+                            }
+                        }));
+                    }
+                },
+                Rows::Finishing(finishing) => {
+                    std::task::ready!(finishing.as_mut().poll(cx));
+                    *self = Rows::Done;
                 }
+                Rows::Done => return Poll::Ready(None),
             }
         }
-        Poll::Ready(item)
-    }
-}
-
-/// A stream of one error.
-struct Failed(Option<sqlx::Error>);
-
-impl Stream for Failed {
-    type Item = Item;
-
-    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Item>> {
-        Poll::Ready(self.0.take().map(Err))
     }
 }
 
 fn fetch_many<'e, 'q: 'e, E, K, PP, RP, X, C>(
-    router: &PgRouter<K, PP, RP, X, C>,
+    router: &'e PgRouter<K, PP, RP, X, C>,
     slot: Option<usize>,
     query: E,
 ) -> BoxStream<'e, Item>
 where
     E: 'q + Execute<'q, Postgres>,
-    K: Debug,
-    C: Clone,
-    PP: Pick<()>,
-    RP: Pick<()>,
+    K: Debug + Send + Sync,
+    C: Clone + Send + Sync,
+    PP: Pick<()> + Send + Sync,
+    PP::Table: Send + Sync,
+    RP: Pick<()> + Send + Sync,
+    RP::Table: Send + Sync,
     X: Send + Sync + 'static,
 {
-    match route(router, slot, query.sql()) {
-        Err(error) => Box::pin(Failed(Some(error))),
-        Ok(routed) => {
-            let pool = routed.lease.service.clone();
-            Box::pin(Accounted {
-                rows: (&pool).fetch_many(query),
-                routed: Some(routed),
-                succeeded: true,
-            })
-        }
-    }
+    let access = router.classifier().classify(query.sql());
+    Box::pin(Rows::Routing(Box::pin(async move {
+        let routed = route(router, slot, access).await?;
+        let pool = routed.lease.service.clone();
+        let rows = (&pool).fetch_many(query);
+        Ok((routed, rows))
+    })))
 }
 
 fn fetch_optional<'e, 'q: 'e, E, K, PP, RP, X, C>(
-    router: &PgRouter<K, PP, RP, X, C>,
+    router: &'e PgRouter<K, PP, RP, X, C>,
     slot: Option<usize>,
     query: E,
 ) -> SqlxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
 where
     E: 'q + Execute<'q, Postgres>,
-    K: Debug,
-    C: Clone,
-    PP: Pick<()>,
-    RP: Pick<()>,
+    K: Debug + Send + Sync,
+    C: Clone + Send + Sync,
+    PP: Pick<()> + Send + Sync,
+    PP::Table: Send + Sync,
+    RP: Pick<()> + Send + Sync,
+    RP::Table: Send + Sync,
     X: Send + Sync + 'static,
 {
-    let routed = route(router, slot, query.sql());
+    let access = router.classifier().classify(query.sql());
     Box::pin(async move {
-        let routed = routed?;
+        let routed = route(router, slot, access).await?;
         let pool = routed.lease.service.clone();
         let row = (&pool).fetch_optional(query).await;
-        routed.finish(row.as_ref().map_or_else(is_query_fault, |_| true));
+        let node_ok = row.as_ref().map_or_else(is_query_fault, |_| true);
+        routed.finish(row.is_ok(), node_ok).await;
         row
     })
 }
