@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use super::session::SLOTS;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 /// The default cap on how long a session's position keeps its reads away from replicas that
 /// have not replayed it.
@@ -114,6 +116,61 @@ impl Token {
     pub fn position(&self) -> u64 {
         self.position
     }
+
+    /// The token signed with HMAC-SHA256 under `key` (`v1.<position>.<expiry>.<signature>`),
+    /// for a cookie or header the client could otherwise forge. [`verify`](Self::verify)
+    /// reads it back.
+    ///
+    /// ```
+    /// use tower_lb::replica::{Token, TokenError};
+    ///
+    /// let token: Token = "v1.16b374d848.18c4a1b2c3d".parse()?;
+    /// let signed = token.signed(b"a key only the servers know");
+    /// assert_eq!(Token::verify(&signed, b"a key only the servers know")?, token);
+    /// let forged = signed.replacen("16b374d848", "ffffffffff", 1);
+    /// assert_eq!(Token::verify(&forged, b"a key only the servers know"), Err(TokenError::BadSignature));
+    /// # Ok::<(), TokenError>(())
+    /// ```
+    pub fn signed(&self, key: &[u8]) -> String {
+        let body = self.to_string();
+        let mut signature = String::with_capacity(64);
+        for byte in mac(key, &body).finalize().into_bytes() {
+            signature.push_str(&format!("{byte:02x}"));
+        }
+        format!("{body}.{signature}")
+    }
+
+    /// Reads a token [`signed`](Self::signed) under `key`, checking the signature in constant
+    /// time.
+    ///
+    /// # Errors
+    /// [`TokenError::BadSignature`] for a missing, malformed or wrong signature (forged,
+    /// altered, or signed with another key); the errors of [`FromStr`] for the rest.
+    pub fn verify(text: &str, key: &[u8]) -> Result<Token, TokenError> {
+        let (body, signature) = text.rsplit_once('.').ok_or(TokenError::Malformed)?;
+        let token: Token = body.parse()?;
+        let signature = decode_hex(signature).ok_or(TokenError::BadSignature)?;
+        mac(key, body)
+            .verify_slice(&signature)
+            .map_err(|_| TokenError::BadSignature)?;
+        Ok(token)
+    }
+}
+
+fn mac(key: &[u8], body: &str) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(body.as_bytes());
+    mac
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() != 64 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Why a string is not a [`Token`].
@@ -126,6 +183,9 @@ pub enum TokenError {
     /// A version this crate does not know.
     #[error("unknown consistency token version {0:?}")]
     Version(String),
+    /// The signature is missing or does not match ([`Token::verify`]).
+    #[error("consistency token signature does not match")]
+    BadSignature,
 }
 
 impl fmt::Display for Token {
@@ -238,10 +298,43 @@ mod tests {
         assert_eq!(token.position(), 100);
     }
 
+    #[test]
+    fn signatures_reject_forgery_and_other_keys() {
+        let token = Token {
+            position: 42,
+            expires_unix_ms: 7,
+        };
+        let signed = token.signed(b"key");
+        assert_eq!(Token::verify(&signed, b"key"), Ok(token));
+        assert_eq!(
+            Token::verify(&signed, b"other key"),
+            Err(TokenError::BadSignature)
+        );
+        let altered = Token {
+            position: 43,
+            expires_unix_ms: 7,
+        };
+        let (_, signature) = signed.rsplit_once('.').unwrap();
+        let forged = format!("{altered}.{signature}");
+        assert_eq!(
+            Token::verify(&forged, b"key"),
+            Err(TokenError::BadSignature)
+        );
+        assert!(
+            Token::verify(&token.to_string(), b"key").is_err(),
+            "unsigned"
+        );
+        assert_eq!(
+            Token::verify(&format!("{token}.zz"), b"key"),
+            Err(TokenError::BadSignature)
+        );
+    }
+
     proptest! {
         #[test]
-        fn any_string_parses_or_is_an_error(text in ".{0,64}") {
+        fn any_string_parses_or_is_an_error(text in ".{0,100}") {
             let _ = text.parse::<Token>();
+            let _ = Token::verify(&text, b"key");
         }
     }
 }
