@@ -1,0 +1,217 @@
+//! Building a [`ReplicaRouter`]: pools, classifier, sessions, consistency mode, monitors.
+
+use super::stats::Counters;
+use super::{ReplicaRouter, Shared, WholeRouter};
+use crate::background::{DriverState, DriverStatus, StartFn, StartOnRuntime};
+use crate::balance::Balance;
+use crate::policy::Policy;
+use crate::replica::lag::LagMonitor;
+use crate::replica::position::SessionPositions;
+use crate::replica::role::{self, RoleMonitor};
+use crate::replica::session::{ReadYourWrites, SessionWindows, Sessions};
+use crate::replica::SqlClassifier;
+use std::fmt::{self, Debug};
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_layer::Layer;
+
+/// Builds a [`ReplicaRouter`] ([`ReplicaRouter::builder`]).
+pub struct ReplicaRouterBuilder<K, S, PP, RP, Cl, X, L, C>
+where
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+{
+    primary: Balance<K, S, PP, L, C>,
+    replicas: Balance<K, S, RP, L, C>,
+    classify: Cl,
+    session: X,
+    consistency: Consistency,
+    lag_monitor: Option<LagMonitor<K>>,
+    role_monitor: Option<RoleMonitor<K>>,
+}
+
+/// How sessions read their own writes.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+enum Consistency {
+    Window(Duration),
+    Position(Duration),
+}
+
+/// The default read-your-own-writes window (Rails' `delay` of its database selector).
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(2);
+
+impl<K, S, PP, RP, L, C> ReplicaRouter<K, S, PP, RP, SqlClassifier, WholeRouter, L, C>
+where
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+{
+    /// Starts a router over a pool of primaries (usually one) and a pool of replicas.
+    pub fn builder(
+        primary: Balance<K, S, PP, L, C>,
+        replicas: Balance<K, S, RP, L, C>,
+    ) -> ReplicaRouterBuilder<K, S, PP, RP, SqlClassifier, WholeRouter, L, C> {
+        ReplicaRouterBuilder {
+            primary,
+            replicas,
+            classify: SqlClassifier::new(),
+            session: WholeRouter,
+            consistency: Consistency::Window(DEFAULT_WINDOW),
+            lag_monitor: None,
+            role_monitor: None,
+        }
+    }
+}
+
+impl<K, S, PP, RP, Cl, X, L, C> ReplicaRouterBuilder<K, S, PP, RP, Cl, X, L, C>
+where
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+{
+    /// How requests are classified (default [`SqlClassifier`] on `Req: AsRef<str>`).
+    pub fn classify<Cl2>(self, classify: Cl2) -> ReplicaRouterBuilder<K, S, PP, RP, Cl2, X, L, C> {
+        ReplicaRouterBuilder {
+            primary: self.primary,
+            replicas: self.replicas,
+            classify,
+            session: self.session,
+            consistency: self.consistency,
+            lag_monitor: self.lag_monitor,
+            role_monitor: self.role_monitor,
+        }
+    }
+
+    /// The session a request belongs to, for read-your-own-writes: any
+    /// [`sticky`](crate::sticky) key extractor (a header, a cookie, a user id through
+    /// [`key_fn`](crate::sticky::key_fn)). A request without a key belongs to no session: it
+    /// is never pinned and its writes pin nobody.
+    pub fn session<X2>(self, session: X2) -> ReplicaRouterBuilder<K, S, PP, RP, Cl, X2, L, C> {
+        ReplicaRouterBuilder {
+            primary: self.primary,
+            replicas: self.replicas,
+            classify: self.classify,
+            session,
+            consistency: self.consistency,
+            lag_monitor: self.lag_monitor,
+            role_monitor: self.role_monitor,
+        }
+    }
+
+    /// How long after a session's write its reads stay on the primary (default 2 s).
+    /// `Duration::ZERO` turns read-your-own-writes off; `Duration::MAX` pins for good.
+    pub fn read_your_writes(mut self, window: Duration) -> Self {
+        self.consistency = Consistency::Window(window);
+        self
+    }
+
+    #[cfg(feature = "sqlx-postgres")]
+    /// Read-your-own-writes by position instead of by window (the sqlx front,
+    /// [`PgRouter`](super::PgRouter), feature `sqlx-postgres`): after a session's write
+    /// commits, the router captures the primary's WAL position, and the session's reads go to
+    /// a replica only once that replica has replayed it (checked per read, one round trip to
+    /// the replica), otherwise to the primary. A session's position holds for `cap` (30 s,
+    /// [`DEFAULT_POSITION_CAP`](super::DEFAULT_POSITION_CAP)); the tower front, which cannot
+    /// check a replica's position, keeps such reads on the primary.
+    pub fn read_your_writes_by_position(mut self, cap: Duration) -> Self {
+        self.consistency = Consistency::Position(cap);
+        self
+    }
+
+    /// Measures every replica in the background and holds those too far behind out of reads
+    /// (see [`LagMonitor`]); reads they would have taken go to other replicas, or fall back to
+    /// the primary. Started on the tokio runtime (at the first call if built outside one); it
+    /// ends with the replica pool's last handle.
+    pub fn lag_monitor(mut self, monitor: LagMonitor<K>) -> Self {
+        self.lag_monitor = Some(monitor);
+        self
+    }
+
+    /// Finds the primary in the background and keeps each pool to the nodes of its role, so
+    /// that writes follow a promoted replica and fail fast while there is no primary (see
+    /// [`RoleMonitor`]; put every node in both pools). Started like the lag monitor.
+    pub fn role_monitor(mut self, monitor: RoleMonitor<K>) -> Self {
+        self.role_monitor = Some(monitor);
+        self
+    }
+
+    /// The router.
+    pub fn build(self) -> ReplicaRouter<K, S, PP, RP, Cl, X, L, C>
+    where
+        K: Clone + Debug + Eq + Hash + Send + Sync + 'static,
+        S: Send + 'static,
+        L: Send + Sync + 'static,
+        L::Service: Clone + Send + Sync + 'static,
+        C: Send + Sync + 'static,
+    {
+        let mode = match self.consistency {
+            Consistency::Window(window) if window.is_zero() => None,
+            Consistency::Window(window) => {
+                Some(ReadYourWrites::Window(SessionWindows::new(window)))
+            }
+            Consistency::Position(cap) => {
+                Some(ReadYourWrites::Position(SessionPositions::new(cap)))
+            }
+        };
+        let mut spawns: Vec<StartFn> = Vec::new();
+        let lag_monitor = match self.lag_monitor {
+            None => DriverStatus::new(DriverState::NotNeeded),
+            Some(monitor) => {
+                let status = DriverStatus::new(DriverState::WaitingForRuntime);
+                let (replicas, running) = (self.replicas.downgrade(), status.clone());
+                spawns.push(Box::new(move |runtime| {
+                    runtime.spawn(monitor.drive(replicas, &running));
+                }));
+                status
+            }
+        };
+        let role_monitor = match self.role_monitor {
+            None => DriverStatus::new(DriverState::NotNeeded),
+            Some(monitor) => {
+                role::hold_ambiguous_nodes(&self.primary, &self.replicas);
+                let status = DriverStatus::new(DriverState::WaitingForRuntime);
+                let (primary, replicas) = (self.primary.downgrade(), self.replicas.downgrade());
+                let running = status.clone();
+                spawns.push(Box::new(move |runtime| {
+                    runtime.spawn(monitor.drive(primary, replicas, &running));
+                }));
+                status
+            }
+        };
+        let start_monitors = match spawns.is_empty() {
+            true => StartOnRuntime::new(None),
+            false => StartOnRuntime::now_or_later(Box::new(move |runtime| {
+                spawns.into_iter().for_each(|spawn| spawn(runtime));
+            })),
+        };
+        ReplicaRouter {
+            primary: self.primary,
+            replicas: self.replicas,
+            shared: Arc::new(Shared {
+                classify: self.classify,
+                session: self.session,
+                sessions: Sessions::new(mode),
+                counters: Counters::default(),
+                lag_monitor,
+                role_monitor,
+                start_monitors,
+            }),
+        }
+    }
+}
+
+impl<K, S, PP, RP, Cl, X, L, C> Debug for ReplicaRouterBuilder<K, S, PP, RP, Cl, X, L, C>
+where
+    PP: Policy,
+    RP: Policy,
+    L: Layer<S>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplicaRouterBuilder")
+            .field("consistency", &self.consistency)
+            .finish_non_exhaustive()
+    }
+}
