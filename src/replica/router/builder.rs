@@ -110,11 +110,11 @@ where
 
     #[cfg(feature = "sqlx-postgres")]
     /// Read-your-own-writes by position instead of by window (the sqlx front,
-    /// [`PgRouter`](super::PgRouter), feature `sqlx-postgres`): after a session's write
+    /// [`PgRouter`](crate::replica::PgRouter), feature `sqlx-postgres`): after a session's write
     /// commits, the router captures the primary's WAL position, and the session's reads go to
     /// a replica only once that replica has replayed it (checked per read, one round trip to
     /// the replica), otherwise to the primary. A session's position holds for `cap` (30 s,
-    /// [`DEFAULT_POSITION_CAP`](super::DEFAULT_POSITION_CAP)); the tower front, which cannot
+    /// [`DEFAULT_POSITION_CAP`](crate::replica::DEFAULT_POSITION_CAP)); the tower front, which cannot
     /// check a replica's position, keeps such reads on the primary.
     pub fn read_your_writes_by_position(mut self, cap: Duration) -> Self {
         self.consistency = Consistency::Position(cap);

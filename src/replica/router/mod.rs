@@ -37,7 +37,7 @@ use tower_service::Service;
 /// balancer. Like them it is `Clone + Send + Sync`, always ready, and fails fast.
 ///
 /// - **Classification.** [`Classify`] decides; by default [`SqlClassifier`] on the request's
-///   text (`Req: AsRef<str>`), [`HttpMethods`](super::HttpMethods) for HTTP. Anything not
+///   text (`Req: AsRef<str>`), [`HttpMethods`](crate::replica::HttpMethods) for HTTP. Anything not
 ///   surely a read is a write.
 /// - **Writes** go to the primary pool, balanced over its healthy members when there are
 ///   several (multi-primary: the router resolves no conflicts between them). With none in

@@ -3,7 +3,8 @@
 use crate::background::DriverState;
 use std::sync::atomic::AtomicU64;
 
-/// What a [`ReplicaRouter`] did, since it was built ([`ReplicaRouter::stats`]).
+/// What a [`ReplicaRouter`](crate::replica::ReplicaRouter) did, since it was built
+/// ([`ReplicaRouter::stats`](crate::replica::ReplicaRouter::stats)).
 ///
 /// ```
 /// use tower::service_fn;
