@@ -79,6 +79,15 @@ pub enum Error {
         reason: Box<Error>,
     },
 
+    /// A read found no replica in rotation, and the primary already serves the share of reads
+    /// it is capped at ([`ReplicaRouterBuilder::max_primary_read_share`](crate::replica::ReplicaRouterBuilder::max_primary_read_share)).
+    /// The call fails at once rather than load the primary further.
+    #[error("no replica in rotation, and the primary already serves {percent} % of reads")]
+    PrimaryReadShare {
+        /// The cap, in percent of reads.
+        percent: u32,
+    },
+
     /// The policy returned no endpoint (or one out of range) from a non-empty pool.
     #[error("the balancing policy picked no endpoint among {eligible}")]
     NoPick {

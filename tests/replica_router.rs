@@ -433,3 +433,63 @@ async fn writes_fail_over_between_primaries() {
     assert_eq!(served["primary-b"], 35, "{served:?}");
     assert_eq!(db.stats().writes_without_primary, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_primary_read_share_cap_sheds_fallback_reads_but_never_own_reads() {
+    let db = {
+        let primary = Balance::builder(RoundRobin::new())
+            .endpoint("primary", node("primary"))
+            .build()
+            .unwrap();
+        let replicas = Balance::builder(RoundRobin::new())
+            .panic_threshold(0.0)
+            .endpoint("replica", node("replica"))
+            .build()
+            .unwrap();
+        ReplicaRouter::builder(primary, replicas)
+            .classify(HttpMethods)
+            .session(Header::new("x-user"))
+            .max_primary_read_share(0.3)
+            .build()
+    };
+    db.replicas().exclude(&"replica", "maintenance").unwrap();
+    let (mut served, mut shed) = (0, 0);
+    for _ in 0..1000 {
+        match db.clone().oneshot(request("GET", "reader")).await {
+            Ok(answer) => {
+                assert_eq!(answer, "primary");
+                served += 1;
+            }
+            Err(error) => {
+                assert!(matches!(
+                    error.downcast_ref::<Error>(),
+                    Some(Error::PrimaryReadShare { percent: 30 })
+                ));
+                shed += 1;
+            }
+        }
+    }
+    assert!(
+        (250..=350).contains(&served),
+        "the primary served {served} of 1000"
+    );
+    let stats = db.stats();
+    assert_eq!((stats.fallback_reads, stats.shed_reads), (served, shed));
+
+    // A session reading its own write is never refused: that read must be the primary's.
+    db.clone().oneshot(request("POST", "writer")).await.unwrap();
+    for _ in 0..50 {
+        assert_eq!(
+            db.clone().oneshot(request("GET", "writer")).await.unwrap(),
+            "primary"
+        );
+    }
+
+    // The replica is back: reads go to it, and the window forgets the outage.
+    db.replicas().readmit(&"replica").unwrap();
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert_eq!(
+        db.clone().oneshot(request("GET", "reader")).await.unwrap(),
+        "replica"
+    );
+}

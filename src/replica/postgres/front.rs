@@ -252,11 +252,16 @@ impl<X> Routed<X> {
     }
 }
 
-fn no_primary(reason: Error) -> sqlx::Error {
-    let error = Error::NoPrimary {
-        reason: Box::new(reason),
-    };
+/// The router's own error, as sqlx reports errors (an I/O error that never reached a node,
+/// whose inner error is the router's: `get_ref()` and `downcast_ref::<Error>()` recover it).
+fn unavailable(error: Error) -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::NotConnected, error))
+}
+
+fn no_primary(reason: Error) -> sqlx::Error {
+    unavailable(Error::NoPrimary {
+        reason: Box::new(reason),
+    })
 }
 
 fn lease_primary<K, PP, RP, X, C>(
@@ -301,7 +306,7 @@ where
                 lease
             }
             Err(reason) => {
-                router.counted_fallback(&reason);
+                router.fall_back(&reason).map_err(unavailable)?;
                 lease_primary(router)?
             }
         },

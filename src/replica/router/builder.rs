@@ -1,5 +1,6 @@
 //! Building a [`ReplicaRouter`]: pools, classifier, sessions, consistency mode, monitors.
 
+use super::shed::PrimaryReadCap;
 use super::stats::Counters;
 use super::{ReplicaRouter, Shared, WholeRouter};
 use crate::background::{DriverState, DriverStatus, StartFn, StartOnRuntime};
@@ -30,6 +31,7 @@ where
     consistency: Consistency,
     lag_monitor: Option<LagMonitor<K>>,
     role_monitor: Option<RoleMonitor<K>>,
+    max_primary_read_share: Option<f64>,
 }
 
 /// How sessions read their own writes.
@@ -62,6 +64,7 @@ where
             consistency: Consistency::Window(DEFAULT_WINDOW),
             lag_monitor: None,
             role_monitor: None,
+            max_primary_read_share: None,
         }
     }
 }
@@ -82,6 +85,7 @@ where
             consistency: self.consistency,
             lag_monitor: self.lag_monitor,
             role_monitor: self.role_monitor,
+            max_primary_read_share: self.max_primary_read_share,
         }
     }
 
@@ -98,6 +102,7 @@ where
             consistency: self.consistency,
             lag_monitor: self.lag_monitor,
             role_monitor: self.role_monitor,
+            max_primary_read_share: self.max_primary_read_share,
         }
     }
 
@@ -135,6 +140,41 @@ where
     /// [`RoleMonitor`]; put every node in both pools). Started like the lag monitor.
     pub fn role_monitor(mut self, monitor: RoleMonitor<K>) -> Self {
         self.role_monitor = Some(monitor);
+        self
+    }
+
+    /// Caps the share of reads the primary serves (0–1; off by default). When no replica is
+    /// in rotation, reads fall back to the primary only while it serves less than `share` of
+    /// the reads of the last one to two seconds; beyond that they fail at once with
+    /// [`Error::PrimaryReadShare`](crate::Error::PrimaryReadShare), so that losing the replicas
+    /// does not move their whole load onto the primary. Reads the primary must serve for
+    /// read-your-own-writes are never refused, and under 20 reads a window nothing is.
+    ///
+    /// ```
+    /// use tower::{service_fn, ServiceExt};
+    /// use tower_lb::{policy::P2c, replica::{HttpMethods, ReplicaRouter}, Balance, Error};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let node = || service_fn(|_: http::Request<()>| async { Ok::<_, std::io::Error>(()) });
+    /// let primary = Balance::builder(P2c::new()).endpoint("p", node()).build().unwrap();
+    /// let replicas = Balance::builder(P2c::new()).endpoint("r", node()).build().unwrap();
+    /// let db = ReplicaRouter::builder(primary, replicas)
+    ///     .classify(HttpMethods)
+    ///     .max_primary_read_share(0.5)
+    ///     .build();
+    /// db.replicas().exclude(&"r", "maintenance").unwrap(); // no replica in rotation
+    /// let mut refused = 0;
+    /// for _ in 0..1000 {
+    ///     if let Err(error) = db.clone().oneshot(http::Request::new(())).await {
+    ///         let capped = matches!(error.downcast_ref(), Some(Error::PrimaryReadShare { percent: 50 }));
+    ///         refused += usize::from(capped);
+    ///     }
+    /// }
+    /// assert!((400..=600).contains(&refused), "about half refused: {refused}");
+    /// # }
+    /// ```
+    pub fn max_primary_read_share(mut self, share: f64) -> Self {
+        self.max_primary_read_share = Some(share);
         self
     }
 
@@ -194,6 +234,7 @@ where
                 classify: self.classify,
                 session: self.session,
                 sessions: Sessions::new(mode),
+                read_cap: self.max_primary_read_share.map(PrimaryReadCap::new),
                 counters: Counters::default(),
                 lag_monitor,
                 role_monitor,

@@ -2,6 +2,7 @@
 
 mod builder;
 mod future;
+mod shed;
 mod stats;
 
 pub use builder::{ReplicaRouterBuilder, DEFAULT_WINDOW};
@@ -107,6 +108,8 @@ struct Shared<Cl, X> {
     session: X,
     /// Sessions and their read-your-own-writes state.
     pub(crate) sessions: Sessions,
+    /// The cap on the primary's share of reads, if any.
+    read_cap: Option<shed::PrimaryReadCap>,
     counters: Counters,
     /// The monitors' states, and their start when built outside a runtime.
     lag_monitor: DriverStatus,
@@ -163,6 +166,7 @@ where
             fallback_reads: c.fallback_reads.load(Relaxed),
             retried_reads: c.retried_reads.load(Relaxed),
             reads_behind: c.reads_behind.load(Relaxed),
+            shed_reads: c.shed_reads.load(Relaxed),
             lag_monitor: self.shared.lag_monitor.get(),
             role_monitor: self.shared.role_monitor.get(),
         }
@@ -223,10 +227,10 @@ where
                             None => future,
                         };
                     }
-                    Err((reason, req)) => {
-                        self.counted_fallback(&reason);
-                        self.read_on_primary(req)
-                    }
+                    Err((reason, req)) => match self.fall_back(&reason) {
+                        Ok(()) => self.read_on_primary(req),
+                        Err(shed) => self.primary.fail_fast(shed),
+                    },
                 }
             }
         };
@@ -274,6 +278,7 @@ where
                     .is_some_and(|windows| windows.pinned(slot))
                 {
                     shared.counters.pinned_reads.fetch_add(1, Relaxed);
+                    self.count_read(true);
                     return Destination::PinnedRead;
                 }
                 match sessions
@@ -289,6 +294,14 @@ where
 
     pub(crate) fn counted_replica_read(&self) {
         self.shared.counters.replica_reads.fetch_add(1, Relaxed);
+        self.count_read(false);
+    }
+
+    /// Counts a read against the primary's share, when that is capped.
+    fn count_read(&self, on_primary: bool) {
+        if let Some(cap) = &self.shared.read_cap {
+            cap.count(on_primary);
+        }
     }
 
     /// Counts a write, and for a session, returns the mark that pins it once the write is over.
@@ -309,12 +322,29 @@ where
     #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
     pub(crate) fn counted_read_behind(&self) {
         self.shared.counters.reads_behind.fetch_add(1, Relaxed);
+        self.count_read(true);
         tracing::debug!("no replica has replayed the session's write: read on the primary");
     }
 
-    pub(crate) fn counted_fallback(&self, reason: &Error) {
-        self.shared.counters.fallback_reads.fetch_add(1, Relaxed);
+    /// A read with no replica in rotation (`reason`) may fall back to the primary, unless the
+    /// primary already serves its capped share of reads.
+    pub(crate) fn fall_back(&self, reason: &Error) -> Result<(), Error> {
+        let counters = &self.shared.counters;
+        if let Some(cap) = &self.shared.read_cap {
+            if !cap.admits_fallback() {
+                // A refused read is still a read: the primary's share is of all of them.
+                cap.count(false);
+                counters.shed_reads.fetch_add(1, Relaxed);
+                tracing::debug!(%reason, "no replica in rotation, primary at its read share: read refused");
+                return Err(Error::PrimaryReadShare {
+                    percent: cap.percent(),
+                });
+            }
+        }
+        counters.fallback_reads.fetch_add(1, Relaxed);
+        self.count_read(true);
         tracing::debug!(%reason, "no replica in rotation: read falls back to the primary");
+        Ok(())
     }
 
     pub(crate) fn counted_write_without_primary(&self, reason: &Error) {

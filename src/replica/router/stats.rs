@@ -35,6 +35,9 @@ pub struct RouterStats {
     /// Position mode: reads sent to the primary because no replica had replayed the session's
     /// last write yet.
     pub reads_behind: u64,
+    /// Reads refused because no replica was in rotation and the primary already served its
+    /// capped share of reads.
+    pub shed_reads: u64,
     /// The replica lag monitor: `NotNeeded` without one, `Running`, or `Crashed` (logged).
     pub lag_monitor: DriverState,
     /// The role monitor, likewise.
@@ -50,4 +53,5 @@ pub(super) struct Counters {
     pub(super) fallback_reads: AtomicU64,
     pub(super) retried_reads: AtomicU64,
     pub(super) reads_behind: AtomicU64,
+    pub(super) shed_reads: AtomicU64,
 }
