@@ -493,3 +493,47 @@ async fn the_primary_read_share_cap_sheds_fallback_reads_but_never_own_reads() {
         "replica"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn reprobe_roles_follows_a_promotion_before_the_next_tick() {
+    use std::sync::{Arc, Mutex};
+    use tower_lb::replica::{Role, RoleMonitor};
+
+    let roles = Arc::new(Mutex::new([Role::Primary, Role::Replica]));
+    let probe = {
+        let roles = Arc::clone(&roles);
+        move |node: &&'static str| {
+            let role = roles.lock().unwrap()[usize::from(*node == "db-2")];
+            async move { Ok::<_, std::io::Error>(role) }
+        }
+    };
+    let nodes = [("db-1", node("db-1")), ("db-2", node("db-2"))];
+    let db = ReplicaRouter::builder(
+        Balance::builder(RoundRobin::new())
+            .endpoints(nodes.clone())
+            .build()
+            .unwrap(),
+        Balance::builder(RoundRobin::new())
+            .panic_threshold(0.0)
+            .endpoints(nodes)
+            .build()
+            .unwrap(),
+    )
+    .classify(HttpMethods)
+    .role_monitor(RoleMonitor::new(probe).every(Duration::from_secs(60)))
+    .build();
+    let write = || db.clone().oneshot(request("POST", "a"));
+    tokio::time::sleep(Duration::from_millis(10)).await; // the first round
+    assert_eq!(write().await.unwrap(), "db-1");
+
+    *roles.lock().unwrap() = [Role::Replica, Role::Primary];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        write().await.unwrap(),
+        "db-1",
+        "the monitor has not looked yet"
+    );
+    db.reprobe_roles();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(write().await.unwrap(), "db-2", "writes follow at once");
+}

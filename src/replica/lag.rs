@@ -10,6 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tower_layer::Layer;
 
 /// A boxed, sendable future, as probes return them.
@@ -162,7 +163,7 @@ impl<K> LagMonitor<K> {
                 self.apply(&replicas.upgrade()?, key, &lag);
                 Some(())
             };
-            probe_rounds(self.interval, keys, probe, apply).await;
+            probe_rounds(self.interval, &Notify::new(), keys, probe, apply).await;
         })
     }
 

@@ -3,12 +3,15 @@
 use super::lag::BoxFuture;
 use crate::error::BoxError;
 use std::time::Duration;
+use tokio::sync::Notify;
 
-/// Probes every node `nodes` lists, once per `interval`, each with the interval as timeout,
-/// and hands each answer to `apply`. Ends when `nodes` or `apply` returns `None` (the pools
-/// are gone). Missed ticks are delayed, not bunched: a slow round is not followed by a burst.
+/// Probes every node `nodes` lists, once per `interval` or at once when `early` is notified,
+/// each with the interval as timeout, and hands each answer to `apply`. Ends when `nodes` or
+/// `apply` returns `None` (the pools are gone). Missed ticks are delayed, not bunched: a slow
+/// round is not followed by a burst.
 pub(crate) async fn probe_rounds<K, T>(
     interval: Duration,
+    early: &Notify,
     mut nodes: impl FnMut() -> Option<Vec<K>>,
     probe: impl Fn(&K) -> BoxFuture<Result<T, BoxError>>,
     mut apply: impl FnMut(&K, Result<T, BoxError>) -> Option<()>,
@@ -16,7 +19,10 @@ pub(crate) async fn probe_rounds<K, T>(
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = early.notified() => ticks.reset(),
+        }
         let Some(nodes) = nodes() else { return };
         for node in nodes {
             let answer = match tokio::time::timeout(interval, probe(&node)).await {

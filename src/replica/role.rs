@@ -10,7 +10,9 @@ use crate::policy::Policy;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tower_layer::Layer;
 
 /// What a node is now.
@@ -72,6 +74,8 @@ where
 pub struct RoleMonitor<K> {
     probe: Box<dyn RoleProbe<K>>,
     interval: Duration,
+    /// Wakes the monitor before its next tick ([`ReplicaRouter::reprobe_roles`](super::ReplicaRouter::reprobe_roles)).
+    early: Arc<Notify>,
 }
 
 /// The exclusion reasons the monitor sets (and the only ones it lifts).
@@ -85,6 +89,7 @@ impl<K> RoleMonitor<K> {
         RoleMonitor {
             probe: Box::new(probe),
             interval: Duration::from_secs(1),
+            early: Arc::new(Notify::new()),
         }
     }
 
@@ -92,6 +97,11 @@ impl<K> RoleMonitor<K> {
     pub fn every(mut self, interval: Duration) -> Self {
         self.interval = interval.max(Duration::from_millis(50));
         self
+    }
+
+    /// What wakes the monitor for a round before its next tick.
+    pub(crate) fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.early)
     }
 
     /// The monitor's task: ends when either pool's last handle is dropped.
@@ -130,7 +140,7 @@ impl<K> RoleMonitor<K> {
                 follow(&primary.upgrade()?, &replicas.upgrade()?, node, &role);
                 Some(())
             };
-            probe_rounds(self.interval, nodes, probe, apply).await;
+            probe_rounds(self.interval, &self.early, nodes, probe, apply).await;
         })
     }
 }

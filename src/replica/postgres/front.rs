@@ -16,6 +16,7 @@ use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tokio::sync::Notify;
 use tower_layer::Identity;
 
 type BoxStream<'a, T> = Pin<Box<dyn Stream<Item = T> + Send + 'a>>;
@@ -236,14 +237,30 @@ fn is_query_fault(error: &sqlx::Error) -> bool {
 struct Routed<X> {
     lease: Lease<PgPool>,
     mark: Option<WriteMark<SqlClassifier, X>>,
+    /// For a write: wakes the role monitor if the node turns out to be read-only.
+    reprobe: Option<Arc<Notify>>,
+}
+
+/// SQLSTATE 25006, `read_only_sql_transaction`: a write reached a node in recovery, so the
+/// node believed primary is not (any more).
+fn is_read_only(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("25006"))
 }
 
 impl<X> Routed<X> {
     /// Accounts for the statement (`node_ok`: no connection-level error); for a write that
     /// succeeded in position mode, captures its position before the session's next read can
     /// be routed.
-    async fn finish(self, succeeded: bool, node_ok: bool) {
-        let Routed { lease, mark } = self;
+    async fn finish(self, succeeded: bool, node_ok: bool, read_only: bool) {
+        let Routed {
+            lease,
+            mark,
+            reprobe,
+        } = self;
+        if let (true, Some(reprobe)) = (read_only, reprobe) {
+            tracing::warn!("a write reached a read-only node: re-probing roles");
+            reprobe.notify_one();
+        }
         let pool = lease.service.clone();
         lease.complete(node_ok);
         if succeeded {
@@ -297,6 +314,7 @@ where
             return Ok(Routed {
                 lease: lease_primary(router)?,
                 mark,
+                reprobe: router.role_waker(),
             })
         }
         Destination::PinnedRead => lease_primary(router)?,
@@ -321,7 +339,11 @@ where
             }
         },
     };
-    Ok(Routed { lease, mark: None })
+    Ok(Routed {
+        lease,
+        mark: None,
+        reprobe: None,
+    })
 }
 
 /// A replica that has replayed `position`, asking each eligible one at most once.
@@ -366,6 +388,7 @@ enum Rows<'e, X> {
         routed: Option<Routed<X>>,
         succeeded: bool,
         node_ok: bool,
+        read_only: bool,
     },
     Finishing(SqlxFuture<'e, ()>),
     Done,
@@ -384,6 +407,7 @@ impl<'e, X: Send + Sync + 'e> Stream for Rows<'e, X> {
                             routed: Some(routed),
                             succeeded: true,
                             node_ok: true,
+                            read_only: false,
                         }
                     }
                     Err(error) => {
@@ -396,19 +420,22 @@ impl<'e, X: Send + Sync + 'e> Stream for Rows<'e, X> {
                     routed,
                     succeeded,
                     node_ok,
+                    read_only,
                 } => match std::task::ready!(rows.as_mut().poll_next(cx)) {
                     Some(item) => {
                         if let Err(error) = &item {
                             *succeeded = false;
                             *node_ok &= is_query_fault(error);
+                            *read_only |= is_read_only(error);
                         }
                         return Poll::Ready(Some(item));
                     }
                     None => {
-                        let (routed, succeeded, node_ok) = (routed.take(), *succeeded, *node_ok);
+                        let outcome = (*succeeded, *node_ok, *read_only);
+                        let routed = routed.take();
                         *self = Rows::Finishing(Box::pin(async move {
                             if let Some(routed) = routed {
-                                routed.finish(succeeded, node_ok).await;
+                                routed.finish(outcome.0, outcome.1, outcome.2).await;
                             }
                         }));
                     }
@@ -468,7 +495,8 @@ where
         let pool = routed.lease.service.clone();
         let row = (&pool).fetch_optional(query).await;
         let node_ok = row.as_ref().map_or_else(is_query_fault, |_| true);
-        routed.finish(row.is_ok(), node_ok).await;
+        let read_only = row.as_ref().is_err_and(is_read_only);
+        routed.finish(row.is_ok(), node_ok, read_only).await;
         row
     })
 }

@@ -208,6 +208,7 @@ where
                 status
             }
         };
+        let reprobe_roles = self.role_monitor.as_ref().map(RoleMonitor::waker);
         let role_monitor = match self.role_monitor {
             None => DriverStatus::new(DriverState::NotNeeded),
             Some(monitor) => {
@@ -238,6 +239,7 @@ where
                 counters: Counters::default(),
                 lag_monitor,
                 role_monitor,
+                reprobe_roles,
                 start_monitors,
             }),
         }

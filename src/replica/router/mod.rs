@@ -114,6 +114,8 @@ struct Shared<Cl, X> {
     /// The monitors' states, and their start when built outside a runtime.
     lag_monitor: DriverStatus,
     role_monitor: DriverStatus,
+    /// Wakes the role monitor for a round now.
+    reprobe_roles: Option<Arc<tokio::sync::Notify>>,
     start_monitors: StartOnRuntime,
 }
 
@@ -153,6 +155,23 @@ where
     /// [`exclude`](Balance::exclude) a lagging replica.
     pub fn replicas(&self) -> &Balance<K, S, RP, L, C> {
         &self.replicas
+    }
+
+    /// Asks the role monitor (if any) to probe every node now rather than at its next tick:
+    /// for when a write fails in a way that says the node believed primary is not (for
+    /// PostgreSQL, SQLSTATE 25006 "read-only transaction", which the sqlx front reports
+    /// itself).
+    pub fn reprobe_roles(&self) {
+        if let Some(early) = &self.shared.reprobe_roles {
+            tracing::info!("re-probing the nodes' roles now");
+            early.notify_one();
+        }
+    }
+
+    /// What wakes the role monitor, for the sqlx front to hand to a write.
+    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    pub(crate) fn role_waker(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.shared.reprobe_roles.clone()
     }
 
     /// What the router did so far.
