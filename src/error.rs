@@ -53,6 +53,16 @@ pub enum Error {
         max: u32,
     },
 
+    /// A base URL that is not an absolute `http` or `https` URL with a host (and no query or
+    /// fragment) was given at build or insert time.
+    #[error("invalid base URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A membership operation named a key that is not in the pool.
     #[error("unknown endpoint {key}")]
     UnknownEndpoint {

@@ -56,6 +56,7 @@ mod rng;
 mod stats;
 mod time;
 // layer: endpoint
+pub mod base_url;
 mod endpoint;
 // layer: policy
 pub mod policy;

@@ -138,3 +138,57 @@ async fn a_replica_router_sends_gets_to_replicas_and_posts_to_the_primary() {
     assert_eq!(replicas.iter().map(|r| r.hits()).sum::<u64>(), 50);
     assert!(replicas.iter().all(|r| r.posts() == 0));
 }
+
+/// Base-URL endpoints against real loopback servers: every request reaches its endpoint's
+/// server with path and query intact, under the base path when there is one.
+#[cfg(feature = "reqwest")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_url_endpoints_keep_path_and_query_under_the_base_path() {
+    use tower::Layer;
+    use tower_lb::base_url::{BaseUrl, BaseUrlLayer};
+    use tower_lb::policy::RoundRobin;
+
+    let backends = backend::start_many(2).await.unwrap();
+    let bases = [backends[0].url(), format!("{}/api/", backends[1].url())];
+    let client = reqwest::Client::new();
+    let lb = Balance::builder(RoundRobin::new())
+        .http_endpoints(&client, &bases)
+        .unwrap()
+        .build()
+        .unwrap();
+    for page in 0..20 {
+        let url = format!("http://placeholder/items?page={page}");
+        let request = reqwest::Request::new(reqwest::Method::GET, url.parse().unwrap());
+        let response = lb.clone().oneshot(request).await.unwrap();
+        let asked = response.headers()["x-uri"].to_str().unwrap().to_string();
+        let name = response.text().await.unwrap();
+        let expected = match name.as_str() {
+            "b0" => format!("/items?page={page}"),
+            _ => format!("/api/items?page={page}"),
+        };
+        assert_eq!(asked, expected, "{name}");
+    }
+    assert_eq!((backends[0].hits(), backends[1].hits()), (10, 10));
+    assert!(Balance::builder(RoundRobin::new())
+        .http_endpoints(&client, ["ftp://127.0.0.1"])
+        .is_err());
+
+    // The same rewrite for `http::Request` users, over any HTTP client service.
+    let http_client = {
+        let client = client.clone();
+        tower::service_fn(move |request: http::Request<String>| {
+            let request = reqwest::Request::try_from(request).expect("an absolute URI");
+            let sent = client.execute(request);
+            async move {
+                let response = sent.await?;
+                Ok::<_, reqwest::Error>(response.headers()["x-uri"].to_str().unwrap().to_string())
+            }
+        })
+    };
+    let base: BaseUrl = format!("{}/v2", backends[0].url()).parse().unwrap();
+    let endpoint = BaseUrlLayer::new(base).layer(http_client);
+    let request = http::Request::get("/search?q=x")
+        .body(String::new())
+        .unwrap();
+    assert_eq!(endpoint.oneshot(request).await.unwrap(), "/v2/search?q=x");
+}

@@ -121,6 +121,11 @@ impl Backend {
                             };
                             let mut response = Response::new(Full::new(name));
                             *response.status_mut() = status;
+                            // What the backend was asked for, for tests of URL rewriting.
+                            let asked = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                            if let Ok(value) = hyper::header::HeaderValue::from_str(asked) {
+                                response.headers_mut().insert("x-uri", value);
+                            }
                             Ok::<_, std::io::Error>(response)
                         }
                     });

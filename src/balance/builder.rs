@@ -2,6 +2,8 @@
 
 use super::{Balance, Drivers, Inner, StartDrivers};
 use crate::background::{DriverState, DriverStatus};
+#[cfg(feature = "reqwest")]
+use crate::base_url::{BaseUrl, HttpEndpoint};
 use crate::discover::{self, BoxDiscover};
 use crate::endpoint::{Accounting, HealthSink};
 use crate::error::{BoxError, Error};
@@ -261,6 +263,44 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
     pub fn panic_threshold(mut self, threshold: f64) -> Self {
         self.health.panic_threshold = crate::health::unit_fraction(threshold);
         self
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl<P, L, C> Builder<String, HttpEndpoint, P, L, C> {
+    /// Adds one [`HttpEndpoint`](crate::base_url::HttpEndpoint) per base URL, all sharing
+    /// `client`, keyed by the URL as given (feature `reqwest`).
+    ///
+    /// ```no_run
+    /// use tower::ServiceExt;
+    /// use tower_lb::{policy::P2c, Balance};
+    ///
+    /// # async fn app() -> Result<(), tower_lb::BoxError> {
+    /// let lb = Balance::builder(P2c::peak_ewma())
+    ///     .http_endpoints(&reqwest::Client::new(), ["http://127.0.0.1:8081", "http://127.0.0.1:8082"])?
+    ///     .build()?;
+    /// let request = reqwest::Request::new(reqwest::Method::GET, "http://any/hello".parse()?);
+    /// let response = lb.oneshot(request).await?;
+    /// # let _ = response; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for the first URL that is not a valid base URL.
+    pub fn http_endpoints<U>(
+        self,
+        client: &reqwest::Client,
+        urls: impl IntoIterator<Item = U>,
+    ) -> Result<Self, Error>
+    where
+        U: AsRef<str>,
+    {
+        let mut endpoints = Vec::new();
+        for url in urls {
+            let url = url.as_ref();
+            let base = BaseUrl::new(url)?;
+            endpoints.push((url.to_string(), HttpEndpoint::new(client.clone(), base)));
+        }
+        Ok(self.endpoints(endpoints))
     }
 }
 
