@@ -57,6 +57,7 @@ mod stats;
 mod time;
 // layer: endpoint
 pub mod base_url;
+pub mod dns;
 mod endpoint;
 // layer: policy
 pub mod policy;
