@@ -40,6 +40,15 @@
 //!   them back; [`retry`] retries a failed call on another endpoint, within a budget.
 //! - [`sticky`] key extractors and [`policy::ConsistentHash`] keep sessions on one endpoint
 //!   while the pool changes under them.
+//!
+//! # Features
+//!
+//! - `reqwest`: [`base_url::HttpEndpoint`] and [`Builder::http_endpoints`] (a pool of HTTP
+//!   servers behind one `reqwest::Client`), `health::HttpCheck`, and retry support for
+//!   `reqwest::Request`.
+//! - `sqlx-postgres`: the PostgreSQL side of [`replica`]: the router as a sqlx `Executor`,
+//!   position-based read-your-own-writes, and the lag and role probes.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, rust_2018_idioms)]
