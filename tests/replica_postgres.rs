@@ -72,6 +72,48 @@ async fn pool(url: &str) -> PgPool {
         .unwrap_or_else(|error| panic!("connect {url}: {error}"))
 }
 
+/// Waits (10 s at most) until the replica has replayed the creation of `table`.
+async fn wait_for_table(replica: &PgPool, table: &str) {
+    let started = Instant::now();
+    let probe = format!("SELECT 1 FROM {table}");
+    while sqlx::raw_sql(&probe).execute(replica).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "replica never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A router whose endpoints are the two pools themselves (the sqlx front); replicas out of
+/// rotation fail fast, so reads fall back.
+#[cfg(feature = "sqlx-postgres")]
+fn pg_router(
+    primary: &PgPool,
+    replica: &PgPool,
+) -> tower_lb::replica::ReplicaRouterBuilder<
+    &'static str,
+    PgPool,
+    P2c,
+    P2c,
+    tower_lb::replica::SqlClassifier,
+    tower_lb::replica::WholeRouter,
+    tower::layer::util::Identity,
+    tower_lb::health::ErrorsFail,
+> {
+    ReplicaRouter::builder(
+        Balance::builder(P2c::new())
+            .endpoint("primary", primary.clone())
+            .build()
+            .unwrap(),
+        Balance::builder(P2c::new())
+            .panic_threshold(0.0)
+            .endpoint("replica", replica.clone())
+            .build()
+            .unwrap(),
+    )
+}
+
 fn one_i64(rows: &[PgRow]) -> i64 {
     rows[0].get::<i64, _>(0)
 }
@@ -112,18 +154,7 @@ async fn writes_go_to_the_primary_reads_to_the_replica_and_sessions_read_their_w
     // DDL is a write: on the primary. Wait (bounded) until the replica has replayed it.
     let sql = "CREATE TABLE posts (id serial PRIMARY KEY, author int NOT NULL)";
     db.clone().oneshot(query(0, sql)).await.unwrap();
-    let started = Instant::now();
-    while sqlx::raw_sql("SELECT 1 FROM posts")
-        .execute(&replica_pool)
-        .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "replica never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_table(&replica_pool, "posts").await;
 
     // A plain read goes to the replica: it is in recovery.
     let in_recovery = db
@@ -401,35 +432,13 @@ async fn sqlx_queries_run_through_the_router_as_an_executor() {
     };
     let primary_pool = pool(&cluster.primary_url()).await;
     let replica_pool = pool(&cluster.replica_url()).await;
-    let db = ReplicaRouter::builder(
-        Balance::builder(P2c::new())
-            .endpoint("primary", primary_pool.clone())
-            .build()
-            .unwrap(),
-        Balance::builder(P2c::new())
-            .panic_threshold(0.0)
-            .endpoint("replica", replica_pool.clone())
-            .build()
-            .unwrap(),
-    )
-    .build();
+    let db = pg_router(&primary_pool, &replica_pool).build();
 
     sqlx::query("CREATE TABLE notes (id serial PRIMARY KEY, author int NOT NULL, body text)")
         .execute(&db)
         .await
         .unwrap();
-    let started = Instant::now();
-    while sqlx::raw_sql("SELECT 1 FROM notes")
-        .execute(&replica_pool)
-        .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "replica never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_table(&replica_pool, "notes").await;
     let in_recovery = |session: u32| {
         let db = &db;
         async move {
@@ -511,17 +520,7 @@ async fn position_mode_reads_own_writes_from_caught_up_replicas_and_tokens_carry
     let primary_pool = pool(&cluster.primary_url()).await;
     let replica_pool = pool(&cluster.replica_url()).await;
     let router = |window: Option<Duration>| {
-        let builder = ReplicaRouter::builder(
-            Balance::builder(P2c::new())
-                .endpoint("primary", primary_pool.clone())
-                .build()
-                .unwrap(),
-            Balance::builder(P2c::new())
-                .panic_threshold(0.0)
-                .endpoint("replica", replica_pool.clone())
-                .build()
-                .unwrap(),
-        );
+        let builder = pg_router(&primary_pool, &replica_pool);
         match window {
             Some(window) => builder.read_your_writes(window).build(),
             None => builder
@@ -534,18 +533,7 @@ async fn position_mode_reads_own_writes_from_caught_up_replicas_and_tokens_carry
         .execute(&db)
         .await
         .unwrap();
-    let started = Instant::now();
-    while sqlx::raw_sql("SELECT 1 FROM items")
-        .execute(&replica_pool)
-        .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "replica never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_table(&replica_pool, "items").await;
     let count = |author: i32| {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM items WHERE author = $1").bind(author)
     };
