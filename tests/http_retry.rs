@@ -49,16 +49,39 @@ fn pool<Sv: Clone + Send + Sync + 'static>(
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reqwest_post_that_died_mid_request_is_not_sent_again_get_is() {
+/// A backend that dies mid-request (after counting it) and a healthy one, and their URLs.
+async fn dying_and_healthy() -> (Backend, Backend, Vec<reqwest::Url>) {
     let dying = Backend::start("dying").await.unwrap();
     let healthy = Backend::start("healthy").await.unwrap();
     dying.set_dying(true);
-    let http = client();
-    let lb = pool(
-        vec![dying.url().parse().unwrap(), healthy.url().parse().unwrap()],
-        |url| backend::reqwest_endpoint(http.clone(), url),
+    let urls = vec![dying.url().parse().unwrap(), healthy.url().parse().unwrap()];
+    (dying, healthy, urls)
+}
+
+/// After `REQUESTS` POSTs of which `failed` failed: some reached the dying backend, each
+/// failed one reached it exactly once, and no POST was sent twice.
+fn assert_each_post_sent_once(dying: &Backend, healthy: &Backend, failed: usize) {
+    assert!(
+        failed > 0,
+        "round robin sent some POSTs to the dying backend"
     );
+    assert_eq!(
+        dying.posts() as usize,
+        failed,
+        "each failed POST reached it once"
+    );
+    assert_eq!(
+        (dying.posts() + healthy.posts()) as usize,
+        REQUESTS,
+        "no POST was sent twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reqwest_post_that_died_mid_request_is_not_sent_again_get_is() {
+    let (dying, healthy, urls) = dying_and_healthy().await;
+    let http = client();
+    let lb = pool(urls, |url| backend::reqwest_endpoint(http.clone(), url));
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new(retries()))
         .service(lb);
@@ -76,20 +99,7 @@ async fn reqwest_post_that_died_mid_request_is_not_sent_again_get_is() {
                 .is_err(),
         );
     }
-    assert!(
-        posts_failed > 0,
-        "round robin sent some POSTs to the dying backend"
-    );
-    assert_eq!(
-        dying.posts() as usize,
-        posts_failed,
-        "each failed POST reached it once"
-    );
-    assert_eq!(
-        (dying.posts() + healthy.posts()) as usize,
-        REQUESTS,
-        "no POST was sent twice"
-    );
+    assert_each_post_sent_once(&dying, &healthy, posts_failed);
     let after_posts = client.stats();
     assert_eq!(after_posts.retries, 0);
     assert_eq!(after_posts.not_safe as usize, posts_failed);
@@ -143,14 +153,9 @@ async fn reqwest_post_refused_at_connect_is_retried_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_request_retries_follow_the_same_rule() {
-    let dying = Backend::start("dying").await.unwrap();
-    let healthy = Backend::start("healthy").await.unwrap();
-    dying.set_dying(true);
+    let (dying, healthy, urls) = dying_and_healthy().await;
     let http = client();
-    let lb = pool(
-        vec![dying.url().parse().unwrap(), healthy.url().parse().unwrap()],
-        |url| backend::http_endpoint(http.clone(), url),
-    );
+    let lb = pool(urls, |url| backend::http_endpoint(http.clone(), url));
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new(retries()))
         .service(lb);
@@ -166,9 +171,7 @@ async fn http_request_retries_follow_the_same_rule() {
     for _ in 0..REQUESTS {
         posts_failed += usize::from(client.clone().oneshot(request("POST")).await.is_err());
     }
-    assert!(posts_failed > 0);
-    assert_eq!(dying.posts() as usize, posts_failed);
-    assert_eq!((dying.posts() + healthy.posts()) as usize, REQUESTS);
+    assert_each_post_sent_once(&dying, &healthy, posts_failed);
 
     for method in ["GET", "PUT", "DELETE"] {
         for _ in 0..4 {
