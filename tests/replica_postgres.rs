@@ -422,6 +422,113 @@ async fn writes_fail_fast_without_a_primary_and_follow_a_promoted_replica() {
     );
 }
 
+/// A switchover seen through SQLSTATE 25006: the old primary is fenced read-only and the
+/// replica promoted, between two role probes a minute apart. The first write still goes to
+/// the old primary and is refused as read-only; that refusal re-probes the roles at once, and
+/// the next writes land on the promoted node, long before the next scheduled probe.
+#[cfg(feature = "sqlx-postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_as_read_only_reprobes_roles_at_once() {
+    use tower_lb::replica::{PgRoleProbe, RoleMonitor};
+
+    let Some(mut cluster) = postgres::Cluster::start() else {
+        return;
+    };
+    let (db1, db2) = (
+        pool(&cluster.primary_url()).await,
+        pool(&cluster.replica_url()).await,
+    );
+    let nodes = [("db-1", db1.clone()), ("db-2", db2.clone())];
+    let interval = Duration::from_secs(60);
+    let db = ReplicaRouter::builder(
+        Balance::builder(P2c::new())
+            .endpoints(nodes.clone())
+            .build()
+            .unwrap(),
+        Balance::builder(P2c::new())
+            .panic_threshold(0.0)
+            .endpoints(nodes)
+            .build()
+            .unwrap(),
+    )
+    .role_monitor(
+        RoleMonitor::new(PgRoleProbe::new([
+            ("db-1", db1.clone()),
+            ("db-2", db2.clone()),
+        ]))
+        .every(interval),
+    )
+    .build();
+    let insert = || sqlx::query("INSERT INTO switch DEFAULT VALUES").execute(&db);
+
+    // The first probes find db-1 the primary.
+    let started = Instant::now();
+    while sqlx::query("CREATE TABLE switch (id serial PRIMARY KEY)")
+        .execute(&db)
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no primary found"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_for_table(&db2, "switch").await;
+
+    // Switchover: fence db-1 (new transactions read-only), promote db-2.
+    for statement in [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::raw_sql(statement).execute(&db1).await.unwrap();
+    }
+    let fencing = Instant::now();
+    while sqlx::query_scalar::<_, String>("SHOW transaction_read_only")
+        .fetch_one(&db1)
+        .await
+        .unwrap()
+        != "on"
+    {
+        assert!(
+            fencing.elapsed() < Duration::from_secs(5),
+            "db-1 never turned read-only"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.promote_replica();
+
+    let refused = insert().await.unwrap_err();
+    let refused_at = Instant::now();
+    assert!(
+        matches!(&refused, sqlx::Error::Database(e) if e.code().as_deref() == Some("25006")),
+        "the old primary refuses the write as read-only: {refused}"
+    );
+    while let Err(error) = insert().await {
+        assert!(
+            refused_at.elapsed() < Duration::from_secs(2),
+            "writes did not follow the promoted node (next scheduled probe in {interval:?}): \
+             {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let followed_after = refused_at.elapsed();
+    for _ in 0..20 {
+        insert()
+            .await
+            .expect("the fenced node is out of the primary pool");
+    }
+    let landed: i64 = sqlx::query_scalar("SELECT count(*) FROM switch")
+        .fetch_one(&db2)
+        .await
+        .unwrap();
+    assert_eq!(landed, 21, "every write landed on the promoted node");
+    println!(
+        "25006 on the fenced primary: writes followed the promoted node {followed_after:?} \
+         later (scheduled probes every {interval:?})"
+    );
+}
+
 /// The sqlx front: the router over `PgPool`s is an `Executor`; queries keep their shape.
 #[cfg(feature = "sqlx-postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -241,31 +241,30 @@ struct Routed<X> {
     reprobe: Option<Arc<Notify>>,
 }
 
-/// SQLSTATE 25006, `read_only_sql_transaction`: a write reached a node in recovery, so the
-/// node believed primary is not (any more).
+/// SQLSTATE 25006, `read_only_sql_transaction`: a write reached a node in recovery or fenced
+/// read-only.
 fn is_read_only(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("25006"))
 }
 
 impl<X> Routed<X> {
-    /// Accounts for the statement (`node_ok`: no connection-level error); for a write that
-    /// succeeded in position mode, captures its position before the session's next read can
-    /// be routed.
-    async fn finish(self, succeeded: bool, node_ok: bool, read_only: bool) {
-        let Routed {
-            lease,
-            mark,
-            reprobe,
-        } = self;
-        if let (true, Some(reprobe)) = (read_only, reprobe) {
+    /// Accounts for a statement that failed: against its node only for a connection-level
+    /// error (not the statement's own); a write refused as read-only (SQLSTATE 25006) wakes
+    /// the role monitor, since the node believed primary is not (any more).
+    fn fail(self, error: &sqlx::Error) {
+        if let (true, Some(reprobe)) = (is_read_only(error), &self.reprobe) {
             tracing::warn!("a write reached a read-only node: re-probing roles");
             reprobe.notify_one();
         }
-        let pool = lease.service.clone();
-        lease.complete(node_ok);
-        if succeeded {
-            capture_position(&pool, mark.as_ref()).await;
-        }
+        self.lease.complete(is_query_fault(error));
+    }
+
+    /// Accounts for a statement that succeeded; for a write in position mode, captures its
+    /// position before the session's next read can be routed.
+    async fn succeed(self) {
+        let pool = self.lease.service.clone();
+        self.lease.complete(true);
+        capture_position(&pool, self.mark.as_ref()).await;
     }
 }
 
@@ -385,10 +384,9 @@ enum Rows<'e, X> {
     Routing(SqlxFuture<'e, Result<Started<'e, X>, sqlx::Error>>),
     Streaming {
         rows: BoxStream<'e, Item>,
+        /// Taken when accounted: at the first error (after which sqlx drops the stream),
+        /// else at the end.
         routed: Option<Routed<X>>,
-        succeeded: bool,
-        node_ok: bool,
-        read_only: bool,
     },
     Finishing(SqlxFuture<'e, ()>),
     Done,
@@ -405,9 +403,6 @@ impl<'e, X: Send + Sync + 'e> Stream for Rows<'e, X> {
                         *self = Rows::Streaming {
                             rows,
                             routed: Some(routed),
-                            succeeded: true,
-                            node_ok: true,
-                            read_only: false,
                         }
                     }
                     Err(error) => {
@@ -415,31 +410,26 @@ impl<'e, X: Send + Sync + 'e> Stream for Rows<'e, X> {
                         return Poll::Ready(Some(Err(error)));
                     }
                 },
-                Rows::Streaming {
-                    rows,
-                    routed,
-                    succeeded,
-                    node_ok,
-                    read_only,
-                } => match std::task::ready!(rows.as_mut().poll_next(cx)) {
-                    Some(item) => {
-                        if let Err(error) = &item {
-                            *succeeded = false;
-                            *node_ok &= is_query_fault(error);
-                            *read_only |= is_read_only(error);
-                        }
-                        return Poll::Ready(Some(item));
-                    }
-                    None => {
-                        let outcome = (*succeeded, *node_ok, *read_only);
-                        let routed = routed.take();
-                        *self = Rows::Finishing(Box::pin(async move {
-                            if let Some(routed) = routed {
-                                routed.finish(outcome.0, outcome.1, outcome.2).await;
+                Rows::Streaming { rows, routed } => {
+                    match std::task::ready!(rows.as_mut().poll_next(cx)) {
+                        Some(item) => {
+                            if let Err(error) = &item {
+                                if let Some(routed) = routed.take() {
+                                    routed.fail(error);
+                                }
                             }
-                        }));
+                            return Poll::Ready(Some(item));
+                        }
+                        None => {
+                            let routed = routed.take();
+                            *self = Rows::Finishing(Box::pin(async move {
+                                if let Some(routed) = routed {
+                                    routed.succeed().await;
+                                }
+                            }));
+                        }
                     }
-                },
+                }
                 Rows::Finishing(finishing) => {
                     std::task::ready!(finishing.as_mut().poll(cx));
                     *self = Rows::Done;
@@ -494,9 +484,10 @@ where
         let routed = route(router, slot, access).await?;
         let pool = routed.lease.service.clone();
         let row = (&pool).fetch_optional(query).await;
-        let node_ok = row.as_ref().map_or_else(is_query_fault, |_| true);
-        let read_only = row.as_ref().is_err_and(is_read_only);
-        routed.finish(row.is_ok(), node_ok, read_only).await;
+        match &row {
+            Ok(_) => routed.succeed().await,
+            Err(error) => routed.fail(error),
+        }
         row
     })
 }

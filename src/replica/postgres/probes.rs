@@ -80,8 +80,15 @@ where
     }
 }
 
-/// Finds a PostgreSQL node's role with `pg_is_in_recovery()`: a node in recovery is a replica,
-/// any other the primary.
+/// Finds a PostgreSQL node's role as libpq's `target_session_attrs=read-write` does: a node
+/// is the primary if it is not in recovery (`pg_is_in_recovery()`) and its new transactions
+/// may write (`transaction_read_only` off); any other node is a replica.
+///
+/// So a primary fenced for a switchover (`default_transaction_read_only = on`) leaves the
+/// primary pool at the next probe, or at once when a write it refuses with SQLSTATE 25006
+/// wakes the monitor. It then counts as a replica and may serve reads; pair the role monitor
+/// with a [`LagMonitor`](super::super::LagMonitor) over [`PgLagProbe`], which holds out a node
+/// that replays nothing.
 ///
 /// ```no_run
 /// use sqlx::PgPool;
@@ -115,10 +122,12 @@ where
         let pool = self.nodes.get(node).cloned();
         Box::pin(async move {
             let pool = pool.ok_or("no connection pool for this node")?;
-            let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-                .fetch_one(&pool)
-                .await?;
-            Ok(if in_recovery {
+            let read_only: bool = sqlx::query_scalar(
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool",
+            )
+            .fetch_one(&pool)
+            .await?;
+            Ok(if read_only {
                 Role::Replica
             } else {
                 Role::Primary
