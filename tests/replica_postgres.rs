@@ -614,6 +614,70 @@ async fn sqlx_queries_run_through_the_router_as_an_executor() {
     assert_eq!(db.primary().snapshot()[0].in_flight, 0);
 }
 
+/// The sqlx front sends a read that a replica fails (here: killed) to the primary, through
+/// both of sqlx's paths (`fetch_optional` under `fetch_one`, the row stream under
+/// `fetch_all`): no read fails.
+#[cfg(feature = "sqlx-postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_reads_that_a_replica_fails_are_answered_by_the_primary() {
+    let Some(mut cluster) = postgres::Cluster::start() else {
+        return;
+    };
+    let primary_pool = pool(&cluster.primary_url()).await;
+    // A dead node's pool answers once its acquire timeout runs out.
+    let replica_pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_millis(250))
+        .connect(&cluster.replica_url())
+        .await
+        .unwrap();
+    let db = pg_router(&primary_pool, &replica_pool).build();
+    sqlx::query("CREATE TABLE kept (id int)")
+        .execute(&db.session(0))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO kept VALUES (1), (2), (3)")
+        .execute(&db.session(0))
+        .await
+        .unwrap();
+    wait_for_table(&replica_pool, "kept").await;
+    let count = || sqlx::query_scalar::<_, i64>("SELECT count(*) FROM kept");
+    let list = || sqlx::query("SELECT id FROM kept WHERE id > $1").bind(0);
+    let caught_up = Instant::now();
+    while count().fetch_one(&replica_pool).await.unwrap() < 3 {
+        assert!(
+            caught_up.elapsed() < Duration::from_secs(10),
+            "replica never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(list().fetch_all(&db.session(1)).await.unwrap().len(), 3);
+    assert_eq!(db.stats().replica_reads, 1);
+
+    cluster.stop_replica();
+    let stopped = Instant::now();
+    for session in 2..202 {
+        let rows = if session % 2 == 0 {
+            count().fetch_one(&db.session(session)).await
+        } else {
+            list()
+                .fetch_all(&db.session(session))
+                .await
+                .map(|rows| rows.len() as i64)
+        };
+        assert_eq!(rows.unwrap(), 3, "read {session} after the replica died");
+    }
+    let stats = db.stats();
+    assert!(stats.retried_reads >= 1, "{stats:?}");
+    println!(
+        "replica killed: 200 of 200 sqlx reads answered in {:?}; {} sent again to the \
+         primary, {} fell back once the replica was out",
+        stopped.elapsed(),
+        stats.retried_reads,
+        stats.fallback_reads
+    );
+}
+
 /// Position mode through the sqlx front: a session reads its own writes from any replica that
 /// has replayed them, and from the primary until one has; its state travels as a token.
 #[cfg(feature = "sqlx-postgres")]

@@ -9,7 +9,8 @@ use crate::replica::position::parse_lsn;
 use crate::replica::router::{Destination, WriteMark};
 use crate::replica::{Access, ReplicaRouter, SqlClassifier, Token, WholeRouter};
 use futures_core::Stream;
-use sqlx::postgres::{PgQueryResult, PgRow, PgStatement, PgTypeInfo};
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{Describe, Either, Execute, Executor, PgPool, Postgres};
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -38,6 +39,10 @@ type SqlxFuture<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'a
 ///   [`ReplicaRouter::session_with_token`] carry that state between application servers.
 /// - Each statement counts as one call against the pool it ran on (load for P2C, failures
 ///   for outlier detection: connection-level errors only, not SQL errors).
+/// - A read that a replica fails before its first row (a connection-level error, or a
+///   cancellation in a conflict with recovery) is sent once more, to the primary
+///   ([`RouterStats::retried_reads`](super::super::RouterStats::retried_reads)). A write is
+///   never sent again: it may have committed.
 ///
 /// ```no_run
 /// use sqlx::postgres::PgPool;
@@ -239,6 +244,8 @@ struct Routed<X> {
     mark: Option<WriteMark<SqlClassifier, X>>,
     /// For a write: wakes the role monitor if the node turns out to be read-only.
     reprobe: Option<Arc<Notify>>,
+    /// A read on a replica, which the primary may serve instead if the replica fails it.
+    on_replica: bool,
 }
 
 /// SQLSTATE 25006, `read_only_sql_transaction`: a write reached a node in recovery or fenced
@@ -248,6 +255,15 @@ fn is_read_only(error: &sqlx::Error) -> bool {
 }
 
 impl<X> Routed<X> {
+    fn read(lease: Lease<PgPool>, on_replica: bool) -> Self {
+        Routed {
+            lease,
+            mark: None,
+            reprobe: None,
+            on_replica,
+        }
+    }
+
     /// Accounts for a statement that failed: against its node only for a connection-level
     /// error (not the statement's own); a write refused as read-only (SQLSTATE 25006) wakes
     /// the role monitor, since the node believed primary is not (any more).
@@ -308,41 +324,84 @@ where
     PP: Pick<()>,
     RP: Pick<()>,
 {
-    let lease = match router.destination(access, slot) {
+    let (lease, on_replica) = match router.destination(access, slot) {
         Destination::Write(mark) => {
             return Ok(Routed {
                 lease: lease_primary(router)?,
                 mark,
                 reprobe: router.role_waker(),
+                on_replica: false,
             })
         }
-        Destination::PinnedRead => lease_primary(router)?,
+        Destination::PinnedRead => (lease_primary(router)?, false),
         Destination::Read => match router.replicas().clone().lease(&(), &[]) {
             Ok(lease) => {
                 router.counted_replica_read();
-                lease
+                (lease, true)
             }
             Err(reason) => {
                 router.fall_back(&reason).map_err(unavailable)?;
-                lease_primary(router)?
+                (lease_primary(router)?, false)
             }
         },
         Destination::ReadAt(position) => match caught_up_replica(router, position).await {
             Some(lease) => {
                 router.counted_replica_read();
-                lease
+                (lease, true)
             }
             None => {
                 router.counted_read_behind();
-                lease_primary(router)?
+                (lease_primary(router)?, false)
             }
         },
     };
-    Ok(Routed {
-        lease,
-        mark: None,
-        reprobe: None,
-    })
+    Ok(Routed::read(lease, on_replica))
+}
+
+/// Whether a read that failed on a replica is worth sending to the primary: the replica
+/// failed (a connection-level error), or cancelled it in a conflict with recovery (SQLSTATE
+/// 40001 on a standby), not the statement itself.
+fn worth_resending(error: &sqlx::Error) -> bool {
+    !is_query_fault(error)
+        || matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("40001"))
+}
+
+/// A statement that can be sent twice. sqlx's `Execute` is consumed by the send, so a read
+/// bound for a replica is taken apart into its text and arguments (which clone) first: if
+/// the replica fails it, the copy goes to the primary.
+#[derive(Clone)]
+struct Resend<'q> {
+    sql: &'q str,
+    arguments: Option<PgArguments>,
+    persistent: bool,
+}
+
+impl<'q> Resend<'q> {
+    fn take(mut query: impl Execute<'q, Postgres>) -> Result<Self, sqlx::Error> {
+        Ok(Resend {
+            sql: query.sql(),
+            persistent: query.persistent(),
+            arguments: query.take_arguments().map_err(sqlx::Error::Encode)?,
+        })
+    }
+}
+
+impl<'q> Execute<'q, Postgres> for Resend<'q> {
+    fn sql(&self) -> &'q str {
+        self.sql
+    }
+
+    fn statement(&self) -> Option<&PgStatement<'q>> {
+        None // sqlx prepares it again, from its statement cache when persistent
+    }
+
+    fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
+        Ok(self.arguments.take())
+    }
+
+    fn persistent(&self) -> bool {
+        self.persistent
+    }
 }
 
 /// A replica that has replayed `position`, asking each eligible one at most once.
@@ -375,8 +434,13 @@ where
 
 type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
 
-/// A routed statement and its result stream.
-type Started<'e, X> = (Routed<X>, BoxStream<'e, Item>);
+/// A routed statement, its result stream, and for a read on a replica, the same read on the
+/// primary, to run instead if the replica fails it before the first row.
+struct Started<'e, X> {
+    routed: Routed<X>,
+    rows: BoxStream<'e, Item>,
+    resend: Option<SqlxFuture<'e, Result<Started<'e, X>, sqlx::Error>>>,
+}
 
 /// A statement's result stream: routed first (which may take a round trip in position mode),
 /// then streamed, then accounted against the node it ran on.
@@ -387,9 +451,27 @@ enum Rows<'e, X> {
         /// Taken when accounted: at the first error (after which sqlx drops the stream),
         /// else at the end.
         routed: Option<Routed<X>>,
+        /// Dropped at the first row: a read half served is not sent again.
+        resend: Option<SqlxFuture<'e, Result<Started<'e, X>, sqlx::Error>>>,
+    },
+    /// The replica failed the read: on the primary now; if that cannot start, the replica's
+    /// error is the answer.
+    Resending {
+        started: SqlxFuture<'e, Result<Started<'e, X>, sqlx::Error>>,
+        replica_error: Option<sqlx::Error>,
     },
     Finishing(SqlxFuture<'e, ()>),
     Done,
+}
+
+impl<'e, X> Rows<'e, X> {
+    fn streaming(started: Started<'e, X>) -> Self {
+        Rows::Streaming {
+            rows: started.rows,
+            routed: Some(started.routed),
+            resend: started.resend,
+        }
+    }
 }
 
 impl<'e, X: Send + Sync + 'e> Stream for Rows<'e, X> {
@@ -399,37 +481,55 @@ impl<'e, X: Send + Sync + 'e> Stream for Rows<'e, X> {
         loop {
             match &mut *self {
                 Rows::Routing(routing) => match std::task::ready!(routing.as_mut().poll(cx)) {
-                    Ok((routed, rows)) => {
-                        *self = Rows::Streaming {
-                            rows,
-                            routed: Some(routed),
-                        }
-                    }
+                    Ok(started) => *self = Rows::streaming(started),
                     Err(error) => {
                         *self = Rows::Done;
                         return Poll::Ready(Some(Err(error)));
                     }
                 },
-                Rows::Streaming { rows, routed } => {
-                    match std::task::ready!(rows.as_mut().poll_next(cx)) {
-                        Some(item) => {
-                            if let Err(error) = &item {
-                                if let Some(routed) = routed.take() {
-                                    routed.fail(error);
-                                }
-                            }
-                            return Poll::Ready(Some(item));
+                Rows::Streaming {
+                    rows,
+                    routed,
+                    resend,
+                } => match std::task::ready!(rows.as_mut().poll_next(cx)) {
+                    Some(Ok(item)) => {
+                        *resend = None;
+                        return Poll::Ready(Some(Ok(item)));
+                    }
+                    Some(Err(error)) => {
+                        if let Some(routed) = routed.take() {
+                            routed.fail(&error);
                         }
-                        None => {
-                            let routed = routed.take();
-                            *self = Rows::Finishing(Box::pin(async move {
-                                if let Some(routed) = routed {
-                                    routed.succeed().await;
-                                }
-                            }));
+                        match resend.take() {
+                            Some(started) if worth_resending(&error) => {
+                                *self = Rows::Resending {
+                                    started,
+                                    replica_error: Some(error),
+                                };
+                            }
+                            _ => return Poll::Ready(Some(Err(error))),
                         }
                     }
-                }
+                    None => {
+                        let routed = routed.take();
+                        *self = Rows::Finishing(Box::pin(async move {
+                            if let Some(routed) = routed {
+                                routed.succeed().await;
+                            }
+                        }));
+                    }
+                },
+                Rows::Resending {
+                    started,
+                    replica_error,
+                } => match std::task::ready!(started.as_mut().poll(cx)) {
+                    Ok(started) => *self = Rows::streaming(started),
+                    Err(_) => {
+                        let error = replica_error.take();
+                        *self = Rows::Done;
+                        return Poll::Ready(error.map(Err));
+                    }
+                },
                 Rows::Finishing(finishing) => {
                     std::task::ready!(finishing.as_mut().poll(cx));
                     *self = Rows::Done;
@@ -459,9 +559,61 @@ where
     Box::pin(Rows::Routing(Box::pin(async move {
         let routed = route(router, slot, access).await?;
         let pool = routed.lease.service.clone();
-        let rows = (&pool).fetch_many(query);
-        Ok((routed, rows))
+        if !routed.on_replica {
+            let rows = (&pool).fetch_many(query);
+            return Ok(Started {
+                routed,
+                rows,
+                resend: None,
+            });
+        }
+        let query = Resend::take(query)?;
+        let again = query.clone();
+        let resend: SqlxFuture<'e, _> = Box::pin(async move {
+            let routed = Routed::read(resend_on_primary(router)?, false);
+            let pool = routed.lease.service.clone();
+            let rows = (&pool).fetch_many(again);
+            Ok(Started {
+                routed,
+                rows,
+                resend: None,
+            })
+        });
+        Ok(Started {
+            routed,
+            rows: (&pool).fetch_many(query),
+            resend: Some(resend),
+        })
     })))
+}
+
+/// The primary, for a read that a replica failed.
+fn resend_on_primary<K, PP, RP, X, C>(
+    router: &PgRouter<K, PP, RP, X, C>,
+) -> Result<Lease<PgPool>, sqlx::Error>
+where
+    K: Debug,
+    C: Clone,
+    PP: Pick<()>,
+    RP: Policy,
+{
+    router.counted_retried_read();
+    tracing::debug!("read failed on a replica: sent again to the primary");
+    lease_primary(router)
+}
+
+/// Runs `query` where it was routed, and accounts for it.
+async fn fetch_optional_on<'q, X>(
+    routed: Routed<X>,
+    query: impl Execute<'q, Postgres> + 'q,
+) -> Result<Option<PgRow>, sqlx::Error> {
+    let pool = routed.lease.service.clone();
+    let row = (&pool).fetch_optional(query).await;
+    match &row {
+        Ok(_) => routed.succeed().await,
+        Err(error) => routed.fail(error),
+    }
+    row
 }
 
 fn fetch_optional<'e, 'q: 'e, E, K, PP, RP, X, C>(
@@ -482,13 +634,18 @@ where
     let access = router.classifier().classify(query.sql());
     Box::pin(async move {
         let routed = route(router, slot, access).await?;
-        let pool = routed.lease.service.clone();
-        let row = (&pool).fetch_optional(query).await;
-        match &row {
-            Ok(_) => routed.succeed().await,
-            Err(error) => routed.fail(error),
+        if !routed.on_replica {
+            return fetch_optional_on(routed, query).await;
         }
-        row
+        let query = Resend::take(query)?;
+        let again = query.clone();
+        match fetch_optional_on(routed, query).await {
+            Err(error) if worth_resending(&error) => match resend_on_primary(router) {
+                Ok(lease) => fetch_optional_on(Routed::<X>::read(lease, false), again).await,
+                Err(_) => Err(error),
+            },
+            row => row,
+        }
     })
 }
 

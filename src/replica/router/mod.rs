@@ -339,6 +339,11 @@ where
     }
 
     #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    pub(crate) fn counted_retried_read(&self) {
+        self.shared.counters.retried_reads.fetch_add(1, Relaxed);
+    }
+
+    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
     pub(crate) fn counted_read_behind(&self) {
         self.shared.counters.reads_behind.fetch_add(1, Relaxed);
         self.count_read(true);
