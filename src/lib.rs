@@ -92,4 +92,4 @@ pub use background::DriverState;
 pub use balance::{Balance, BalanceLayer, BalanceStats, Builder, ResponseFuture};
 pub use endpoint::{EndpointStats, MAX_WEIGHT};
 pub use error::{BoxError, Error};
-pub use pool::{EndpointSnapshot, EndpointState};
+pub use pool::{EndpointSnapshot, EndpointState, Locality, DEFAULT_OVERPROVISIONING};

@@ -9,7 +9,7 @@ use crate::endpoint::{Accounting, HealthSink};
 use crate::error::{BoxError, Error};
 use crate::health::{driver, ActiveChecks, ErrorsFail, MemberHealth, Outlier, SlowStart};
 use crate::policy::Policy;
-use crate::pool::{check_weight, Members, Pool};
+use crate::pool::{check_weight, Locality, Members, Pool, Zoning};
 use std::fmt::{self, Debug};
 use std::hash::Hash;
 use std::sync::Arc;
@@ -48,6 +48,7 @@ pub struct Builder<K, S, P, L = Identity, C = ErrorsFail> {
     discover: Option<BoxDiscover<K, S>>,
     health: HealthOptions<K>,
     timeout: Option<Duration>,
+    zoning: Option<Zoning<K>>,
 }
 
 /// The builder's health settings.
@@ -77,6 +78,7 @@ impl<K, S, P> Builder<K, S, P> {
                 panic_threshold: DEFAULT_PANIC_THRESHOLD,
             },
             timeout: None,
+            zoning: None,
         }
     }
 }
@@ -139,6 +141,33 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
         self
     }
 
+    /// Prefers zones in the order of `locality`, the local zone first: traffic spills to the
+    /// next zones as the local one's health drops, and fails over to them when it is down
+    /// (the formula is on [`Locality`]). Each endpoint's zone is `zone_of(key)`, found once
+    /// when it joins, from the builder, [`Balance::insert`] or discovery; an endpoint in a
+    /// zone not listed comes after all listed zones.
+    ///
+    /// ```
+    /// use tower::service_fn;
+    /// use tower_lb::{policy::P2c, Balance, Locality};
+    ///
+    /// let node = || service_fn(|_: ()| async { Ok::<_, std::io::Error>(()) });
+    /// let lb = Balance::builder(P2c::new())
+    ///     .endpoints([(("eu-west-1a", 1), node()), (("eu-west-1a", 2), node()), (("eu-west-1b", 1), node())])
+    ///     .locality(Locality::new(["eu-west-1a", "eu-west-1b"]), |&(zone, _)| zone)
+    ///     .build()?;
+    /// # let _ = lb;
+    /// # Ok::<(), tower_lb::Error>(())
+    /// ```
+    pub fn locality<Z: AsRef<str>>(
+        mut self,
+        locality: Locality,
+        zone_of: impl Fn(&K) -> Z + Send + Sync + 'static,
+    ) -> Self {
+        self.zoning = Some(Zoning::new(locality, zone_of));
+        self
+    }
+
     /// Wraps every endpoint in `layer` as it joins the pool, from the builder, from
     /// [`Balance::insert`] or from discovery: a per-endpoint timeout, concurrency limit, or any
     /// `ServiceBuilder` stack.
@@ -151,6 +180,7 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
             discover: self.discover,
             health: self.health,
             timeout: self.timeout,
+            zoning: self.zoning,
         }
     }
 
@@ -183,6 +213,7 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
             discover: self.discover,
             health: self.health,
             timeout: self.timeout,
+            zoning: self.zoning,
         }
     }
 
@@ -344,6 +375,9 @@ where
         let layer = Arc::new(self.layer);
         let mut members: Members<K, L::Service, MemberHealth> =
             Members::new(accounting, self.health.slow_start);
+        if let Some(zoning) = self.zoning {
+            members.set_zoning(zoning);
+        }
         for (key, service, weight) in self.endpoints {
             members.insert(key, layer.layer(service), weight);
         }
@@ -437,6 +471,7 @@ impl<K: Debug, S, P: Debug, L, C> Debug for Builder<K, S, P, L, C> {
                     .collect::<Vec<_>>(),
             )
             .field("discover", &self.discover.is_some())
+            .field("locality", &self.zoning.as_ref().map(|z| &z.locality))
             .finish()
     }
 }

@@ -209,13 +209,15 @@ where
     L::Service: Clone,
 {
     let eligible = snapshot.eligible;
-    let candidates = Candidates::new(&snapshot.stats[..eligible]);
     // An endpoint on probation takes exactly one request, whichever comes first.
     let probe = snapshot.stats[eligible..]
         .iter()
         .position(|endpoint| endpoint.try_claim_probe())
         .map(|offset| eligible + offset);
-    let index = match (probe, &snapshot.table) {
+    let share = snapshot.share();
+    let part = share.as_ref().map_or(0..0, |(part, _)| part.clone());
+    let candidates = Candidates::new(&snapshot.stats[part.clone()]);
+    let index = match (probe, share) {
         (Some(probe), _) => {
             tracing::debug!(endpoint = ?snapshot.keys[probe], "probation request");
             probe
@@ -225,15 +227,18 @@ where
             let endpoints = snapshot.members;
             return Err(Error::AllUnhealthy { endpoints });
         }
-        (None, Some(table)) => match inner.pool.policy().pick(req, table, &candidates) {
-            Some(index) if index < eligible && avoid.is_empty() => index,
-            Some(index) if index < eligible => {
-                steer_clear(index, &snapshot.stats[..eligible], avoid, || {
-                    inner.pool.policy().pick(req, table, &candidates)
-                })
-            }
-            _ => return Err(Error::NoPick { eligible }),
-        },
+        (None, Some((_, table))) => {
+            let in_part = match inner.pool.policy().pick(req, table, &candidates) {
+                Some(index) if index < part.len() && avoid.is_empty() => index,
+                Some(index) if index < part.len() => {
+                    steer_clear(index, &snapshot.stats[part.clone()], avoid, || {
+                        inner.pool.policy().pick(req, table, &candidates)
+                    })
+                }
+                _ => return Err(Error::NoPick { eligible }),
+            };
+            part.start + in_part
+        }
     };
     tracing::trace!(endpoint = ?snapshot.keys[index], eligible, "picked");
     let endpoint = &snapshot.stats[index];

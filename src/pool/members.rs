@@ -6,6 +6,7 @@
 //! monitor), the bookkeeping that must go with a change (the endpoint's health word, a
 //! slow-start ramp, one log line with the reason) is done the same way.
 
+use super::locality::Zoning;
 use super::slow_start::SlowStart;
 use super::state::{Ejections, EndpointState};
 use crate::endpoint::{Accounting, EndpointStats, MAX_WEIGHT};
@@ -35,6 +36,8 @@ pub(crate) struct Member<K, S, R> {
     ejections: Ejections,
     /// When the slow-start ramp began, while ramping.
     pub(super) ramp_from: Option<Instant>,
+    /// The zone's priority ([`Zoning`]), 0 without locality.
+    pub(super) zone: usize,
     /// The drivers' record of this member.
     pub(crate) record: R,
 }
@@ -85,6 +88,8 @@ pub(crate) struct Members<K, S, R> {
     /// is built with).
     pub(super) slow_start: Option<SlowStart>,
     pub(super) ramp_new: bool,
+    /// Zones, when the pool prefers some.
+    pub(super) zoning: Option<Zoning<K>>,
 }
 
 impl<K, S, R> Members<K, S, R> {
@@ -97,7 +102,15 @@ impl<K, S, R> Members<K, S, R> {
             panics: 0,
             slow_start,
             ramp_new: false,
+            zoning: None,
         }
+    }
+
+    /// Spreads traffic over zones by health, each endpoint's zone found from its key. Set
+    /// before the first insert.
+    pub(crate) fn set_zoning(&mut self, zoning: Zoning<K>) {
+        debug_assert!(self.active.is_empty());
+        self.zoning = Some(zoning);
     }
 
     /// From now on, endpoints that join ramp up (slow start); the initial ones do not, as
@@ -154,8 +167,12 @@ impl<K: Eq + Hash + Debug, S, R: Default> Members<K, S, R> {
             excluded: None,
             ejections: Ejections::default(),
             ramp_from: None,
+            zone: 0,
             record: R::default(),
         };
+        if let Some(zoning) = &self.zoning {
+            member.zone = (zoning.priority_of)(&member.key);
+        }
         if let Some(slow) = self.slow_start {
             member.start_ramp(&slow, self.ramp_new, Instant::now());
         }

@@ -15,11 +15,14 @@
 //!   panic threshold and slow-start ramps are part of how the pool computes the eligible set
 //!   and its weights.
 
+mod locality;
 mod members;
 mod slow_start;
 mod snapshot;
 mod state;
 
+pub(crate) use locality::Zoning;
+pub use locality::{Locality, DEFAULT_OVERPROVISIONING};
 pub(crate) use members::{check_weight, Members};
 pub use slow_start::SlowStart;
 pub(crate) use snapshot::Snapshot;

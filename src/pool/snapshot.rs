@@ -5,23 +5,61 @@
 //! policy's precomputed table) under the membership lock and publishes it with `arc-swap`; a
 //! pick loads the current snapshot without a lock and never sees a half-applied change.
 
+use super::locality::Zoning;
 use super::members::{Member, Members};
 use super::state::EndpointState;
 use crate::endpoint::EndpointStats;
 use crate::policy::Policy;
+use crate::rng::Rng;
 use std::sync::Arc;
 
 pub(crate) struct Snapshot<K, S, T> {
-    /// Eligible endpoints first (`..eligible`), then endpoints on probation (in panic mode
-    /// these are eligible as well, and listed twice).
+    /// Eligible endpoints first (`..eligible`, zone by zone), then endpoints on probation (in
+    /// panic mode these are eligible as well, and listed twice).
     pub(crate) keys: Box<[K]>,
     pub(crate) services: Box<[S]>,
     pub(crate) stats: Box<[Arc<EndpointStats>]>,
     pub(crate) eligible: usize,
-    /// `None` exactly when no endpoint is eligible: policies are never asked about an empty set.
-    pub(crate) table: Option<T>,
+    /// The eligible endpoints in consecutive parts, one per zone that takes traffic (one part
+    /// without locality). Empty exactly when no endpoint is eligible: policies are never asked
+    /// about an empty set.
+    pub(crate) shares: Box<[Share<T>]>,
     /// Endpoints in the pool, eligible or not (draining ones aside).
     pub(crate) members: usize,
+}
+
+/// One zone's part of the eligible endpoints and its policy table.
+pub(crate) struct Share<T> {
+    /// Where the part ends; it starts where the previous one ends.
+    end: usize,
+    /// A request goes to the first part whose bound is above its 32-bit random draw.
+    below: u64,
+    pub(crate) table: T,
+}
+
+impl<K, S, T> Snapshot<K, S, T> {
+    /// The part of the eligible endpoints a request goes to, and where it starts; `None`
+    /// when no endpoint is eligible. Draws a random number only when zones share traffic.
+    #[inline]
+    pub(crate) fn share(&self) -> Option<(std::ops::Range<usize>, &T)> {
+        let (i, share) = match &*self.shares {
+            [] => return None,
+            [only] => (0, only),
+            shares => {
+                let draw = Rng::Thread.u64() >> 32;
+                let i = shares
+                    .iter()
+                    .position(|share| draw < share.below)
+                    .unwrap_or(shares.len() - 1);
+                (i, &shares[i])
+            }
+        };
+        let start = match i {
+            0 => 0,
+            i => self.shares[i - 1].end,
+        };
+        Some((start..share.end, &share.table))
+    }
 }
 
 type Entry<'a, K, S> = (&'a K, &'a S, &'a Arc<EndpointStats>);
@@ -35,57 +73,82 @@ impl<K, S, R> Member<K, S, R> {
 impl<K: Clone + std::fmt::Debug, S: Clone, R> Members<K, S, R> {
     /// The snapshot of the current members: healthy ones are eligible, others are not, ones
     /// on probation are offered for their one probe. When fewer than `panic_threshold` of the
-    /// members are healthy, all of them are eligible (panic mode). Excluded members are never
-    /// eligible and do not count towards the threshold: an exclusion is a decision, not a
-    /// health signal that might be wrong.
+    /// members (of a zone, with locality) are healthy, all of them are eligible (panic mode).
+    /// Excluded members are never eligible and do not count towards the threshold: an
+    /// exclusion is a decision, not a health signal that might be wrong.
     pub(super) fn snapshot<P: Policy>(
         &mut self,
         policy: &P,
         panic_threshold: f64,
     ) -> Snapshot<K, S, P::Table> {
         let members = self.active().len();
+        let zones = self.zoning.as_ref().map_or(1, Zoning::count);
         let in_play = || self.active().iter().filter(|m| m.excluded().is_none());
-        let total = in_play().count();
-        let healthy = in_play().filter(|m| m.is_healthy()).count();
-        let panicking = total > 0 && (healthy as f64) < panic_threshold * total as f64;
+        let mut parts: Vec<(Vec<Entry<'_, K, S>>, f64)> = Vec::with_capacity(zones);
+        let mut healthy_fractions = Vec::with_capacity(zones);
+        let mut panicking = false;
+        for zone in 0..zones {
+            let in_zone = || in_play().filter(|m| m.zone == zone);
+            let total = in_zone().count();
+            let healthy = in_zone().filter(|m| m.is_healthy()).count();
+            let zone_panics = total > 0 && (healthy as f64) < panic_threshold * total as f64;
+            panicking |= zone_panics;
+            parts.push((
+                in_zone()
+                    .filter(|m| zone_panics || m.is_healthy())
+                    .map(Member::entry)
+                    .collect(),
+                1.0,
+            ));
+            healthy_fractions.push(if total > 0 {
+                healthy as f64 / total as f64
+            } else {
+                0.0
+            });
+        }
+        if let Some(zoning) = &self.zoning {
+            let shares = zoning.locality.shares(&healthy_fractions);
+            let mut shares = shares.into_iter();
+            for part in &mut parts {
+                part.1 = shares.next().unwrap_or(0.0);
+            }
+            // Every zone down: the first with endpoints takes everything (in panic mode).
+            if parts.iter().all(|(_, share)| *share == 0.0) {
+                if let Some(part) = parts.iter_mut().find(|(part, _)| !part.is_empty()) {
+                    part.1 = 1.0;
+                }
+            }
+        }
+        // Endpoints on probation are offered their one probe before any pick, in panic mode
+        // too: there they are also eligible, but a latency-aware policy may shun them (the
+        // failure penalty) and leave them on probation indefinitely.
+        let probation = in_play()
+            .filter(|m| m.state() == EndpointState::Probation)
+            .map(Member::entry)
+            .collect();
+        let snapshot = Snapshot::build(policy, parts, probation, members);
         if panicking != self.panicking {
             self.panicking = panicking;
             if panicking {
                 self.panics += 1;
                 tracing::warn!(
-                    healthy,
-                    total,
                     panic_threshold,
                     "panic mode: too few healthy endpoints, balancing over all of them"
                 );
             } else {
-                tracing::info!(healthy, total, "panic mode over");
+                tracing::info!("panic mode over");
             }
         }
-        let in_play = self.active().iter().filter(|m| m.excluded().is_none());
-        // Endpoints on probation are offered their one probe before any pick, in panic mode
-        // too: there they are also eligible, but a latency-aware policy may shun them (the
-        // failure penalty) and leave them on probation indefinitely.
-        let probation = in_play
-            .clone()
-            .filter(|m| m.state() == EndpointState::Probation)
-            .map(Member::entry)
-            .collect();
-        let eligible = match panicking {
-            true => in_play.map(Member::entry).collect(),
-            false => in_play
-                .filter(|m| m.is_healthy())
-                .map(Member::entry)
-                .collect(),
-        };
-        Snapshot::build(policy, eligible, probation, members)
+        snapshot
     }
 }
 
 impl<K, S, T> Snapshot<K, S, T> {
+    /// `parts`: each zone's eligible endpoints and share of traffic (parts with no endpoint
+    /// or no share take no traffic and are left out).
     fn build<'a, P>(
         policy: &P,
-        eligible: Vec<Entry<'a, K, S>>,
+        parts: Vec<(Vec<Entry<'a, K, S>>, f64)>,
         probation: Vec<Entry<'a, K, S>>,
         members: usize,
     ) -> Self
@@ -94,25 +157,54 @@ impl<K, S, T> Snapshot<K, S, T> {
         K: Clone + 'a,
         S: Clone + 'a,
     {
-        let eligible_count = eligible.len();
-        let n = eligible_count + probation.len();
+        let parts: Vec<_> = parts
+            .into_iter()
+            .filter(|(part, share)| !part.is_empty() && *share > 0.0)
+            .collect();
+        let n = parts.iter().map(|(part, _)| part.len()).sum::<usize>() + probation.len();
         let (mut keys, mut services, mut stats) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        for (key, service, stat) in eligible.into_iter().chain(probation) {
+        let mut ends = Vec::with_capacity(parts.len());
+        let mut cumulative = 0.0;
+        let total: f64 = parts.iter().map(|(_, share)| share).sum();
+        let last = parts.len().saturating_sub(1);
+        for (i, (part, share)) in parts.into_iter().enumerate() {
+            for (key, service, stat) in part {
+                keys.push(key.clone());
+                services.push(service.clone());
+                stats.push(Arc::clone(stat));
+            }
+            cumulative += share / total;
+            let below = match i == last {
+                true => u64::MAX,
+                false => (cumulative * 4_294_967_296.0) as u64,
+            };
+            ends.push((stats.len(), below));
+        }
+        let eligible = stats.len();
+        for (key, service, stat) in probation {
             keys.push(key.clone());
             services.push(service.clone());
             stats.push(Arc::clone(stat));
         }
-        let table = (eligible_count > 0).then(|| policy.table(&stats[..eligible_count]));
+        let mut start = 0;
+        let shares = ends
+            .into_iter()
+            .map(|(end, below)| {
+                let table = policy.table(&stats[start..end]);
+                start = end;
+                Share { end, below, table }
+            })
+            .collect();
         Snapshot {
             keys: keys.into(),
             services: services.into(),
             stats: stats.into(),
-            eligible: eligible_count,
-            table,
+            eligible,
+            shares,
             members,
         }
     }
