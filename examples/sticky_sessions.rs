@@ -23,7 +23,7 @@ async fn main() -> Result<(), BoxError> {
     let client = reqwest::Client::new();
     let lb = Balance::builder(ConsistentHash::new(Cookie::new("session")))
         .endpoints(backends.iter().map(|b| {
-            let endpoint = backend::http_endpoint(client.clone(), b.url().parse().unwrap());
+            let endpoint = backend::http_endpoint(client.clone(), &b.url());
             (b.name.clone(), endpoint)
         }))
         .build()?;

@@ -92,7 +92,7 @@ async fn a_replica_router_sends_gets_to_replicas_and_posts_to_the_primary() {
     let primary = backend::Backend::start("primary").await.unwrap();
     let replicas = backend::start_many(2).await.unwrap();
     let client = reqwest::Client::new();
-    let endpoint = |url: String| backend::http_endpoint(client.clone(), url.parse().unwrap());
+    let endpoint = |url: String| backend::http_endpoint(client.clone(), &url);
     let router = ReplicaRouter::builder(
         Balance::builder(P2c::new())
             .endpoint(primary.url(), endpoint(primary.url()))

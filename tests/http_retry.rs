@@ -81,7 +81,9 @@ fn assert_each_post_sent_once(dying: &Backend, healthy: &Backend, failed: usize)
 async fn reqwest_post_that_died_mid_request_is_not_sent_again_get_is() {
     let (dying, healthy, urls) = dying_and_healthy().await;
     let http = client();
-    let lb = pool(urls, |url| backend::reqwest_endpoint(http.clone(), url));
+    let lb = pool(urls, |url| {
+        backend::reqwest_endpoint(http.clone(), url.as_str())
+    });
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new(retries()))
         .service(lb);
@@ -131,7 +133,7 @@ async fn reqwest_post_refused_at_connect_is_retried_elsewhere() {
     let http = client();
     let lb = pool(
         vec![closed_port_url().await, healthy.url().parse().unwrap()],
-        |url| backend::reqwest_endpoint(http.clone(), url),
+        |url| backend::reqwest_endpoint(http.clone(), url.as_str()),
     );
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new(retries()))
@@ -155,7 +157,9 @@ async fn reqwest_post_refused_at_connect_is_retried_elsewhere() {
 async fn http_request_retries_follow_the_same_rule() {
     let (dying, healthy, urls) = dying_and_healthy().await;
     let http = client();
-    let lb = pool(urls, |url| backend::http_endpoint(http.clone(), url));
+    let lb = pool(urls, |url| {
+        backend::http_endpoint(http.clone(), url.as_str())
+    });
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new(retries()))
         .service(lb);

@@ -197,11 +197,12 @@ pub fn status_endpoint(
     })
 }
 
-/// Sends a `reqwest::Request` to `base` (scheme, host and port replaced; path kept) and
-/// answers with the body of a 2xx response.
+/// Sends a `reqwest::Request` to `base` (the crate's `HttpEndpoint`: scheme, host and port
+/// replaced, path kept) and answers with the body of a 2xx response.
+#[cfg(feature = "reqwest")]
 pub fn reqwest_endpoint(
     client: reqwest::Client,
-    base: reqwest::Url,
+    base: &str,
 ) -> impl tower::Service<
     reqwest::Request,
     Response = String,
@@ -210,19 +211,18 @@ pub fn reqwest_endpoint(
 > + Clone
        + Send
        + Sync {
-    tower::service_fn(move |mut request: reqwest::Request| {
-        let url = request.url_mut();
-        url.set_host(base.host_str()).unwrap();
-        url.set_port(base.port()).unwrap();
-        let sent = client.execute(request);
-        async move { sent.await?.error_for_status()?.text().await }
-    })
+    use tower::ServiceExt;
+    let base = tower_lb::base_url::BaseUrl::new(base).expect("a valid base URL");
+    tower_lb::base_url::HttpEndpoint::new(client, base).and_then(
+        |response: reqwest::Response| async move { response.error_for_status()?.text().await },
+    )
 }
 
-/// The same for `http::Request<String>`, converted to reqwest at the edge.
+/// The same for `http::Request<String>`: the crate's `BaseUrlLayer` rewrites the URI, then
+/// the request is converted to reqwest at the edge.
 pub fn http_endpoint(
     client: reqwest::Client,
-    base: reqwest::Url,
+    base: &str,
 ) -> impl tower::Service<
     http::Request<String>,
     Response = String,
@@ -231,9 +231,13 @@ pub fn http_endpoint(
 > + Clone
        + Send
        + Sync {
-    let mut inner = reqwest_endpoint(client, base);
-    tower::service_fn(move |request: http::Request<String>| {
-        let request = reqwest::Request::try_from(request).expect("an absolute URI");
-        tower::Service::call(&mut inner, request)
-    })
+    use tower::Layer;
+    let base = tower_lb::base_url::BaseUrl::new(base).expect("a valid base URL");
+    tower_lb::base_url::BaseUrlLayer::new(base).layer(tower::service_fn(
+        move |request: http::Request<String>| {
+            let request = reqwest::Request::try_from(request).expect("an absolute URI");
+            let sent = client.execute(request);
+            async move { sent.await?.error_for_status()?.text().await }
+        },
+    ))
 }
