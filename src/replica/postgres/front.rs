@@ -558,33 +558,31 @@ where
     let access = router.classifier().classify(query.sql());
     Box::pin(Rows::Routing(Box::pin(async move {
         let routed = route(router, slot, access).await?;
-        let pool = routed.lease.service.clone();
         if !routed.on_replica {
-            let rows = (&pool).fetch_many(query);
-            return Ok(Started {
-                routed,
-                rows,
-                resend: None,
-            });
+            return Ok(stream_on(routed, query, None));
         }
         let query = Resend::take(query)?;
         let again = query.clone();
         let resend: SqlxFuture<'e, _> = Box::pin(async move {
             let routed = Routed::read(resend_on_primary(router)?, false);
-            let pool = routed.lease.service.clone();
-            let rows = (&pool).fetch_many(again);
-            Ok(Started {
-                routed,
-                rows,
-                resend: None,
-            })
+            Ok(stream_on(routed, again, None))
         });
-        Ok(Started {
-            routed,
-            rows: (&pool).fetch_many(query),
-            resend: Some(resend),
-        })
+        Ok(stream_on(routed, query, Some(resend)))
     })))
+}
+
+/// Starts streaming `query`'s rows where it was routed.
+fn stream_on<'e, 'q: 'e, X>(
+    routed: Routed<X>,
+    query: impl Execute<'q, Postgres> + 'q,
+    resend: Option<SqlxFuture<'e, Result<Started<'e, X>, sqlx::Error>>>,
+) -> Started<'e, X> {
+    let pool = routed.lease.service.clone();
+    Started {
+        rows: (&pool).fetch_many(query),
+        routed,
+        resend,
+    }
 }
 
 /// The primary, for a read that a replica failed.
