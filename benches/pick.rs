@@ -134,37 +134,41 @@ fn bench_pick(c: &mut Criterion) {
     }
 }
 
-/// Membership change cost: publishing a new snapshot (and its policy table) for one insert.
+/// Membership and health change cost: publishing a new snapshot (and its policy table) after
+/// an insert and a remove, and after an exclusion and a readmission (the same path as an
+/// ejection by outlier detection and a return). Each iteration makes two changes.
 fn bench_membership(c: &mut Criterion) {
     let mut group = c.benchmark_group("membership");
     group
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20);
-    for n in [64usize, 4096] {
-        group.bench_function(
-            format!("insert+remove at n={n}, weighted round robin"),
-            |b| {
-                let lb = ours(WeightedRoundRobin::new(), n);
-                b.iter_batched(
-                    || (),
-                    |()| {
-                        lb.insert(usize::MAX, trivial());
-                        lb.remove(&usize::MAX).expect("present");
-                    },
-                    BatchSize::SmallInput,
-                )
-            },
-        );
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(10);
+    macro_rules! changes {
+        ($n:expr, $name:expr, $policy:expr) => {{
+            let lb = ours($policy, $n);
+            group.bench_function(format!("insert+remove at n={}, {}", $n, $name), |b| {
+                b.iter(|| {
+                    lb.insert(usize::MAX, trivial());
+                    lb.remove(&usize::MAX).expect("present");
+                })
+            });
+            group.bench_function(format!("exclude+readmit at n={}, {}", $n, $name), |b| {
+                b.iter(|| {
+                    lb.exclude(&0, "bench").expect("present");
+                    lb.readmit(&0).expect("present");
+                })
+            });
+        }};
     }
-    // Two ring rebuilds per iteration (512 endpoints × 160 virtual nodes each).
-    group.bench_function("insert+remove at n=512, consistent hash", |b| {
-        let lb = ours(by_request(), 512);
-        b.iter(|| {
-            lb.insert(usize::MAX, trivial());
-            lb.remove(&usize::MAX).expect("present");
-        })
-    });
+    for n in [64usize, 512, 4096] {
+        changes!(n, "round robin", RoundRobin::new());
+        changes!(n, "weighted round robin", WeightedRoundRobin::new());
+        changes!(n, "random (weighted)", Random::new());
+        changes!(n, "least pending", LeastPending::new());
+        changes!(n, "P2C pending", P2c::new());
+        changes!(n, "P2C peak-EWMA", P2c::peak_ewma());
+        changes!(n, "consistent hash", by_request());
+    }
     group.finish();
 }
 
