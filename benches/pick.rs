@@ -5,7 +5,7 @@
 //! load accounting and the response future. Run with `cargo bench --bench pick`; compare the
 //! ratios within one run, not the times across runs (the machine is shared and noisy).
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
 use futures::FutureExt;
 use std::convert::Infallible;
 use std::future::{ready, Ready};
