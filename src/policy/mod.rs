@@ -13,7 +13,7 @@
 //! | [`Random`] | O(1), alias method | yes |
 //! | [`LeastPending`] | O(n) scan | yes (in-flight per unit of weight) |
 //! | [`P2c`] | O(1), two candidates | yes (cost per unit of weight) |
-//! | [`ConsistentHash`] | O(log(N × vnodes)) | yes (virtual nodes per unit of weight) |
+//! | [`ConsistentHash`] | O(1), one table read | yes (virtual nodes per unit of weight) |
 
 mod hash;
 mod key;

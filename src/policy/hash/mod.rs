@@ -1,0 +1,681 @@
+//! Consistent hashing: sticky sessions that survive membership changes.
+
+mod placement;
+
+use super::{Candidates, HashKey, P2c, Pick, Policy};
+use crate::endpoint::EndpointStats;
+use crate::load::PeakEwma;
+use hashring::DefaultHashBuilder;
+use placement::{fine, Lookup, Placements, ABSENT};
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Sends every request with the same key to the same endpoint, on a consistent-hash ring built
+/// with the [`hashring`] crate; requests without a key go to a fallback policy (P2C by default).
+///
+/// Each endpoint is placed on the ring as `vnodes × weight` virtual nodes (160 per unit of
+/// weight by default), at positions that depend only on the endpoint's key. A request's key is
+/// hashed onto the ring and goes to the first virtual node clockwise. Every process that builds
+/// a ring from the same endpoints agrees on every key (the hash is SipHash with fixed keys).
+///
+/// # What moves when the pool changes
+///
+/// - **Insert** an endpoint: only keys that now land on one of its virtual nodes move, all of
+///   them to it; about `1/N` of all keys. No key moves between two other endpoints.
+/// - **Remove** an endpoint (or, once health checks exist, eject it or let it drain): only its
+///   own keys move, each to the next distinct endpoint clockwise. Adding it back restores the
+///   old mapping exactly.
+/// - **Change a weight**: virtual nodes are added to or taken from that endpoint only, so only
+///   keys between its changed nodes and their predecessors move.
+/// - **Bounded loads** ([`ConsistentHash::bounded_load`]): a key may also move, temporarily,
+///   while its endpoint is over capacity; it goes back as soon as the endpoint has room.
+///
+/// Picks read a table sampled from the ring: `2^k` buckets (about two per virtual node, at
+/// most 2^20, 2 MiB), each owned by the first virtual node at or after its start. A pick
+/// hashes the key and reads its bucket's owner: O(1), one table read, at any pool size. Keys
+/// therefore follow the table's shares, which track the ring's arcs to within a few percent.
+///
+/// The ring is kept between snapshots and changed in place: a membership or health change
+/// moves only the virtual nodes of the endpoints that joined or left (an ejected endpoint
+/// leaves the ring until it returns) and rewrites only the buckets they owned, then copies
+/// the table (at most 2 MiB) for the new snapshot.
+///
+/// ```
+/// use tower::{service_fn, ServiceExt};
+/// use tower_lb::{policy::ConsistentHash, sticky::Header, Balance, BoxError};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+/// let backend = |name: &'static str| service_fn(move |_: http::Request<()>| async move {
+///     Ok::<_, std::io::Error>(name)
+/// });
+/// let lb = Balance::builder(ConsistentHash::new(Header::new("x-user")))
+///     .endpoints(["a", "b", "c"].map(|name| (name, backend(name))))
+///     .build()?;
+///
+/// let request = || http::Request::builder().header("x-user", "alice").body(()).unwrap();
+/// let first = lb.clone().oneshot(request()).await?;
+/// for _ in 0..10 {
+///     assert_eq!(lb.clone().oneshot(request()).await?, first); // alice sticks
+/// }
+/// # Ok(()) }
+/// ```
+pub struct ConsistentHash<E, F = P2c> {
+    extractor: E,
+    fallback: F,
+    vnodes: u32,
+    load_factor: Option<f64>,
+    /// The rings kept between table builds; picks never touch this lock (builds run under
+    /// the balancer's membership lock).
+    placements: Arc<Mutex<Placements>>,
+}
+
+impl<E: Clone, F: Clone> Clone for ConsistentHash<E, F> {
+    /// A clone starts with rings of its own: a second balancer built from it does not share
+    /// (and contend for) the first one's.
+    fn clone(&self) -> Self {
+        ConsistentHash {
+            extractor: self.extractor.clone(),
+            fallback: self.fallback.clone(),
+            vnodes: self.vnodes,
+            load_factor: self.load_factor,
+            placements: Arc::default(),
+        }
+    }
+}
+
+impl<E: fmt::Debug, F: fmt::Debug> fmt::Debug for ConsistentHash<E, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsistentHash")
+            .field("extractor", &self.extractor)
+            .field("fallback", &self.fallback)
+            .field("vnodes", &self.vnodes)
+            .field("load_factor", &self.load_factor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default number of virtual nodes per unit of weight.
+pub const DEFAULT_VNODES: u32 = 160;
+
+/// The most virtual nodes one ring holds (2^22; the ring, kept off the request path, then
+/// takes about 100 MiB): past it, every
+/// endpoint's virtual nodes are scaled down in proportion (at least one each), so that no
+/// setting of [`ConsistentHash::vnodes`] and no pool size can exhaust memory. Envoy bounds its
+/// rings the same way (`maximum_ring_size`).
+pub const MAX_RING_SIZE: u64 = 1 << 22;
+
+/// How many virtual nodes an endpoint of a given weight gets: `vnodes × weight`, scaled down
+/// in proportion when the whole ring would exceed [`MAX_RING_SIZE`].
+fn ring_budget(vnodes: u32, endpoints: &[Arc<EndpointStats>]) -> impl Fn(u32) -> u32 + Copy {
+    let wanted: u64 = endpoints
+        .iter()
+        .map(|e| u64::from(vnodes) * u64::from(e.weight()))
+        .sum();
+    move |weight: u32| {
+        let mine = u64::from(vnodes) * u64::from(weight);
+        let scaled = if wanted <= MAX_RING_SIZE {
+            mine
+        } else {
+            (u128::from(mine) * u128::from(MAX_RING_SIZE) / u128::from(wanted)) as u64
+        };
+        scaled.clamp(1, u64::from(u32::MAX)) as u32
+    }
+}
+
+/// A snapshot's lookup structure for [`ConsistentHash`], and its fallback policy's table.
+///
+/// It names each key's owner by a slot that is stable across snapshots; `candidates` maps
+/// slots to this snapshot's endpoints.
+pub struct Ring<T> {
+    lookup: Lookup,
+    /// Slot → index among this snapshot's candidates ([`ABSENT`] for none).
+    candidates: Box<[u32]>,
+    nodes: usize,
+    total_weight: u64,
+    fallback: T,
+}
+
+impl<T> fmt::Debug for Ring<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("virtual_nodes", &self.nodes)
+            .field("flat", &matches!(self.lookup, Lookup::Flat(_)))
+            .field("endpoints", &self.candidates.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One virtual node. Its place on the ring is the hash of `(endpoint, replica)` only.
+#[derive(Debug, Clone, Copy)]
+struct VirtualNode {
+    endpoint: u64,
+    replica: u32,
+}
+
+impl Hash for VirtualNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.endpoint, self.replica).hash(state);
+    }
+}
+
+impl<T> Ring<T> {
+    /// The candidate at `place` (see [`Lookup::locate`]), or [`ABSENT`].
+    #[inline]
+    fn candidate(&self, place: usize) -> u32 {
+        self.candidates[self.lookup.slot(place) as usize]
+    }
+
+    /// Bytes the lookup structure takes, with the slot map.
+    pub fn memory(&self) -> usize {
+        self.lookup.bytes() + std::mem::size_of_val(&*self.candidates)
+    }
+
+    /// How many virtual nodes the ring holds.
+    pub fn len(&self) -> usize {
+        self.nodes
+    }
+
+    /// Whether the ring has no virtual node (never, for a non-empty pool).
+    pub fn is_empty(&self) -> bool {
+        self.nodes == 0
+    }
+}
+
+impl<E> ConsistentHash<E> {
+    /// Hashes the key `extractor` takes from each request; requests without one go to P2C.
+    pub fn new(extractor: E) -> Self {
+        ConsistentHash {
+            extractor,
+            fallback: P2c::new(),
+            vnodes: DEFAULT_VNODES,
+            load_factor: None,
+            placements: Arc::default(),
+        }
+    }
+}
+
+impl<E, F> ConsistentHash<E, F> {
+    /// Places each endpoint as `vnodes × weight` virtual nodes (default 160; at least 1).
+    /// More virtual nodes spread keys more evenly and cost memory and rebuild time. Any value
+    /// is accepted: the ring never holds more than [`MAX_RING_SIZE`] virtual nodes.
+    pub fn vnodes(mut self, vnodes: u32) -> Self {
+        self.vnodes = vnodes.max(1);
+        self
+    }
+
+    /// Bounded loads (Mirrokni, Thorup and Zadimoghaddam, 2018): an endpoint whose calls in
+    /// flight would exceed `ceil(factor × mean)` (the mean over the pool, weighted, counting
+    /// this call) is skipped for the next one clockwise. A `factor` such as 1.25 keeps hot keys
+    /// from overloading one endpoint at the cost of moving some of their requests; values
+    /// below 1 are raised to 1. Off by default. Enabling it makes every call update one
+    /// pool-wide counter.
+    pub fn bounded_load(mut self, factor: f64) -> Self {
+        self.load_factor = Some(if factor.is_nan() {
+            1.0
+        } else {
+            factor.max(1.0)
+        });
+        self
+    }
+
+    /// Sends requests that have no key to `fallback` instead of P2C.
+    pub fn fallback<F2>(self, fallback: F2) -> ConsistentHash<E, F2> {
+        ConsistentHash {
+            extractor: self.extractor,
+            fallback,
+            vnodes: self.vnodes,
+            load_factor: self.load_factor,
+            placements: self.placements,
+        }
+    }
+}
+
+impl<E, F> Policy for ConsistentHash<E, F>
+where
+    E: Send + Sync + 'static,
+    F: Policy,
+{
+    type Table = Ring<F::Table>;
+
+    fn table(&self, endpoints: &[Arc<EndpointStats>]) -> Self::Table {
+        let replicas = ring_budget(self.vnodes, endpoints);
+        let wanted: Vec<(u64, u32)> = endpoints
+            .iter()
+            .map(|e| (e.key_hash(), replicas(e.weight())))
+            .collect();
+        let keys: Vec<u64> = wanted.iter().map(|(key, _)| *key).collect();
+        let mut placements = self
+            .placements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let placement = placements.for_keys(&keys);
+        let slots = placement.update(&wanted);
+        let mut candidates = vec![ABSENT; placement.slots()].into_boxed_slice();
+        for (index, slot) in slots.into_iter().enumerate().rev() {
+            // Two endpoints with one key hash share a slot; the first in order owns it.
+            candidates[slot as usize] = index as u32;
+        }
+        let lookup = placement.lookup();
+        let total_weight = endpoints
+            .iter()
+            .map(|e| u64::from(e.effective_weight()))
+            .sum();
+        Ring {
+            lookup,
+            candidates,
+            nodes: placement.nodes(),
+            total_weight,
+            fallback: self.fallback.table(endpoints),
+        }
+    }
+
+    fn latency(&self) -> Option<PeakEwma> {
+        self.fallback.latency()
+    }
+
+    fn counts_total_in_flight(&self) -> bool {
+        self.load_factor.is_some() || self.fallback.counts_total_in_flight()
+    }
+}
+
+impl<Req, E, F> Pick<Req> for ConsistentHash<E, F>
+where
+    E: HashKey<Req>,
+    F: Pick<Req>,
+{
+    fn pick(
+        &self,
+        req: &Req,
+        table: &Ring<F::Table>,
+        candidates: &Candidates<'_>,
+    ) -> Option<usize> {
+        let Some(key) = self.extractor.key(req) else {
+            return self.fallback.pick(req, &table.fallback, candidates);
+        };
+        let start = table.lookup.locate(fine(DefaultHashBuilder.hash_one(&key)));
+        let owner = table.candidate(start);
+        let factor = self.load_factor;
+        let total = candidates.total_in_flight();
+        if owner != ABSENT && (factor.is_none() || total.is_none()) {
+            return Some(owner as usize);
+        }
+        // Walk clockwise past buckets owned by no candidate and, with bounded loads, past
+        // endpoints without room. Capacities add up to more than the calls in flight, so one
+        // always has room and the walk ends within one turn.
+        let calls = (total.unwrap_or(0) + 1) as f64;
+        let has_room = |index: usize| match factor {
+            None => true,
+            Some(factor) => {
+                let endpoint = candidates.get(index);
+                let share = f64::from(endpoint.effective_weight()) / table.total_weight as f64;
+                (endpoint.in_flight() as f64) < (factor * calls * share).ceil()
+            }
+        };
+        let mut last = ABSENT;
+        let places = table.lookup.places();
+        for step in 0..places {
+            let place = start + step;
+            let index = table.candidate(if place < places {
+                place
+            } else {
+                place - places
+            });
+            if index != ABSENT && index != last && has_room(index as usize) {
+                return Some(index as usize);
+            }
+            last = index;
+        }
+        match owner {
+            ABSENT => self.fallback.pick(req, &table.fallback, candidates),
+            owner => Some(owner as usize),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sticky::{key_fn, KeyFn};
+    use hashring::HashRing;
+
+    fn members(n: usize) -> Vec<Arc<EndpointStats>> {
+        (0..n)
+            .map(|i| {
+                let key_hash = DefaultHashBuilder.hash_one(format!("backend-{i}"));
+                Arc::new(EndpointStats::member(1, key_hash, None))
+            })
+            .collect()
+    }
+
+    /// Each endpoint's exact share of the ring: the arcs ending at its virtual nodes.
+    fn ring_shares(endpoints: &[Arc<EndpointStats>], vnodes: u32) -> Vec<f64> {
+        let mut points: Vec<(u64, usize)> = endpoints
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| {
+                (0..vnodes).map(move |replica| {
+                    let node = VirtualNode {
+                        endpoint: e.key_hash(),
+                        replica,
+                    };
+                    (DefaultHashBuilder.hash_one(node), i)
+                })
+            })
+            .collect();
+        points.sort();
+        let mut shares = vec![0f64; endpoints.len()];
+        let mut previous = points.last().expect("a point").0;
+        for &(position, owner) in &points {
+            shares[owner] += position.wrapping_sub(previous) as f64 / 2f64.powi(64);
+            previous = position;
+        }
+        shares
+    }
+
+    #[test]
+    fn the_ring_spreads_keys_within_30_percent_of_the_mean() {
+        for n in [8, 64, 512] {
+            let shares = ring_shares(&members(n), DEFAULT_VNODES);
+            let mean = 1.0 / n as f64;
+            let max = shares.iter().cloned().fold(0.0, f64::max);
+            println!("N = {n}: max / mean share of the ring = {:.3}", max / mean);
+            assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+            assert!(max / mean <= 1.3, "N = {n}: max/mean {}", max / mean);
+        }
+    }
+
+    #[test]
+    fn picks_follow_the_arcs() {
+        // The policy's picks over many keys match the exact arc shares (χ², α = 1e-6).
+        let endpoints = members(8);
+        let policy = ConsistentHash::new(key_fn(|k: &u64| Some(*k)));
+        let table = policy.table(&endpoints);
+        let mut counts = vec![0u64; 8];
+        for key in 0..200_000u64 {
+            let i = policy
+                .pick(&key, &table, &Candidates::new(&endpoints))
+                .expect("a pick");
+            counts[i] += 1;
+        }
+        let shares = ring_shares(&endpoints, DEFAULT_VNODES);
+        let p = crate::stats::chi_squared_p_value(&counts, &shares);
+        assert!(p > 1e-6, "p = {p}, counts {counts:?}, shares {shares:?}");
+    }
+
+    #[test]
+    fn requests_without_a_key_use_the_fallback() {
+        let endpoints = members(4);
+        let policy = ConsistentHash::new(key_fn(|_: &()| None::<u64>))
+            .fallback(crate::policy::RoundRobin::new().with_rng(0));
+        let table = policy.table(&endpoints);
+        let picks: Vec<usize> = (0..8)
+            .map(|_| {
+                policy
+                    .pick(&(), &table, &Candidates::new(&endpoints))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(picks, [0, 1, 2, 3, 0, 1, 2, 3]);
+    }
+
+    /// A virtual node with its endpoint's index, placed by the node's hash alone.
+    #[derive(Debug, Clone, Copy)]
+    struct Owned {
+        node: VirtualNode,
+        owner: usize,
+    }
+
+    impl Hash for Owned {
+        fn hash<H: Hasher>(&self, state: &mut H) {
+            self.node.hash(state);
+        }
+    }
+
+    /// The endpoint (key hash) owning each of the ring's 2^20 steps.
+    fn owners_by_key<T>(table: &Ring<T>, endpoints: &[Arc<EndpointStats>]) -> Vec<u64> {
+        (0..1u32 << placement::FINE_BITS)
+            .map(|step| endpoints[table.candidate(table.lookup.locate(step)) as usize].key_hash())
+            .collect()
+    }
+
+    type ByKey = ConsistentHash<KeyFn<fn(&u64) -> Option<u64>>>;
+
+    /// A policy whose lookups are flat tables from `flat_from` virtual nodes on.
+    fn flat_from(flat_from: usize) -> ByKey {
+        let mut policy =
+            ConsistentHash::new(key_fn((|k: &u64| Some(*k)) as fn(&u64) -> Option<u64>));
+        policy.placements = Arc::new(Mutex::new(Placements::flat_from(flat_from)));
+        policy
+    }
+
+    #[test]
+    fn every_key_goes_to_the_first_hashring_node_at_or_after_its_step() {
+        for (n, flat) in [(1, 0), (3, usize::MAX), (64, usize::MAX), (64, 0)] {
+            let endpoints = members(n);
+            let table = flat_from(flat).vnodes(40).table(&endpoints);
+            assert_eq!(matches!(table.lookup, Lookup::Flat(_)), flat == 0);
+            let mut ring = HashRing::new();
+            ring.batch_add(
+                endpoints
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(owner, e)| {
+                        (0..40).map(move |replica| Owned {
+                            node: VirtualNode {
+                                endpoint: e.key_hash(),
+                                replica,
+                            },
+                            owner,
+                        })
+                    })
+                    .collect(),
+            );
+            // hashring's ring order, with each node's position.
+            let nodes: Vec<(u64, usize)> = ring
+                .into_iter()
+                .map(|owned| (DefaultHashBuilder.hash_one(owned), owned.owner))
+                .collect();
+            assert!(nodes.windows(2).all(|w| w[0].0 <= w[1].0));
+            let steps = (0..1u32 << placement::FINE_BITS).step_by(97);
+            for step in steps.chain([0, (1 << placement::FINE_BITS) - 1]) {
+                let expected = nodes
+                    .iter()
+                    .find(|(position, _)| fine(*position) >= step)
+                    .unwrap_or(&nodes[0])
+                    .1;
+                let picked = table.candidate(table.lookup.locate(step)) as usize;
+                assert_eq!(picked, expected, "step {step}, N = {n}, flat from {flat}");
+            }
+            assert_eq!(table.len(), n * 40);
+        }
+    }
+
+    #[test]
+    fn a_table_changed_step_by_step_equals_one_built_whole() {
+        // Joins, leaves and weight changes, small and large, patched in place, give exactly
+        // the table a fresh ring gives for the same endpoints.
+        let mut rng = fastrand::Rng::with_seed(11);
+        let pool: Vec<Arc<EndpointStats>> = (0..300)
+            .map(|i| {
+                let key_hash = DefaultHashBuilder.hash_one(format!("backend-{i}"));
+                Arc::new(EndpointStats::member(1 + i % 4, key_hash, None))
+            })
+            .collect();
+        let reweighted: Vec<Arc<EndpointStats>> = pool
+            .iter()
+            .map(|e| Arc::new(EndpointStats::member(5 - e.weight(), e.key_hash(), None)))
+            .collect();
+        // Flat tables patched in place, checked against node lists built whole.
+        let kept = flat_from(0).vnodes(20);
+        let mut current: Vec<Arc<EndpointStats>> = pool[..40].to_vec();
+        for round in 0..60 {
+            match rng.usize(0..6) {
+                0 if current.len() > 1 => {
+                    current.remove(rng.usize(..current.len()));
+                }
+                1 => current.push(Arc::clone(&pool[rng.usize(..pool.len())])),
+                2 => {
+                    let i = rng.usize(..current.len());
+                    let same = reweighted
+                        .iter()
+                        .find(|e| e.key_hash() == current[i].key_hash());
+                    current[i] = Arc::clone(same.expect("a reweighted twin"));
+                }
+                3 => current.extend(pool[..rng.usize(1..300)].iter().cloned()),
+                4 if current.len() > 10 => current.truncate(current.len() / 3),
+                _ => current.reverse(),
+            }
+            current.dedup_by_key(|e| e.key_hash());
+            let mut seen = std::collections::HashSet::new();
+            current.retain(|e| seen.insert(e.key_hash()));
+            let patched = kept.table(&current);
+            let whole = kept.clone().table(&current);
+            assert!(matches!(patched.lookup, Lookup::Flat(_)));
+            assert!(matches!(whole.lookup, Lookup::Nodes { .. }));
+            assert_eq!(patched.len(), whole.len(), "round {round}");
+            let (patched, whole) = (
+                owners_by_key(&patched, &current),
+                owners_by_key(&whole, &current),
+            );
+            let differ = (0..whole.len()).filter(|&b| patched[b] != whole[b]).count();
+            assert_eq!(
+                differ,
+                0,
+                "round {round}, {} endpoints: buckets differ",
+                current.len()
+            );
+        }
+    }
+
+    /// 4 096 endpoints of weights 1–4, as in the benches.
+    fn large_pool() -> Vec<Arc<EndpointStats>> {
+        (0..4096)
+            .map(|i| {
+                let key_hash = DefaultHashBuilder.hash_one(format!("backend-{i}"));
+                Arc::new(EndpointStats::member(1 + i % 4, key_hash, None))
+            })
+            .collect()
+    }
+
+    /// The largest share of the ring's steps per unit of weight, over the mean.
+    fn max_over_mean<T>(table: &Ring<T>, endpoints: &[Arc<EndpointStats>]) -> f64 {
+        let steps = 1u32 << placement::FINE_BITS;
+        let mut owned = vec![0u64; endpoints.len()];
+        (0..steps).for_each(|step| owned[table.candidate(table.lookup.locate(step)) as usize] += 1);
+        let total_weight: u32 = endpoints.iter().map(|e| e.weight()).sum();
+        owned
+            .iter()
+            .zip(endpoints)
+            .map(|(&n, e)| {
+                n as f64 / (f64::from(steps) * f64::from(e.weight()) / f64::from(total_weight))
+            })
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn at_4096_endpoints_the_table_is_small_and_256_vnodes_spread_within_30_percent() {
+        let endpoints = large_pool();
+        let default = ConsistentHash::new(key_fn(|k: &u64| Some(*k)));
+        let table = default.table(&endpoints);
+        assert!(
+            table.memory() <= 2 * 1024 * 1024 + 4096 * 4,
+            "{} bytes",
+            table.memory()
+        );
+        println!(
+            "N = 4096, weights 1-4, {} vnodes: {} nodes, {} KiB, max/mean {:.3}",
+            DEFAULT_VNODES,
+            table.len(),
+            table.memory() / 1024,
+            max_over_mean(&table, &endpoints)
+        );
+        let finer = default.clone().vnodes(256).table(&endpoints);
+        let spread = max_over_mean(&finer, &endpoints);
+        println!("N = 4096, weights 1-4, 256 vnodes: max/mean {spread:.3}");
+        assert!(spread <= 1.3, "max/mean {spread}");
+    }
+
+    #[test]
+    fn at_4096_endpoints_removing_one_moves_only_its_own_buckets() {
+        let mut endpoints = large_pool();
+        let policy = ConsistentHash::new(key_fn(|k: &u64| Some(*k)));
+        let total_weight: u32 = endpoints.iter().map(|e| e.weight()).sum();
+        let before = owners_by_key(&policy.table(&endpoints), &endpoints);
+        let mut ratios = Vec::new();
+        for i in 0..8 {
+            let at = i * 509 % endpoints.len();
+            let gone = endpoints.remove(at);
+            let after = owners_by_key(&policy.table(&endpoints), &endpoints);
+            let moved = (0..before.len()).filter(|&b| before[b] != after[b]);
+            assert!(
+                moved.clone().all(|b| before[b] == gone.key_hash()),
+                "a key of another endpoint moved"
+            );
+            let fraction = moved.count() as f64 / before.len() as f64;
+            ratios.push(fraction / (f64::from(gone.weight()) / f64::from(total_weight)));
+            endpoints.insert(at, gone);
+            let restored = owners_by_key(&policy.table(&endpoints), &endpoints);
+            assert!(restored == before, "adding it back restores every bucket");
+        }
+        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+        println!("N = 4096: keys moved per removal / the endpoint's weight share: mean {mean:.3}, each {ratios:.3?}");
+    }
+
+    #[test]
+    fn a_pool_outgrowing_two_byte_slots_gets_a_wide_table() {
+        let pool: Vec<Arc<EndpointStats>> = (0..65_600u64)
+            .map(|i| {
+                Arc::new(EndpointStats::member(
+                    1,
+                    i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    None,
+                ))
+            })
+            .collect();
+        let kept = flat_from(0).vnodes(1);
+        let narrow = kept.table(&pool[..65_500]);
+        assert!(matches!(
+            narrow.lookup,
+            Lookup::Flat(placement::Owners::Narrow(_))
+        ));
+        let widened = kept.table(&pool);
+        let whole = kept.clone().table(&pool);
+        assert!(matches!(
+            widened.lookup,
+            Lookup::Flat(placement::Owners::Wide(_))
+        ));
+        assert!(owners_by_key(&widened, &pool) == owners_by_key(&whole, &pool));
+    }
+
+    #[test]
+    fn bad_load_factors_are_clamped() {
+        let policy = ConsistentHash::new(key_fn(|k: &u64| Some(*k)));
+        assert_eq!(policy.clone().bounded_load(0.5).load_factor, Some(1.0));
+        assert_eq!(policy.clone().bounded_load(f64::NAN).load_factor, Some(1.0));
+        assert_eq!(policy.vnodes(0).vnodes, 1);
+    }
+
+    #[test]
+    fn no_vnodes_setting_wraps_or_outgrows_the_ring_budget() {
+        let weights = |ws: &[u32]| -> Vec<Arc<EndpointStats>> {
+            ws.iter()
+                .map(|&w| Arc::new(EndpointStats::new(w)))
+                .collect()
+        };
+        let within = ring_budget(DEFAULT_VNODES, &weights(&[1000, 1]));
+        assert_eq!(
+            (within(1000), within(1)),
+            (160_000, 160),
+            "under budget: exact"
+        );
+        for vnodes in [1, DEFAULT_VNODES, 1 << 20, u32::MAX] {
+            let pool = weights(&[crate::MAX_WEIGHT, 1, 7]);
+            let replicas = ring_budget(vnodes, &pool);
+            let total: u64 = pool.iter().map(|e| u64::from(replicas(e.weight()))).sum();
+            assert!(total <= MAX_RING_SIZE + 3, "{vnodes}: {total}");
+            assert!(replicas(1) >= 1, "every endpoint keeps a place on the ring");
+            assert!(replicas(crate::MAX_WEIGHT) >= replicas(7) && replicas(7) >= replicas(1));
+        }
+    }
+}
