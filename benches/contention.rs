@@ -4,8 +4,8 @@
 //! "thrpt"); compare within one run.
 //!
 //! Two ways to share: each task keeps its own clone and calls it (`ready().await` then
-//! `call`), as a `Buffer` handle is used; or each request clones the shared handle and
-//! `oneshot`s it, the common idiom in handlers.
+//! `call`), as a `Buffer` handle is used (every policy); or each request clones the shared
+//! handle and `oneshot`s it, the common idiom in handlers (P2C).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::convert::Infallible;
@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
 use tower::{service_fn, Service, ServiceExt};
-use tower_lb::policy::{P2c, RoundRobin};
+use tower_lb::policy::{ConsistentHash, LeastPending, P2c, Random, RoundRobin, WeightedRoundRobin};
+use tower_lb::sticky::key_fn;
 use tower_lb::Balance;
 
 const TASKS: u64 = 64;
@@ -91,23 +92,32 @@ fn bench_contention(c: &mut Criterion) {
         });
         b.iter_custom(|iters| run(&rt, svc.clone(), iters, false))
     });
-    let p2c = Balance::builder(P2c::new())
-        .endpoints((0..ENDPOINTS).map(|i| (i, endpoint())))
-        .build()
-        .expect("builds");
-    let round_robin = Balance::builder(RoundRobin::new())
-        .endpoints((0..ENDPOINTS).map(|i| (i, endpoint())))
-        .build()
-        .expect("builds");
-    group.bench_function("tower-lb p2c pending, a clone per task", |b| {
-        b.iter_custom(|iters| run(&rt, p2c.clone(), iters, false))
-    });
+    macro_rules! per_task {
+        ($name:expr, $policy:expr) => {{
+            let lb = Balance::builder($policy)
+                .endpoints((0..ENDPOINTS).map(|i| (i, endpoint())))
+                .build()
+                .expect("builds");
+            group.bench_function(concat!("tower-lb ", $name, ", a clone per task"), |b| {
+                b.iter_custom(|iters| run(&rt, lb.clone(), iters, false))
+            });
+            lb
+        }};
+    }
+    let p2c = per_task!("p2c pending", P2c::new());
     group.bench_function("tower-lb p2c pending, a clone per request", |b| {
         b.iter_custom(|iters| run(&rt, p2c.clone(), iters, true))
     });
-    group.bench_function("tower-lb round robin, a clone per task", |b| {
-        b.iter_custom(|iters| run(&rt, round_robin.clone(), iters, false))
-    });
+    per_task!("p2c peak-ewma", P2c::peak_ewma());
+    per_task!("round robin", RoundRobin::new());
+    per_task!("weighted round robin", WeightedRoundRobin::new());
+    per_task!("random", Random::new());
+    per_task!("least pending", LeastPending::new());
+    // A new key for every request, as many users each with their own session.
+    per_task!(
+        "consistent hash",
+        ConsistentHash::new(key_fn(|_: &()| Some(fastrand::u64(..))))
+    );
     group.finish();
 }
 
