@@ -40,3 +40,25 @@ ratio_row("p2c pending / tower p2c PendingRequests", "tower-lb p2c pending", "to
 ratio_row("p2c peak-ewma / tower p2c PeakEwma", "tower-lb p2c peak-ewma", "tower p2c PeakEwma")
 for policy in ["round robin", "weighted round robin", "random (weighted)"]:
     ratio_row(f"{policy} − floor (ns)", f"tower-lb {policy}", "floor (bare service_fn)", "{:.1f}", True)
+ratio_row("consistent hash / tower p2c PendingRequests", "tower-lb consistent hash", "tower p2c PendingRequests")
+
+# Membership and health changes: each iteration makes two, so a change is half of it.
+changes = re.findall(
+    r"^membership/(insert\+remove|exclude\+readmit) at n=(\d+), ([^\n]+?)\s*\n?\s*time:\s+\[\S+ \S+ (\S+) (\S+)",
+    text,
+    re.M,
+)
+if changes:
+    table = {}
+    for kind, n, policy, value, unit in changes:
+        table.setdefault(policy, {})[(kind, int(n))] = float(value) * scale[unit] / 2 / 1e3
+    ns = sorted({n for d in table.values() for (_, n) in d})
+    print()
+    print("| µs per change (insert or remove / exclude or readmit) | " + " | ".join(f"N={n}" for n in ns) + " |")
+    print("|---|" + "---:|" * len(ns))
+    for policy, d in table.items():
+        cells = []
+        for n in ns:
+            pair = [d.get((kind, n)) for kind in ("insert+remove", "exclude+readmit")]
+            cells.append(" / ".join(f"{v:.0f}" if v is not None else "–" for v in pair))
+        print(f"| {policy} | " + " | ".join(cells) + " |")

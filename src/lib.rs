@@ -41,6 +41,26 @@
 //! - [`sticky`] key extractors and [`policy::ConsistentHash`] keep sessions on one endpoint
 //!   while the pool changes under them.
 //!
+//! # Choosing a policy
+//!
+//! | your endpoints and requests | policy | why |
+//! |---|---|---|
+//! | alike, requests of similar cost | [`policy::RoundRobin`] | the cheapest pick; every endpoint gets the same share, exactly, per cycle |
+//! | of different capacity | [`policy::WeightedRoundRobin`], or [`policy::Random`] | shares exactly by weight per cycle, or by weight on average without a shared cursor (the fastest under contention) |
+//! | requests of uneven cost, or endpoints that slow down | [`policy::P2c::new`] | two random candidates, the one with fewer calls in flight per unit of weight: a busy endpoint is avoided at O(1) |
+//! | latency differs between endpoints (another zone, pauses, noisy neighbours) | [`policy::P2c::peak_ewma`] | weighs calls in flight by each endpoint's peak-sensitive latency, so a slow endpoint is shunned before a queue builds |
+//! | a handful, and the least loaded must win | [`policy::LeastPending`] | scans them all: exact, but O(N) (fine up to a few dozen) |
+//! | a session, cache or shard must stay on one endpoint | [`policy::ConsistentHash`] | a key keeps its endpoint; when one leaves, only its keys move |
+//!
+//! Measured on a 2-core VM, per request, as the balancer's own cost against tower's
+//! `p2c::Balance` in the same run (the README has every table and how to rerun them): at 64
+//! endpoints, round robin 49 ns, P2C 66 ns and consistent hashing 85 ns against tower's
+//! 202 ns, P2C peak-EWMA 165 ns against tower's `PeakEwma` 590 ns; at 4 096 endpoints P2C
+//! 91 ns and consistent hashing 158 ns against 253 ns. In a tail-latency test with one of ten
+//! endpoints ten times slower, P2C peak-EWMA kept p99 at 40 ms where round robin reached
+//! 2.4 s. Health ([`health`]), retries ([`retry`]) and zones ([`Locality`]) work with every
+//! policy.
+//!
 //! # Features
 //!
 //! - `reqwest`: [`base_url::HttpEndpoint`] and [`Builder::http_endpoints`] (a pool of HTTP
@@ -48,6 +68,8 @@
 //!   `reqwest::Request`.
 //! - `sqlx-postgres`: the PostgreSQL side of [`replica`]: the router as a sqlx `Executor`,
 //!   position-based read-your-own-writes, and the lag and role probes.
+//!
+//! The minimum supported Rust version is 1.85 (`rust-version` in Cargo.toml, checked in CI).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
