@@ -2,50 +2,17 @@
 
 #[path = "../examples/support/backend.rs"]
 mod backend;
+#[path = "support/switch.rs"]
+mod switch;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use switch::Switch;
 use tower::{service_fn, ServiceExt};
 use tower_lb::health::{Outlier, ServerErrors};
 use tower_lb::policy::RoundRobin;
 use tower_lb::{Balance, DriverState, EndpointState, Error};
-
-/// An endpoint that fails while its switch is on, and counts its calls.
-#[derive(Clone, Default)]
-struct Switch {
-    failing: Arc<AtomicBool>,
-    calls: Arc<AtomicUsize>,
-}
-
-impl Switch {
-    fn service(
-        &self,
-    ) -> impl tower::Service<
-        (),
-        Response = (),
-        Error = std::io::Error,
-        Future = impl std::future::Future<Output = Result<(), std::io::Error>> + Send,
-    > + Clone
-           + Send
-           + Sync {
-        let this = self.clone();
-        service_fn(move |()| {
-            this.calls.fetch_add(1, Ordering::Relaxed);
-            let failing = this.failing.load(Ordering::Relaxed);
-            async move {
-                match failing {
-                    true => Err(std::io::Error::other("down")),
-                    false => Ok(()),
-                }
-            }
-        })
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::Relaxed)
-    }
-}
 
 /// Lets the health task run (paused clock: no time passes).
 async fn settle() {

@@ -3,10 +3,13 @@
 //! health set by hand (outlier ejection of chosen endpoints); the panic threshold applies per
 //! zone.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+#[path = "support/switch.rs"]
+mod switch;
+
+use std::sync::atomic::Ordering;
+use switch::Switch;
 use tower::util::BoxCloneSyncService;
-use tower::{service_fn, Service};
+use tower::Service;
 use tower_lb::health::Outlier;
 use tower_lb::policy::Pick;
 use tower_lb::policy::{P2c, RoundRobin};
@@ -19,53 +22,21 @@ const PICKS: usize = 100_000;
 type Key = (&'static str, usize);
 type Svc = BoxCloneSyncService<(), (), std::io::Error>;
 
-/// One endpoint: counts its calls, fails while `failing` is set.
-#[derive(Default, Clone)]
-struct Node {
-    failing: Arc<AtomicBool>,
-    calls: Arc<AtomicUsize>,
-}
-
-impl Node {
-    fn service(
-        &self,
-    ) -> impl Service<
-        (),
-        Response = (),
-        Error = std::io::Error,
-        Future = impl std::future::Future<Output = Result<(), std::io::Error>> + Send,
-    > + Clone
-           + Send
-           + Sync {
-        let node = self.clone();
-        service_fn(move |()| {
-            node.calls.fetch_add(1, Ordering::Relaxed);
-            let failing = node.failing.load(Ordering::Relaxed);
-            async move {
-                match failing {
-                    true => Err(std::io::Error::other("down")),
-                    false => Ok(()),
-                }
-            }
-        })
-    }
-}
-
 struct Zones {
-    local: Vec<Node>,
-    remote: Vec<Node>,
+    local: Vec<Switch>,
+    remote: Vec<Switch>,
 }
 
 impl Zones {
     fn new() -> Self {
         Zones {
-            local: (0..LOCAL).map(|_| Node::default()).collect(),
-            remote: (0..REMOTE).map(|_| Node::default()).collect(),
+            local: (0..LOCAL).map(|_| Switch::default()).collect(),
+            remote: (0..REMOTE).map(|_| Switch::default()).collect(),
         }
     }
 
     fn balance<P: Pick<()>>(&self, policy: P, panic_threshold: f64) -> Balance<Key, Svc, P> {
-        let zone = |zone: &'static str, nodes: &[Node]| {
+        let zone = |zone: &'static str, nodes: &[Switch]| {
             (nodes.iter().enumerate())
                 .map(|(i, n)| ((zone, i), Svc::new(n.service())))
                 .collect::<Vec<_>>()
@@ -82,7 +53,7 @@ impl Zones {
             .unwrap()
     }
 
-    fn calls(nodes: &[Node]) -> usize {
+    fn calls(nodes: &[Switch]) -> usize {
         nodes.iter().map(|n| n.calls.load(Ordering::Relaxed)).sum()
     }
 
@@ -185,7 +156,7 @@ async fn the_panic_threshold_applies_per_zone() {
 #[tokio::test(start_paused = true)]
 async fn a_zone_that_is_down_fails_over_in_priority_order() {
     // Three zones; the local one down, traffic goes to the second, not the third.
-    let node = Node::default();
+    let node = Switch::default();
     let lb = Balance::builder(RoundRobin::new())
         .endpoints([("a", 0), ("b", 0), ("c", 0)].map(|key| (key, node.service())))
         .locality(Locality::new(["a", "b", "c"]), |&(zone, _): &Key| zone)
