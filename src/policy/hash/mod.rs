@@ -6,7 +6,7 @@ use super::{Candidates, HashKey, P2c, Pick, Policy};
 use crate::endpoint::EndpointStats;
 use crate::load::PeakEwma;
 use hashring::DefaultHashBuilder;
-use placement::{fine, Lookup, Placements, ABSENT};
+use placement::{fine, Lookup, Placements};
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -129,7 +129,8 @@ fn ring_budget(vnodes: u32, endpoints: &[Arc<EndpointStats>]) -> impl Fn(u32) ->
 /// slots to this snapshot's endpoints.
 pub struct Ring<T> {
     lookup: Lookup,
-    /// Slot → index among this snapshot's candidates ([`ABSENT`] for none).
+    /// Slot → index among this snapshot's candidates ([`FREE_SLOT`] for a slot no endpoint
+    /// holds).
     candidates: Box<[u32]>,
     nodes: usize,
     total_weight: u64,
@@ -160,7 +161,7 @@ impl Hash for VirtualNode {
 }
 
 impl<T> Ring<T> {
-    /// The candidate at `place` (see [`Lookup::locate`]), or [`ABSENT`].
+    /// The candidate at `place` (see [`Lookup::locate`]).
     #[inline]
     fn candidate(&self, place: usize) -> u32 {
         self.candidates[self.lookup.slot(place) as usize]
@@ -244,14 +245,15 @@ where
             .iter()
             .map(|e| (e.key_hash(), replicas(e.weight())))
             .collect();
-        let keys: Vec<u64> = wanted.iter().map(|(key, _)| *key).collect();
         let mut placements = self
             .placements
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let placement = placements.for_keys(&keys);
+        let placement = placements.for_endpoints(&wanted);
         let slots = placement.update(&wanted);
-        let mut candidates = vec![ABSENT; placement.slots()].into_boxed_slice();
+        // Every slot on the ring is one of `slots` (the placement holds exactly `wanted`);
+        // the others are free and never read.
+        let mut candidates = vec![FREE_SLOT; placement.slots()].into_boxed_slice();
         for (index, slot) in slots.into_iter().enumerate().rev() {
             // Two endpoints with one key hash share a slot; the first in order owns it.
             candidates[slot as usize] = index as u32;
@@ -294,26 +296,20 @@ where
             return self.fallback.pick(req, &table.fallback, candidates);
         };
         let start = table.lookup.locate(fine(DefaultHashBuilder.hash_one(&key)));
-        let owner = table.candidate(start);
-        let factor = self.load_factor;
-        let total = candidates.total_in_flight();
-        if owner != ABSENT && (factor.is_none() || total.is_none()) {
-            return Some(owner as usize);
-        }
-        // Walk clockwise past buckets owned by no candidate and, with bounded loads, past
-        // endpoints without room. Capacities add up to more than the calls in flight, so one
-        // always has room and the walk ends within one turn.
-        let calls = (total.unwrap_or(0) + 1) as f64;
-        let has_room = |index: usize| match factor {
-            None => true,
-            Some(factor) => {
-                let endpoint = candidates.get(index);
-                let share = f64::from(endpoint.effective_weight()) / table.total_weight as f64;
-                (endpoint.in_flight() as f64) < (factor * calls * share).ceil()
-            }
+        let owner = table.candidate(start) as usize;
+        let (Some(factor), Some(total)) = (self.load_factor, candidates.total_in_flight()) else {
+            return Some(owner);
         };
-        let mut last = ABSENT;
+        // Walk clockwise to the first endpoint with room. Capacities add up to more than the
+        // calls in flight, so one always has room and the walk ends within one turn.
+        let calls = (total + 1) as f64;
+        let has_room = |index: usize| {
+            let endpoint = candidates.get(index);
+            let share = f64::from(endpoint.effective_weight()) / table.total_weight as f64;
+            (endpoint.in_flight() as f64) < (factor * calls * share).ceil()
+        };
         let places = table.lookup.places();
+        let mut last = usize::MAX;
         for step in 0..places {
             let place = start + step;
             let index = table.candidate(if place < places {
@@ -321,17 +317,18 @@ where
             } else {
                 place - places
             });
-            if index != ABSENT && index != last && has_room(index as usize) {
-                return Some(index as usize);
+            let index = index as usize;
+            if index != last && has_room(index) {
+                return Some(index);
             }
             last = index;
         }
-        match owner {
-            ABSENT => self.fallback.pick(req, &table.fallback, candidates),
-            owner => Some(owner as usize),
-        }
+        Some(owner)
     }
 }
+
+/// A slot that no endpoint of the snapshot holds.
+const FREE_SLOT: u32 = u32::MAX;
 
 #[cfg(test)]
 mod tests {
@@ -508,6 +505,7 @@ mod tests {
             .collect();
         // Flat tables patched in place, checked against node lists built whole.
         let kept = flat_from(0).vnodes(20);
+        let kept_listed = flat_from(usize::MAX).vnodes(20);
         let mut current: Vec<Arc<EndpointStats>> = pool[..40].to_vec();
         for round in 0..60 {
             match rng.usize(0..6) {
@@ -534,6 +532,17 @@ mod tests {
             assert!(matches!(patched.lookup, Lookup::Flat(_)));
             assert!(matches!(whole.lookup, Lookup::Nodes { .. }));
             assert_eq!(patched.len(), whole.len(), "round {round}");
+            // Node lists kept between rounds: reused while the ring is unchanged, rebuilt
+            // after a change.
+            let listed = kept_listed.table(&current);
+            let again = kept_listed.table(&current);
+            let (Lookup::Nodes { nodes: a, .. }, Lookup::Nodes { nodes: b, .. }) =
+                (&listed.lookup, &again.lookup)
+            else {
+                panic!("node lists below the flat threshold");
+            };
+            assert!(Arc::ptr_eq(a, b), "an unchanged ring shares its node list");
+            assert!(owners_by_key(&listed, &current) == owners_by_key(&whole, &current));
             let (patched, whole) = (
                 owners_by_key(&patched, &current),
                 owners_by_key(&whole, &current),

@@ -21,9 +21,6 @@ use std::hash::BuildHasher;
 use std::ops::Range;
 use std::sync::Arc;
 
-/// A candidate index that no candidate has: the endpoint is placed but not in this snapshot.
-pub(super) const ABSENT: u32 = u32::MAX;
-
 /// The ring's resolution: positions are compared by their top 20 bits.
 pub(super) const FINE_BITS: u32 = 20;
 
@@ -58,6 +55,9 @@ pub(super) struct Placement {
     flat: Option<Owners>,
     /// Nodes from which the lookup is flat ([`FLAT_FROM`]; lower in tests).
     flat_from: usize,
+    /// Below that, the node list last built, while the ring has not changed since: a snapshot
+    /// rebuilt for another reason (another zone's health, slow start) shares it.
+    node_list: Option<Lookup>,
     /// The table build that last used this placement (see [`Placements`]).
     last_used: u64,
 }
@@ -92,6 +92,9 @@ impl Placement {
                 .sum()
         };
         let (joins, leaves) = (count(&joining), count(&leaving));
+        if joins + leaves > 0 {
+            self.node_list = None;
+        }
         let flat = self.nodes.len() + joins - leaves >= self.flat_from;
         let new_slots = joining
             .iter()
@@ -144,37 +147,19 @@ impl Placement {
             slots: 0,
             flat: None,
             flat_from,
+            node_list: None,
             last_used: 0,
         }
     }
 
     /// The lookup structure for a snapshot of the ring as it is now.
-    pub(super) fn lookup(&self) -> Lookup {
+    pub(super) fn lookup(&mut self) -> Lookup {
         if let Some(owners) = &self.flat {
             return Lookup::Flat(owners.clone());
         }
-        let nodes: Box<[(u32, u32)]> = self
-            .nodes
-            .iter()
-            .map(|((position, _), slot)| (fine(*position), *slot))
-            .collect();
-        // About one node per index entry.
-        let bits = (nodes.len().max(2) as u64).ilog2().clamp(1, FINE_BITS);
-        let shift = FINE_BITS - bits;
-        let mut index = Vec::with_capacity((1 << bits) + 1);
-        let mut node = 0;
-        for bucket in 0..1u32 << bits {
-            while node < nodes.len() && nodes[node].0 >> shift < bucket {
-                node += 1;
-            }
-            index.push(node as u32);
-        }
-        index.push(nodes.len() as u32);
-        Lookup::Nodes {
-            nodes,
-            index: index.into(),
-            shift,
-        }
+        self.node_list
+            .get_or_insert_with(|| node_list(&self.nodes))
+            .clone()
     }
 
     pub(super) fn slots(&self) -> usize {
@@ -244,15 +229,41 @@ impl Placement {
     }
 }
 
-/// What a snapshot's picks read: a key's step → the slot of its endpoint.
-#[derive(Debug)]
+/// The ring's nodes as a sorted list of (step, slot), behind a radix index.
+fn node_list(ring: &BTreeMap<(u64, u64), u32>) -> Lookup {
+    let nodes: Arc<[(u32, u32)]> = ring
+        .iter()
+        .map(|((position, _), slot)| (fine(*position), *slot))
+        .collect();
+    // About one node per index entry.
+    let bits = (nodes.len().max(2) as u64).ilog2().clamp(1, FINE_BITS);
+    let shift = FINE_BITS - bits;
+    let mut index = Vec::with_capacity((1 << bits) + 1);
+    let mut node = 0;
+    for bucket in 0..1u32 << bits {
+        while node < nodes.len() && nodes[node].0 >> shift < bucket {
+            node += 1;
+        }
+        index.push(node as u32);
+    }
+    index.push(nodes.len() as u32);
+    Lookup::Nodes {
+        nodes,
+        index: index.into(),
+        shift,
+    }
+}
+
+/// What a snapshot's picks read: a key's step → the slot of its endpoint. Cheap to clone:
+/// snapshots of an unchanged ring share it.
+#[derive(Debug, Clone)]
 pub(super) enum Lookup {
     /// The nodes in ring order, each its step and slot (side by side: a pick reads both),
     /// and `index[b]`, the first node whose step's top bits (`step >> shift`) are `>= b`,
     /// with `index[2^bits] == nodes.len()`.
     Nodes {
-        nodes: Box<[(u32, u32)]>,
-        index: Box<[u32]>,
+        nodes: Arc<[(u32, u32)]>,
+        index: Arc<[u32]>,
         shift: u32,
     },
     /// Every step's slot.
@@ -431,15 +442,15 @@ impl Placements {
         }
     }
 
-    /// The placement that holds some of `keys` (the first, a few more spread along, the
-    /// last), or a new one.
-    pub(super) fn for_keys(&mut self, keys: &[u64]) -> &mut Placement {
+    /// The placement that holds some of `endpoints` (key hash, virtual nodes): the first, a
+    /// few more spread along, the last. Or a new one.
+    pub(super) fn for_endpoints(&mut self, endpoints: &[(u64, u32)]) -> &mut Placement {
         self.builds += 1;
         let builds = self.builds;
         self.rings
             .retain(|ring| builds - ring.last_used <= KEEP_FOR_BUILDS);
-        let probes = 8.min(keys.len());
-        let probe = |i: usize| keys[i * (keys.len() - 1) / (probes - 1).max(1)];
+        let probes = 8.min(endpoints.len());
+        let probe = |i: usize| endpoints[i * (endpoints.len() - 1) / (probes - 1).max(1)].0;
         let found = self
             .rings
             .iter()
