@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+/// A boxed, sendable future, as the work the background drivers run returns it: an active
+/// health check, a DNS resolution, a replica's lag or role probe.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
 /// Where one background driver of a balancer is, from [`Balance::stats`](crate::Balance::stats).
 ///
 /// ```

@@ -9,7 +9,6 @@ use crate::error::BoxError;
 use futures_core::Stream;
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,8 +16,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tower::discover::Change;
 
-/// A boxed, sendable future, as resolvers return them.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub use crate::background::BoxFuture;
 
 /// Resolves a `host:port` to socket addresses. The default is tokio's resolver
 /// ([`TokioResolver`]); a fake one makes tests deterministic.

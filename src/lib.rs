@@ -110,7 +110,7 @@ pub mod sticky;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use background::DriverState;
+pub use background::{BoxFuture, DriverState};
 pub use balance::{Balance, BalanceLayer, BalanceStats, Builder, ResponseFuture};
 pub use endpoint::{EndpointStats, MAX_WEIGHT};
 pub use error::{BoxError, Error};

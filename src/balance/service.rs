@@ -105,9 +105,10 @@ where
     /// Picks an endpoint for `req` as `call` would, and hands out its service with the call
     /// counted against it, for a caller that uses the service its own way (a database pool
     /// handed to sqlx): the count ends when the lease is completed or dropped.
-    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    ///
     /// Like a retry, the pick steers clear of the endpoints in `avoid` unless every eligible
     /// endpoint is among them: [`Lease::endpoint`] tells.
+    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
     pub(crate) fn lease<Req>(
         &mut self,
         req: &Req,

@@ -4,12 +4,10 @@
 use crate::BoxError;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A boxed, `Send` future, as a type-erased check returns.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub use crate::background::BoxFuture;
 
 /// Checks one endpoint, known by its key. `Ok` means healthy.
 ///

@@ -8,13 +8,11 @@ use crate::error::BoxError;
 use crate::policy::Policy;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tower_layer::Layer;
 
-/// A boxed, sendable future, as probes return them.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub use crate::background::BoxFuture;
 
 /// How far a replica is behind its primary.
 ///
