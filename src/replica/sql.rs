@@ -110,43 +110,14 @@ impl SqlClassifier {
 
     /// `None` when the text cannot be tokenized.
     fn is_plain_read(&self, sql: &[u8]) -> Option<bool> {
-        let mut tokens = Tokens { sql, at: 0 };
-        let mut started = false;
-        let mut previous_for = false;
-        let mut ended = false;
-        while let Some(token) = tokens.next()? {
-            if ended {
-                return Some(false); // a second statement
-            }
-            match token {
-                Token::Open if !started => {}
-                Token::Semicolon | Token::Other if !started => return Some(false),
-                Token::Semicolon => ended = true,
-                Token::Word { text, quoted } => {
-                    let word = Word { text, quoted };
-                    let keyword = word.keyword();
-                    if !started {
-                        if keyword != Keyword::Reads {
-                            return Some(false);
-                        }
-                        started = true;
-                    }
-                    if keyword == Keyword::Writes
-                        || (previous_for && keyword == Keyword::LockStrength)
-                    {
-                        return Some(false);
-                    }
-                    previous_for = keyword == Keyword::For;
-                    if tokens.calls() && self.writes(&word) {
-                        return Some(false);
-                    }
-                    continue;
-                }
-                Token::Open | Token::Other => {}
-            }
-            previous_for = false;
-        }
-        Some(started)
+        let mut statement = Statement {
+            classifier: self,
+            started: false,
+            ended: false,
+            previous: None,
+        };
+        let read_to_end = statement.scan(sql)?;
+        Some(read_to_end && statement.started)
     }
 
     /// Whether a call of `function` may write or needs the primary.
@@ -161,18 +132,79 @@ impl SqlClassifier {
     }
 }
 
+/// What the classifier has seen of a statement so far.
+struct Statement<'c, 'a> {
+    classifier: &'c SqlClassifier,
+    /// The first word was a read's keyword.
+    started: bool,
+    /// After the one `;` allowed.
+    ended: bool,
+    /// The word before this token: a function's name when this token is `(`, and what tells
+    /// `FOR UPDATE` (a row lock) from `UPDATE`.
+    previous: Option<Word<'a>>,
+}
+
+impl<'a> Statement<'_, 'a> {
+    /// Takes the next token: `false` once the statement cannot be a plain read.
+    ///
+    /// Always inlined, into each place [`scan`](Self::scan) finds a kind of token, so that the `match`
+    /// below folds away: this runs for every token.
+    #[inline(always)]
+    fn take(&mut self, token: Token<'a>) -> bool {
+        if self.ended {
+            return false; // a second statement
+        }
+        match token {
+            Token::Word(word) => {
+                if !self.started {
+                    if word.keyword != Keyword::Reads {
+                        return false;
+                    }
+                    self.started = true;
+                }
+                let previous_for = self
+                    .previous
+                    .is_some_and(|word| word.keyword == Keyword::For);
+                if word.keyword == Keyword::Writes
+                    || (previous_for && word.keyword == Keyword::LockStrength)
+                {
+                    return false;
+                }
+                self.previous = Some(word);
+                return true;
+            }
+            Token::Open => {
+                if self
+                    .previous
+                    .is_some_and(|function| self.classifier.writes(&function))
+                {
+                    return false;
+                }
+            }
+            Token::Semicolon | Token::Other if !self.started => return false,
+            Token::Semicolon => self.ended = true,
+            Token::Other => {}
+        }
+        self.previous = None;
+        true
+    }
+}
+
 /// A word of SQL: a keyword or identifier, bare (case-insensitive) or quoted (exact).
+#[derive(Clone, Copy)]
 struct Word<'a> {
     text: &'a [u8],
     quoted: bool,
+    /// Never a keyword when quoted.
+    keyword: Keyword,
 }
 
-/// A keyword packed as [`Word::keyword`] packs a word.
+/// A keyword packed as [`Tokens::word`] packs a word: little-endian, lower case.
 const fn packed(word: &[u8]) -> u64 {
     let mut packed = 0u64;
     let mut i = 0;
     while i < word.len() {
-        packed = packed << 8 | word[i] as u64;
+        packed |= (word[i] as u64) << (8 * i);
         i += 1;
     }
     packed
@@ -206,28 +238,60 @@ enum Keyword {
     Other,
 }
 
-impl Word<'_> {
-    /// Which keyword this is; a quoted identifier is never one.
+impl Keyword {
+    /// The keyword a bare word is, given its first eight bytes as [`word_end`] packs them.
     #[inline]
-    fn keyword(&self) -> Keyword {
-        let text = self.text;
-        if self.quoted || !(2..=6).contains(&text.len()) {
-            return Keyword::Other;
-        }
-        // Packed into an integer, lower-cased by setting bit 5: exact for words, since no
-        // byte outside A-Z, a-z becomes a letter that way.
-        let packed = text
-            .iter()
-            .fold(0u64, |word, &b| word << 8 | u64::from(b | 0x20));
-        match packed {
-            SELECT | WITH | VALUES | TABLE => Keyword::Reads,
-            INSERT | UPDATE | DELETE | MERGE | INTO => Keyword::Writes,
-            FOR => Keyword::For,
-            SHARE | NO | KEY => Keyword::LockStrength,
-            _ => Keyword::Other,
+    fn of(packed: u64) -> Keyword {
+        let (key, keyword) = KEYWORDS[keyword_slot(packed)];
+        if key == packed {
+            keyword
+        } else {
+            Keyword::Other
         }
     }
+}
 
+/// The keywords in a perfect hash of their packed form: one multiply and one compare for
+/// every word, rather than a search through the constants with its branches.
+static KEYWORDS: [(u64, Keyword); 16] = {
+    let keywords = [
+        (SELECT, Keyword::Reads),
+        (WITH, Keyword::Reads),
+        (VALUES, Keyword::Reads),
+        (TABLE, Keyword::Reads),
+        (INSERT, Keyword::Writes),
+        (UPDATE, Keyword::Writes),
+        (DELETE, Keyword::Writes),
+        (MERGE, Keyword::Writes),
+        (INTO, Keyword::Writes),
+        (FOR, Keyword::For),
+        (SHARE, Keyword::LockStrength),
+        (NO, Keyword::LockStrength),
+        (KEY, Keyword::LockStrength),
+    ];
+    let mut table = [(0, Keyword::Other); 16];
+    let mut i = 0;
+    while i < keywords.len() {
+        let slot = keyword_slot(keywords[i].0);
+        assert!(
+            table[slot].0 == 0,
+            "two keywords hash alike: pick another multiplier"
+        );
+        table[slot] = keywords[i];
+        i += 1;
+    }
+    table
+};
+
+/// A multiplier under which the keywords' top four bits differ (found by trying).
+const KEYWORD_MULTIPLIER: u64 = 0x10ad_2061_0216_e70f;
+
+#[inline]
+const fn keyword_slot(packed: u64) -> usize {
+    (packed.wrapping_mul(KEYWORD_MULTIPLIER) >> 60) as usize
+}
+
+impl Word<'_> {
     /// Equal to `lower`, a lower-case name.
     fn is(&self, lower: &str) -> bool {
         if self.quoted {
@@ -241,219 +305,274 @@ impl Word<'_> {
         self.text.len() >= lower.len()
             && Word {
                 text: &self.text[..lower.len()],
-                quoted: self.quoted,
+                ..*self
             }
             .is(lower)
     }
 }
 
 enum Token<'a> {
-    Word { text: &'a [u8], quoted: bool },
+    Word(Word<'a>),
     Semicolon,
     Open,
     Other,
 }
 
-/// The statement's tokens, with comments, literals and whitespace skipped.
-struct Tokens<'a> {
-    sql: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Tokens<'a> {
-    /// The next token, `Ok(None)` at the end; `None` (outer) when the text cannot be read
-    /// (an unterminated literal, comment or quoted identifier).
-    fn next(&mut self) -> Option<Option<Token<'a>>> {
-        self.skip_space()?;
-        let sql = self.sql;
-        let Some(&byte) = sql.get(self.at) else {
-            return Some(None);
-        };
-        let token = match byte {
-            b';' => {
-                self.at += 1;
-                Token::Semicolon
-            }
-            b'(' => {
-                self.at += 1;
-                Token::Open
-            }
-            b'\'' => {
-                self.string(false)?;
-                Token::Other
-            }
-            b'"' => {
-                let start = self.at + 1;
-                let end = self.quoted(b'"')?;
-                Token::Word {
-                    text: &sql[start..end],
-                    quoted: true,
+impl<'a> Statement<'_, 'a> {
+    /// Hands the statement's tokens to [`take`](Self::take), with comments, literals and
+    /// whitespace skipped, until it answers `false`. `Some(true)` when it took every token,
+    /// `Some(false)` when it stopped, `None` when the text cannot be read (an unterminated
+    /// literal, comment or quoted identifier).
+    ///
+    /// `take` is inlined where each kind of token is found, rather than called after a `match`
+    /// on the kind, and the position lives in a local rather than in a struct: the scan is
+    /// most of the classifier's time.
+    fn scan(&mut self, sql: &'a [u8]) -> Option<bool> {
+        macro_rules! emit {
+            ($token:expr) => {
+                if !self.take($token) {
+                    return Some(false);
                 }
-            }
-            b'$' => {
-                self.dollar()?;
-                Token::Other
-            }
-            b if is_word_start(b) => {
-                let start = self.at;
-                let rest = &sql[start..];
-                self.at += rest
-                    .iter()
-                    .position(|&b| !is_word_byte(b))
-                    .unwrap_or(rest.len());
-                let text = &sql[start..self.at];
-                // A prefixed string: E'…' (backslash escapes), B'…', X'…', U&'…'.
-                if sql.get(self.at) == Some(&b'\'') && text.len() == 1 {
-                    self.string(text.eq_ignore_ascii_case(b"e"))?;
-                    return Some(Some(Token::Other));
-                }
-                if text.eq_ignore_ascii_case(b"u") && sql.get(self.at) == Some(&b'&') {
-                    match sql.get(self.at + 1) {
-                        Some(b'\'') => {
-                            self.at += 1;
-                            self.string(false)?;
-                            return Some(Some(Token::Other));
-                        }
-                        Some(b'"') => {
-                            self.at += 1;
-                            let start = self.at + 1;
-                            let end = self.quoted(b'"')?;
-                            return Some(Some(Token::Word {
-                                text: &sql[start..end],
-                                quoted: true,
-                            }));
-                        }
-                        _ => {}
+            };
+        }
+        let mut at = 0;
+        while let Some(&byte) = sql.get(at) {
+            let class = CLASSES[usize::from(byte)];
+            if class & WORD_START != 0 {
+                let (end, next, packed) = word_end(sql, at);
+                if end - at == 1 {
+                    if let Some(prefixed) = prefixed_string(sql, at) {
+                        let (token, end) = prefixed?;
+                        at = end;
+                        emit!(token);
+                        continue;
                     }
                 }
-                Token::Word {
+                let text = &sql[at..end];
+                at = next;
+                emit!(Token::Word(Word {
                     text,
                     quoted: false,
-                }
-            }
-            _ => {
-                self.at += 1;
-                Token::Other
-            }
-        };
-        Some(Some(token))
-    }
-
-    /// Whether the next token opens a parenthesis: the word before it is a function call.
-    /// Skips the space before it, which the next token would skip anyway; an unterminated
-    /// comment is left for [`next`](Self::next) to report.
-    fn calls(&mut self) -> bool {
-        let at = self.at;
-        if self.skip_space().is_none() {
-            self.at = at;
-            return false;
-        }
-        self.sql.get(self.at) == Some(&b'(')
-    }
-
-    /// Skips whitespace and comments; `None` for an unterminated block comment.
-    fn skip_space(&mut self) -> Option<()> {
-        let sql = self.sql;
-        loop {
-            let Some(&byte) = sql.get(self.at) else {
-                return Some(());
-            };
-            if CLASSES[byte as usize] == SPACE {
-                self.at += 1;
+                    keyword: Keyword::of(packed),
+                }));
                 continue;
             }
-            if byte != b'-' && byte != b'/' {
-                return Some(());
+            if class == SPACE {
+                at += 1;
+                continue;
             }
-            match (byte, sql.get(self.at + 1)) {
-                (b'-', Some(b'-')) => {
-                    while sql.get(self.at).is_some_and(|&b| b != b'\n') {
-                        self.at += 1;
-                    }
+            match byte {
+                b'-' if sql.get(at + 1) == Some(&b'-') => {
+                    at += sql[at..]
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .unwrap_or(sql.len() - at);
                 }
-                (b'/', Some(b'*')) => {
-                    // Block comments nest in PostgreSQL.
-                    self.at += 2;
-                    let mut depth = 1usize;
-                    while depth > 0 {
-                        match (sql.get(self.at)?, sql.get(self.at + 1)) {
-                            (b'/', Some(b'*')) => {
-                                depth += 1;
-                                self.at += 2;
-                            }
-                            (b'*', Some(b'/')) => {
-                                depth -= 1;
-                                self.at += 2;
-                            }
-                            _ => self.at += 1,
-                        }
-                    }
+                b'/' if sql.get(at + 1) == Some(&b'*') => at = block_comment_end(sql, at)?,
+                b';' => {
+                    at += 1;
+                    emit!(Token::Semicolon);
                 }
-                _ => return Some(()),
-            }
-        }
-    }
-
-    /// Skips a `'…'` literal at `self.at` (`''` is a quote; with `backslash`, so is `\'`).
-    fn string(&mut self, backslash: bool) -> Option<()> {
-        self.at += 1;
-        loop {
-            match *self.sql.get(self.at)? {
-                b'\\' if backslash => self.at += 2,
-                b'\'' if self.sql.get(self.at + 1) == Some(&b'\'') => self.at += 2,
+                b'(' => {
+                    at += 1;
+                    emit!(Token::Open);
+                }
                 b'\'' => {
-                    self.at += 1;
-                    return Some(());
+                    at = string_end(sql, at, false)?;
+                    emit!(Token::Other);
                 }
-                _ => self.at += 1,
-            }
-        }
-    }
-
-    /// Skips a literal delimited by `quote` (doubled inside), returning where its text ends.
-    fn quoted(&mut self, quote: u8) -> Option<usize> {
-        self.at += 1;
-        loop {
-            match *self.sql.get(self.at)? {
-                b if b == quote && self.sql.get(self.at + 1) == Some(&quote) => self.at += 2,
-                b if b == quote => {
-                    self.at += 1;
-                    return Some(self.at - 1);
+                b'"' => {
+                    let end = quoted_end(sql, at)?;
+                    let text = &sql[at + 1..end - 1];
+                    at = end;
+                    emit!(Token::Word(Word {
+                        text,
+                        quoted: true,
+                        keyword: Keyword::Other,
+                    }));
                 }
-                _ => self.at += 1,
+                b'$' => {
+                    at = dollar_end(sql, at)?;
+                    emit!(Token::Other);
+                }
+                // Only the digits: PostgreSQL reads `1into` as `1 into`.
+                b'0'..=b'9' => {
+                    at += sql[at..]
+                        .iter()
+                        .position(|b| !b.is_ascii_digit())
+                        .unwrap_or(sql.len() - at);
+                    emit!(Token::Other);
+                }
+                _ => {
+                    at = past_one_space(sql, at + 1);
+                    emit!(Token::Other);
+                }
             }
         }
+        Some(true)
     }
+}
 
-    /// Skips `$n` (a parameter) or a dollar-quoted literal `$tag$…$tag$`.
-    fn dollar(&mut self) -> Option<()> {
-        let sql = self.sql;
-        let start = self.at;
-        self.at += 1;
-        if sql.get(self.at).is_some_and(u8::is_ascii_digit) {
-            while sql.get(self.at).is_some_and(u8::is_ascii_digit) {
-                self.at += 1;
-            }
-            return Some(());
+/// `at`, or just past a space there. Most words and operators are followed by one space:
+/// taking it with them saves a turn of the scan's loop, and a hard-to-predict branch.
+#[inline(always)]
+fn past_one_space(sql: &[u8], at: usize) -> usize {
+    at + usize::from(sql.get(at) == Some(&b' '))
+}
+
+/// A string with a one-letter prefix, the letter at `letter`: `E'…'` (backslash escapes),
+/// `B'…'`, `X'…'`, `U&'…'`, or the quoted identifier `U&"…"`, and where it ends. `None` when
+/// the letter is a word of its own; `Some(None)` for an unterminated literal.
+#[cold]
+fn prefixed_string(sql: &[u8], letter: usize) -> Option<Option<(Token<'_>, usize)>> {
+    let prefix = sql[letter] | 0x20;
+    match (prefix, sql.get(letter + 1), sql.get(letter + 2)) {
+        (_, Some(b'\''), _) => {
+            Some(string_end(sql, letter + 1, prefix == b'e').map(|end| (Token::Other, end)))
         }
-        while sql
-            .get(self.at)
-            .is_some_and(|&b| is_word_byte(b) && b != b'$')
-        {
-            self.at += 1;
+        (b'u', Some(b'&'), Some(b'\'')) => {
+            Some(string_end(sql, letter + 2, false).map(|end| (Token::Other, end)))
         }
-        if sql.get(self.at) != Some(&b'$') {
-            return Some(()); // a lone `$`: an operator character, not a quote
-        }
-        self.at += 1;
-        let delimiter = &sql[start..self.at];
-        let body = &sql[self.at..];
-        let end = body
-            .windows(delimiter.len())
-            .position(|window| window == delimiter)?;
-        self.at += end + delimiter.len();
-        Some(())
+        (b'u', Some(b'&'), Some(b'"')) => Some(quoted_end(sql, letter + 2).map(|end| {
+            let word = Word {
+                text: &sql[letter + 3..end - 1],
+                quoted: true,
+                keyword: Keyword::Other,
+            };
+            (Token::Word(word), end)
+        })),
+        _ => None,
     }
+}
+
+/// Where the `/* … */` comment at `at` ends; they nest in PostgreSQL. `None` when it does not.
+fn block_comment_end(sql: &[u8], mut at: usize) -> Option<usize> {
+    at += 2;
+    let mut depth = 1usize;
+    while depth > 0 {
+        match (sql.get(at)?, sql.get(at + 1)) {
+            (b'/', Some(b'*')) => {
+                depth += 1;
+                at += 2;
+            }
+            (b'*', Some(b'/')) => {
+                depth -= 1;
+                at += 2;
+            }
+            _ => at += 1,
+        }
+    }
+    Some(at)
+}
+
+/// Where the `'…'` literal at `at` ends (`''` is a quote; with `backslash`, so is `\'`).
+fn string_end(sql: &[u8], mut at: usize, backslash: bool) -> Option<usize> {
+    at += 1;
+    loop {
+        match *sql.get(at)? {
+            b'\\' if backslash => at += 2,
+            b'\'' if sql.get(at + 1) == Some(&b'\'') => at += 2,
+            b'\'' => return Some(at + 1),
+            _ => at += 1,
+        }
+    }
+}
+
+/// Where the `"…"` identifier at `at` ends (`""` is a quote inside).
+fn quoted_end(sql: &[u8], mut at: usize) -> Option<usize> {
+    at += 1;
+    loop {
+        match *sql.get(at)? {
+            b'"' if sql.get(at + 1) == Some(&b'"') => at += 2,
+            b'"' => return Some(at + 1),
+            _ => at += 1,
+        }
+    }
+}
+
+/// Where `$n` (a parameter) or the dollar-quoted literal `$tag$…$tag$` at `start` ends.
+fn dollar_end(sql: &[u8], start: usize) -> Option<usize> {
+    let mut at = start + 1;
+    if sql.get(at).is_some_and(u8::is_ascii_digit) {
+        while sql.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+        return Some(at);
+    }
+    while sql.get(at).is_some_and(|&b| is_word_byte(b) && b != b'$') {
+        at += 1;
+    }
+    if sql.get(at) != Some(&b'$') {
+        return Some(at); // a lone `$`: an operator character, not a quote
+    }
+    at += 1;
+    let delimiter = &sql[start..at];
+    let end = sql[at..]
+        .windows(delimiter.len())
+        .position(|window| window == delimiter)?;
+    Some(at + end + delimiter.len())
+}
+
+/// Where the word starting at `start` ends; where the next token may start, past one space
+/// after the word (see [`past_one_space`]); and the word packed for [`Keyword::of`]: its
+/// bytes little-endian and lower-cased (by setting bit 5, which turns no other byte into a
+/// letter), or 0 when it is longer than seven bytes and so no keyword.
+///
+/// The scan takes eight bytes at a time, and a word shorter than that is read from the one
+/// load: each word's position depends on the last word's, so loads are the scan's latency.
+#[inline]
+fn word_end(sql: &[u8], start: usize) -> (usize, usize, u64) {
+    let first = eight_bytes(sql, start);
+    let ends = !word_bytes(first) & HIGH_BITS;
+    if ends != 0 {
+        let len = ends.trailing_zeros() as usize / 8;
+        let packed = (first | LOWER_CASE) & ((1u64 << (8 * len)) - 1);
+        let space_after = (first >> (8 * len)) as u8 == b' ';
+        return (start + len, start + len + usize::from(space_after), packed);
+    }
+    let mut at = start + 8;
+    loop {
+        let ends = !word_bytes(eight_bytes(sql, at)) & HIGH_BITS;
+        if ends != 0 {
+            let end = at + ends.trailing_zeros() as usize / 8;
+            return (end, past_one_space(sql, end), 0);
+        }
+        at += 8;
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = ONES * 0x80;
+const LOWER_CASE: u64 = ONES * 0x20;
+
+/// The eight bytes from `at`, little-endian, zero (never a word byte) past the end.
+#[inline]
+fn eight_bytes(sql: &[u8], at: usize) -> u64 {
+    match sql.get(at..at + 8) {
+        Some(bytes) => u64::from_le_bytes(bytes.try_into().expect("eight bytes")),
+        None => {
+            let mut padded = [0u8; 8];
+            let rest = sql.get(at..).unwrap_or_default();
+            padded[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(padded)
+        }
+    }
+}
+
+/// The high bit of each byte of `bytes` that can continue a word: a letter, digit, `_`,
+/// `$` or any non-ASCII byte (PostgreSQL's identifier bytes). Each test adds a constant
+/// that carries into a byte's high bit exactly when the byte is in range; the bytes are
+/// seven-bit by then, so no carry crosses into the next byte.
+#[inline]
+fn word_bytes(bytes: u64) -> u64 {
+    let ascii = bytes & !HIGH_BITS;
+    let at_least = |low: u8| ascii + ONES * u64::from(0x80 - low);
+    let above = |high: u8| ascii + ONES * u64::from(0x7f - high);
+    let lower = ascii | LOWER_CASE;
+    let letter = (lower + ONES * u64::from(0x80 - b'a')) & !(lower + ONES * u64::from(0x7f - b'z'));
+    let digit = at_least(b'0') & !above(b'9');
+    let equal = |byte: u8| !((ascii ^ (ONES * u64::from(byte))) + ONES * 0x7f);
+    (bytes | letter | digit | equal(b'_') | equal(b'$')) & HIGH_BITS
 }
 
 /// Byte classes, looked up rather than computed: the scan is most of the classifier's time.
@@ -477,11 +596,6 @@ static CLASSES: [u8; 256] = {
     }
     classes
 };
-
-#[inline]
-fn is_word_start(byte: u8) -> bool {
-    CLASSES[byte as usize] & WORD_START != 0
-}
 
 #[inline]
 fn is_word_byte(byte: u8) -> bool {
@@ -576,6 +690,53 @@ mod tests {
         assert_eq!(sql.classify("SELECT record_visits FROM t"), Access::Read);
     }
 
+    /// Tokens a plain read may hold, several of them a keyword in disguise.
+    const READ_PIECES: &[&str] = &[
+        "a",
+        "id",
+        "x1",
+        "users",
+        "inserted",
+        "updates",
+        "into_",
+        "_into",
+        "deleted_at",
+        "for_update",
+        "selectivity",
+        "a_very_long_column_name",
+        "sixteen_bytes_ab",
+        "seven_7",
+        "eight_88",
+        "nine_9999",
+        "insert$1",
+        "café_update",
+        "updaté",
+        "t.delete_flag",
+        "\"update\"",
+        "\"INSERT INTO\"",
+        "'delete from t'",
+        "E'it\\'s into'",
+        "$$ update $$",
+        "$q$ insert $q$",
+        "-- update\n",
+        "/* delete /* into */ */",
+        "$1",
+        "500",
+        "1.5e3",
+        ",",
+        "=",
+        "<>",
+        "(",
+        ")",
+        "::text",
+        "count(*)",
+        "lower(name)",
+        "share",
+        "no",
+        "key",
+        "\t",
+    ];
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -585,6 +746,26 @@ mod tests {
             let sql = SqlClassifier::new();
             let _ = sql.classify(&text);
             prop_assert_eq!(sql.classify(&format!("SELECT 1; {text}\nX")), Access::Write);
+        }
+
+        /// Words of every length around the eight-byte scan, keywords hidden in literals,
+        /// comments and longer names: a read stays a read, and one bare write keyword
+        /// anywhere in it makes it a write.
+        #[test]
+        fn words_of_any_length_are_read_whole(
+            pieces in proptest::collection::vec(0usize..READ_PIECES.len(), 0..24),
+            write in proptest::option::of((0usize..24, 0usize..4)),
+        ) {
+            let mut text: Vec<&str> = pieces.iter().map(|&i| READ_PIECES[i]).collect();
+            let sql = SqlClassifier::new();
+            let read = format!("SELECT {}", text.join(" "));
+            prop_assert_eq!(sql.classify(&read), Access::Read, "{}", read);
+            if let Some((at, keyword)) = write {
+                let keyword = ["insert", "UPDATE", "Delete", "into"][keyword];
+                text.insert(at.min(text.len()), keyword);
+                let write = format!("SELECT {}", text.join(" "));
+                prop_assert_eq!(sql.classify(&write), Access::Write, "{}", write);
+            }
         }
 
         /// Bytes from SQL's own alphabet, where the tokenizer's cases meet.
