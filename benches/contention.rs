@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
 use tower::{service_fn, Service, ServiceExt};
-use tower_lb::policy::{ConsistentHash, LeastPending, P2c, Random, RoundRobin, WeightedRoundRobin};
+use tower_lb::policy::{
+    ConsistentHash, LeastPending, Maglev, P2c, Random, RoundRobin, WeightedRoundRobin,
+};
 use tower_lb::sticky::key_fn;
 use tower_lb::Balance;
 
@@ -117,6 +119,10 @@ fn bench_contention(c: &mut Criterion) {
     per_task!(
         "consistent hash",
         ConsistentHash::new(key_fn(|_: &()| Some(fastrand::u64(..))))
+    );
+    per_task!(
+        "maglev",
+        Maglev::new(key_fn(|_: &()| Some(fastrand::u64(..))))
     );
     group.finish();
 }

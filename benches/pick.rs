@@ -15,7 +15,7 @@ use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover}
 use tower::util::ServiceFn;
 use tower::{service_fn, Service, ServiceExt};
 use tower_lb::policy::{
-    ConsistentHash, LeastPending, P2c, Pick, Random, RoundRobin, WeightedRoundRobin,
+    ConsistentHash, LeastPending, Maglev, P2c, Pick, Random, RoundRobin, WeightedRoundRobin,
 };
 use tower_lb::replica::{Access, ReplicaRouter};
 use tower_lb::sticky::{key_fn, KeyFn};
@@ -49,6 +49,15 @@ type ByRequest = ConsistentHash<KeyFn<fn(&u64) -> Option<u64>>>;
 
 fn by_request() -> ByRequest {
     ConsistentHash::new(key_fn(
+        (|request: &u64| Some(*request)) as fn(&u64) -> Option<u64>,
+    ))
+}
+
+/// Hashes each request's number through a Maglev table.
+type MaglevByRequest = Maglev<KeyFn<fn(&u64) -> Option<u64>>>;
+
+fn maglev_by_request() -> MaglevByRequest {
+    Maglev::new(key_fn(
         (|request: &u64| Some(*request)) as fn(&u64) -> Option<u64>,
     ))
 }
@@ -126,6 +135,7 @@ fn bench_pick(c: &mut Criterion) {
             b.iter(|| one_request(&mut svc.clone(), &mut request))
         });
         policy!("tower-lb consistent hash", by_request());
+        policy!("tower-lb maglev", maglev_by_request());
         if n <= 512 {
             // A full scan: O(n) by design, measured where that is still a fair comparison.
             policy!("tower-lb least pending", LeastPending::new());
@@ -168,6 +178,7 @@ fn bench_membership(c: &mut Criterion) {
         changes!(n, "P2C pending", P2c::new());
         changes!(n, "P2C peak-EWMA", P2c::peak_ewma());
         changes!(n, "consistent hash", by_request());
+        changes!(n, "maglev", maglev_by_request());
     }
     group.finish();
 }

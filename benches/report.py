@@ -41,6 +41,7 @@ ratio_row("p2c peak-ewma / tower p2c PeakEwma", "tower-lb p2c peak-ewma", "tower
 for policy in ["round robin", "weighted round robin", "random (weighted)"]:
     ratio_row(f"{policy} − floor (ns)", f"tower-lb {policy}", "floor (bare service_fn)", "{:.1f}", True)
 ratio_row("consistent hash / tower p2c PendingRequests", "tower-lb consistent hash", "tower p2c PendingRequests")
+ratio_row("maglev / tower p2c PendingRequests", "tower-lb maglev", "tower p2c PendingRequests")
 
 # Membership and health changes: each iteration makes two, so a change is half of it.
 changes = re.findall(

@@ -7,7 +7,7 @@ use futures::FutureExt;
 use std::convert::Infallible;
 use std::future::{ready, Ready};
 use tower::{service_fn, Service, ServiceExt};
-use tower_lb::policy::{ConsistentHash, Pick};
+use tower_lb::policy::{ConsistentHash, Maglev, Pick};
 use tower_lb::sticky::{key_fn, KeyFn};
 use tower_lb::Balance;
 
@@ -348,4 +348,52 @@ async fn keys_of_an_ejected_endpoint_go_to_their_successors_and_come_back() {
     }
     assert_eq!(lb.snapshot()[3].state, EndpointState::Healthy);
     assert_eq!(mapping(&lb), before);
+}
+
+type MaglevByKey = Maglev<KeyFn<fn(&u64) -> Option<u64>>>;
+
+fn maglev<I: IntoIterator<Item = usize>>(endpoints: I) -> Balance<String, Answer, MaglevByKey> {
+    Balance::builder(Maglev::new(key_fn(
+        (|k: &u64| Some(*k)) as fn(&u64) -> Option<u64>,
+    )))
+    .endpoints(
+        endpoints
+            .into_iter()
+            .map(|i| (format!("e{i}"), named(format!("e{i}")))),
+    )
+    .build()
+    .unwrap()
+}
+
+#[test]
+fn maglev_agrees_everywhere_moves_few_keys_and_restores_them() {
+    let n = 64;
+    let a = maglev(0..n);
+    let b = maglev((0..n).rev());
+    let before = map(&a, KEYS);
+    let differ = |x: &[String], y: &[String]| x.iter().zip(y).filter(|(a, b)| a != b).count();
+    assert_eq!(differ(&before, &map(&b, KEYS)), 0, "two clients agree");
+
+    // Excluding one endpoint (as an ejection does) moves all of its keys, and a few others.
+    a.exclude(&"e5".to_string(), "test").unwrap();
+    let during = map(&a, KEYS);
+    let own = before.iter().filter(|e| *e == "e5").count();
+    let moved_others = before
+        .iter()
+        .zip(&during)
+        .filter(|(old, new)| *old != "e5" && old != new)
+        .count();
+    assert!(during.iter().all(|e| e != "e5"));
+    let share = own as f64 / KEYS as f64 * n as f64;
+    let others = moved_others as f64 / KEYS as f64;
+    println!(
+        "e5's share × N = {share:.3}; other keys moved: {:.2} %",
+        others * 100.0
+    );
+    assert!((0.8..1.2).contains(&share), "{share}");
+    assert!(others < 0.03, "{others}");
+
+    // Readmitting it restores every key: the table depends only on the endpoints.
+    a.readmit(&"e5".to_string()).unwrap();
+    assert_eq!(differ(&before, &map(&a, KEYS)), 0, "every key restored");
 }

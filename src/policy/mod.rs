@@ -14,6 +14,7 @@
 //! | [`LeastPending`] | O(n) scan | yes (in-flight per unit of weight) |
 //! | [`P2c`] | O(1), two candidates | yes (cost per unit of weight) |
 //! | [`ConsistentHash`] | O(1), one table read | yes (virtual nodes per unit of weight) |
+//! | [`Maglev`] | O(1), one table read | yes (table entries per unit of weight) |
 
 mod hash;
 mod key;
@@ -23,7 +24,10 @@ mod random;
 mod round_robin;
 mod weighted;
 
-pub use hash::{ConsistentHash, Ring, DEFAULT_VNODES, MAX_RING_SIZE};
+pub use hash::{
+    ConsistentHash, Maglev, MaglevTable, Ring, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_VNODES,
+    MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE,
+};
 pub use key::HashKey;
 pub use least_pending::LeastPending;
 pub use p2c::P2c;

@@ -1,6 +1,9 @@
 //! Consistent hashing: sticky sessions that survive membership changes.
 
+mod maglev;
 mod placement;
+
+pub use maglev::{Maglev, MaglevTable, DEFAULT_MAGLEV_TABLE_SIZE, MAX_MAGLEV_TABLE_SIZE};
 
 use super::{Candidates, HashKey, P2c, Pick, Policy};
 use crate::endpoint::EndpointStats;
