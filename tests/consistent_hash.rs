@@ -43,7 +43,16 @@ fn by_key() -> ByKey {
 }
 
 fn ring<I: IntoIterator<Item = usize>>(endpoints: I) -> Balance<String, Answer, ByKey> {
-    Balance::builder(by_key())
+    pool(by_key(), endpoints)
+}
+
+/// A balancer over endpoints `e{i}` that answer with their names.
+fn pool<P, I>(policy: P, endpoints: I) -> Balance<String, Answer, P>
+where
+    P: Pick<u64>,
+    I: IntoIterator<Item = usize>,
+{
+    Balance::builder(policy)
         .endpoints(
             endpoints
                 .into_iter()
@@ -353,16 +362,8 @@ async fn keys_of_an_ejected_endpoint_go_to_their_successors_and_come_back() {
 type MaglevByKey = Maglev<KeyFn<fn(&u64) -> Option<u64>>>;
 
 fn maglev<I: IntoIterator<Item = usize>>(endpoints: I) -> Balance<String, Answer, MaglevByKey> {
-    Balance::builder(Maglev::new(key_fn(
-        (|k: &u64| Some(*k)) as fn(&u64) -> Option<u64>,
-    )))
-    .endpoints(
-        endpoints
-            .into_iter()
-            .map(|i| (format!("e{i}"), named(format!("e{i}")))),
-    )
-    .build()
-    .unwrap()
+    let policy = Maglev::new(key_fn((|k: &u64| Some(*k)) as fn(&u64) -> Option<u64>));
+    pool(policy, endpoints)
 }
 
 #[test]
