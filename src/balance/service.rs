@@ -108,16 +108,22 @@ where
     ///
     /// Like a retry, the pick steers clear of the endpoints in `avoid` unless every eligible
     /// endpoint is among them: [`Lease::endpoint`] tells.
+    ///
+    /// Takes `&self` and reads the current snapshot directly, as a fresh handle's first call
+    /// does: its callers share one handle (`&PgRouter`), so a per-handle cache would need a
+    /// clone of the handle per lease, two more atomic writes on the balancer's count.
     #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
     pub(crate) fn lease<Req>(
-        &mut self,
+        &self,
         req: &Req,
         avoid: &[Arc<EndpointStats>],
     ) -> Result<Lease<L::Service>, Error>
     where
         P: Pick<Req>,
     {
-        self.with_snapshot(|inner, snapshot| pick(inner, snapshot, req, avoid))
+        let inner = &*self.inner;
+        inner.start_waiting_drivers();
+        pick(inner, &inner.pool.current().load(), req, avoid)
             .map(|(service, guard)| Lease { service, guard })
     }
 

@@ -219,7 +219,7 @@ struct Word<'a> {
     keyword: Keyword,
 }
 
-/// A keyword packed as [`Tokens::word`] packs a word: little-endian, lower case.
+/// A keyword packed as [`word_end`] packs a word: little-endian, lower case.
 const fn packed(word: &[u8]) -> u64 {
     let mut packed = 0u64;
     let mut i = 0;

@@ -305,7 +305,7 @@ where
     PP: Pick<()>,
     RP: Policy,
 {
-    router.primary().clone().lease(&(), &[]).map_err(|reason| {
+    router.primary().lease(&(), &[]).map_err(|reason| {
         router.counted_write_without_primary(&reason);
         no_primary(reason)
     })
@@ -334,7 +334,7 @@ where
             })
         }
         Destination::PinnedRead => (lease_primary(router)?, false),
-        Destination::Read => match router.replicas().clone().lease(&(), &[]) {
+        Destination::Read => match router.replicas().lease(&(), &[]) {
             Ok(lease) => {
                 router.counted_replica_read();
                 (lease, true)
@@ -415,10 +415,9 @@ where
     PP: Policy,
     RP: Pick<()>,
 {
-    let mut replicas = router.replicas().clone();
     let mut behind: Vec<Arc<EndpointStats>> = Vec::new();
     loop {
-        let lease = replicas.lease(&(), &behind).ok()?;
+        let lease = router.replicas().lease(&(), &behind).ok()?;
         if behind
             .iter()
             .any(|asked| Arc::ptr_eq(asked, lease.endpoint()))
