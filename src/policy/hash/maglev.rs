@@ -110,6 +110,18 @@ impl<E, F> Maglev<E, F> {
 
 /// A snapshot's Maglev table: each entry's endpoint, by index among the snapshot's
 /// candidates, and the fallback policy's table.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_lb::{policy::{Maglev, Policy}, sticky::Header, EndpointStats};
+///
+/// let endpoints = [1, 3].map(|w| Arc::new(EndpointStats::new(w)));
+/// let table = Maglev::new(Header::new("x-user")).table(&endpoints);
+/// let entries = table.entries_per_endpoint();
+/// assert_eq!(entries.iter().sum::<u64>(), table.len() as u64);
+/// assert!(entries[1] > 2 * entries[0]); // three times the weight, about three times the keys
+/// assert_eq!(table.memory(), 2 * table.len()); // two bytes an entry
+/// ```
 pub struct MaglevTable<T> {
     owners: Owners,
     size: u64,
