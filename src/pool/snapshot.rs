@@ -87,12 +87,15 @@ impl<K: Clone + std::fmt::Debug, S: Clone, R> Members<K, S, R> {
         let mut parts: Vec<(Vec<Entry<'_, K, S>>, f64)> = Vec::with_capacity(zones);
         let mut healthy_fractions = Vec::with_capacity(zones);
         let mut panicking = false;
+        let (mut healthy_in_play, mut in_play_count) = (0, 0);
         for zone in 0..zones {
             let in_zone = || in_play().filter(|m| m.zone == zone);
             let total = in_zone().count();
             let healthy = in_zone().filter(|m| m.is_healthy()).count();
             let zone_panics = total > 0 && (healthy as f64) < panic_threshold * total as f64;
             panicking |= zone_panics;
+            healthy_in_play += healthy;
+            in_play_count += total;
             parts.push((
                 in_zone()
                     .filter(|m| zone_panics || m.is_healthy())
@@ -132,11 +135,17 @@ impl<K: Clone + std::fmt::Debug, S: Clone, R> Members<K, S, R> {
             if panicking {
                 self.panics += 1;
                 tracing::warn!(
+                    healthy = healthy_in_play,
+                    total = in_play_count,
                     panic_threshold,
                     "panic mode: too few healthy endpoints, balancing over all of them"
                 );
             } else {
-                tracing::info!("panic mode over");
+                tracing::info!(
+                    healthy = healthy_in_play,
+                    total = in_play_count,
+                    "panic mode over"
+                );
             }
         }
         snapshot
