@@ -112,12 +112,12 @@ impl SqlClassifier {
     fn is_plain_read(&self, sql: &[u8]) -> Option<bool> {
         let mut statement = Statement {
             classifier: self,
+            sql,
             refused: BEFORE_THE_FIRST_WORD,
-            started: false,
-            previous: None,
+            previous: NO_WORD,
         };
-        let read_to_end = statement.scan(sql)?;
-        Some(read_to_end && statement.started)
+        let read_to_end = statement.scan()?;
+        Some(read_to_end && statement.started())
     }
 
     /// Whether a call of `function` may write or needs the primary.
@@ -135,14 +135,21 @@ impl SqlClassifier {
 /// What the classifier has seen of a statement so far.
 struct Statement<'c, 'a> {
     classifier: &'c SqlClassifier,
+    sql: &'a [u8],
     /// The kinds of token (bits by [`kind`]) that would make the statement more than a plain
     /// read if they came next: one test per token instead of a branch per rule.
     refused: u8,
-    /// The first word was a read's keyword.
-    started: bool,
-    /// The word before this token: a function's name when this token is `(`.
-    previous: Option<Word<'a>>,
+    /// Where the word before this token is ([`NO_WORD`] if there was none): a function's
+    /// name when this token is `(`. Positions, not a [`Word`]: they are stored for every word,
+    /// and read only before a `(`.
+    previous: Span,
 }
+
+/// Where a word is in the statement, quotes included for a quoted one.
+type Span = (usize, usize);
+
+/// The empty span: no word.
+const NO_WORD: Span = (0, 0);
 
 /// A token's kind as one bit: keywords by [`Keyword`], then `(`, `;` and anything else.
 const fn kind(keyword: Keyword) -> u8 {
@@ -166,57 +173,59 @@ impl<'a> Statement<'_, 'a> {
     /// Always inlined, into each place [`scan`](Self::scan) finds a kind of token, so that the
     /// `match` below folds away: this runs for every token.
     #[inline(always)]
-    fn take(&mut self, token: Token<'a>) -> bool {
+    fn take(&mut self, token: Token) -> bool {
         let (kind, refused_next) = match token {
-            Token::Word(word) => {
-                self.previous = Some(word);
-                let next = if word.keyword == Keyword::For {
+            Token::Word(span, keyword) => {
+                self.previous = span;
+                let next = if keyword == Keyword::For {
                     AFTER_FOR
                 } else {
                     IN_A_READ
                 };
-                (kind(word.keyword), next)
+                (kind(keyword), next)
             }
             Token::Open => {
-                if self
-                    .previous
-                    .take()
-                    .is_some_and(|function| self.classifier.writes(&function))
-                {
+                let (start, end) = std::mem::replace(&mut self.previous, NO_WORD);
+                if end > start && self.classifier.writes(&Word::at(&self.sql[start..end])) {
                     return false;
                 }
-                let next = if self.started {
-                    IN_A_READ
-                } else {
+                // Parentheses may open a read (`(SELECT 1)`): until its keyword, the only
+                // state that refuses other tokens is the one before it.
+                let next = if self.refused & OTHER != 0 {
                     BEFORE_THE_FIRST_WORD
+                } else {
+                    IN_A_READ
                 };
                 (OPEN, next)
             }
             Token::Semicolon => {
-                self.previous = None;
+                self.previous = NO_WORD;
                 (SEMICOLON, AFTER_THE_END)
             }
             Token::Other => {
-                self.previous = None;
+                self.previous = NO_WORD;
                 (OTHER, IN_A_READ)
             }
         };
         if self.refused & kind != 0 {
             return false;
         }
-        self.started |= kind == 1 << Keyword::Reads as u8;
         self.refused = refused_next;
         true
     }
+
+    /// Whether the statement has begun with a read's keyword: only until then are the
+    /// tokens refused those of [`BEFORE_THE_FIRST_WORD`].
+    fn started(&self) -> bool {
+        self.refused != BEFORE_THE_FIRST_WORD
+    }
 }
 
-/// A word of SQL: a keyword or identifier, bare (case-insensitive) or quoted (exact).
+/// A name in SQL, bare (case-insensitive) or quoted (exact).
 #[derive(Clone, Copy)]
 struct Word<'a> {
     text: &'a [u8],
     quoted: bool,
-    /// Never a keyword when quoted.
-    keyword: Keyword,
 }
 
 /// A keyword packed as [`word_end`] packs a word: little-endian, lower case.
@@ -311,7 +320,18 @@ const fn keyword_slot(packed: u64) -> usize {
     (packed.wrapping_mul(KEYWORD_MULTIPLIER) >> 60) as usize
 }
 
-impl Word<'_> {
+impl<'a> Word<'a> {
+    /// The word spelled by `span`: quoted if it starts with `"`.
+    fn at(span: &'a [u8]) -> Self {
+        match span {
+            [b'"', text @ .., _] => Word { text, quoted: true },
+            text => Word {
+                text,
+                quoted: false,
+            },
+        }
+    }
+
     /// Equal to `lower`, a lower-case name.
     fn is(&self, lower: &str) -> bool {
         if self.quoted {
@@ -331,8 +351,9 @@ impl Word<'_> {
     }
 }
 
-enum Token<'a> {
-    Word(Word<'a>),
+enum Token {
+    /// A word, where it is, and the keyword it is if any (never one when quoted).
+    Word(Span, Keyword),
     Semicolon,
     Open,
     Other,
@@ -347,7 +368,8 @@ impl<'a> Statement<'_, 'a> {
     /// `take` is inlined where each kind of token is found, rather than called after a `match`
     /// on the kind, and the position lives in a local rather than in a struct: the scan is
     /// most of the classifier's time.
-    fn scan(&mut self, sql: &'a [u8]) -> Option<bool> {
+    fn scan(&mut self) -> Option<bool> {
+        let sql = self.sql;
         macro_rules! emit {
             ($token:expr) => {
                 if !self.take($token) {
@@ -368,13 +390,9 @@ impl<'a> Statement<'_, 'a> {
                         continue;
                     }
                 }
-                let text = &sql[at..end];
+                let start = at;
                 at = next;
-                emit!(Token::Word(Word {
-                    text,
-                    quoted: false,
-                    keyword: Keyword::of(packed),
-                }));
+                emit!(Token::Word((start, end), Keyword::of(packed)));
                 continue;
             }
             if class == SPACE {
@@ -402,14 +420,9 @@ impl<'a> Statement<'_, 'a> {
                     emit!(Token::Other);
                 }
                 b'"' => {
-                    let end = quoted_end(sql, at)?;
-                    let text = &sql[at + 1..end - 1];
-                    at = end;
-                    emit!(Token::Word(Word {
-                        text,
-                        quoted: true,
-                        keyword: Keyword::Other,
-                    }));
+                    let start = at;
+                    at = quoted_end(sql, at)?;
+                    emit!(Token::Word((start, at), Keyword::Other));
                 }
                 b'$' => {
                     at = dollar_end(sql, at)?;
@@ -444,7 +457,7 @@ fn past_one_space(sql: &[u8], at: usize) -> usize {
 /// `B'…'`, `X'…'`, `U&'…'`, or the quoted identifier `U&"…"`, and where it ends. `None` when
 /// the letter is a word of its own; `Some(None)` for an unterminated literal.
 #[cold]
-fn prefixed_string(sql: &[u8], letter: usize) -> Option<Option<(Token<'_>, usize)>> {
+fn prefixed_string(sql: &[u8], letter: usize) -> Option<Option<(Token, usize)>> {
     let prefix = sql[letter] | 0x20;
     match (prefix, sql.get(letter + 1), sql.get(letter + 2)) {
         (_, Some(b'\''), _) => {
@@ -453,14 +466,10 @@ fn prefixed_string(sql: &[u8], letter: usize) -> Option<Option<(Token<'_>, usize
         (b'u', Some(b'&'), Some(b'\'')) => {
             Some(string_end(sql, letter + 2, false).map(|end| (Token::Other, end)))
         }
-        (b'u', Some(b'&'), Some(b'"')) => Some(quoted_end(sql, letter + 2).map(|end| {
-            let word = Word {
-                text: &sql[letter + 3..end - 1],
-                quoted: true,
-                keyword: Keyword::Other,
-            };
-            (Token::Word(word), end)
-        })),
+        (b'u', Some(b'&'), Some(b'"')) => Some(
+            quoted_end(sql, letter + 2)
+                .map(|end| (Token::Word((letter + 2, end), Keyword::Other), end)),
+        ),
         _ => None,
     }
 }
