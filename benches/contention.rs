@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
 use tower::{service_fn, Service, ServiceExt};
+use tower_lb::load::{LatencyClock, PeakEwma};
 use tower_lb::policy::{
     ConsistentHash, LeastPending, Maglev, P2c, Random, RoundRobin, WeightedRoundRobin,
 };
@@ -111,6 +112,10 @@ fn bench_contention(c: &mut Criterion) {
         b.iter_custom(|iters| run(&rt, p2c.clone(), iters, true))
     });
     per_task!("p2c peak-ewma", P2c::peak_ewma());
+    per_task!(
+        "p2c peak-ewma, TSC clock",
+        P2c::peak_ewma_with(PeakEwma::default().clock(LatencyClock::Tsc))
+    );
     per_task!("round robin", RoundRobin::new());
     per_task!("weighted round robin", WeightedRoundRobin::new());
     per_task!("random", Random::new());

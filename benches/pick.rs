@@ -14,6 +14,7 @@ use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
 use tower::util::ServiceFn;
 use tower::{service_fn, Service, ServiceExt};
+use tower_lb::load::{LatencyClock, PeakEwma};
 use tower_lb::policy::{
     ConsistentHash, LeastPending, Maglev, P2c, Pick, Random, RoundRobin, WeightedRoundRobin,
 };
@@ -129,6 +130,10 @@ fn bench_pick(c: &mut Criterion) {
         policy!("tower-lb random (weighted)", Random::new());
         policy!("tower-lb p2c pending", P2c::new());
         policy!("tower-lb p2c peak-ewma", P2c::peak_ewma());
+        policy!(
+            "tower-lb p2c peak-ewma, TSC clock",
+            P2c::peak_ewma_with(PeakEwma::default().clock(LatencyClock::Tsc))
+        );
         group.bench_function("tower-lb p2c pending, clone per call", |b| {
             let svc = ours(P2c::new(), n);
             let mut request = 0;

@@ -38,6 +38,7 @@ print("| ratio, same run | " + " | ".join(f"N={n}" for n in sizes) + " | |")
 print("|---|" + "---:|" * (len(sizes) + 1))
 ratio_row("p2c pending / tower p2c PendingRequests", "tower-lb p2c pending", "tower p2c PendingRequests")
 ratio_row("p2c peak-ewma / tower p2c PeakEwma", "tower-lb p2c peak-ewma", "tower p2c PeakEwma")
+ratio_row("p2c peak-ewma, TSC clock / tower p2c PeakEwma", "tower-lb p2c peak-ewma, TSC clock", "tower p2c PeakEwma")
 for policy in ["round robin", "weighted round robin", "random (weighted)"]:
     ratio_row(f"{policy} − floor (ns)", f"tower-lb {policy}", "floor (bare service_fn)", "{:.1f}", True)
 ratio_row("consistent hash / tower p2c PendingRequests", "tower-lb consistent hash", "tower p2c PendingRequests")

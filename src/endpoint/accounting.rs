@@ -2,7 +2,7 @@
 //! optional pool-wide in-flight count, and the line to the health driver.
 
 use super::HealthEvent;
-use crate::load::PeakEwma;
+use crate::load::{LatencyClock, PeakEwma};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -13,9 +13,9 @@ use tokio::time::Instant;
 pub(crate) struct Accounting {
     /// How calls are timed, when the policy measures latency.
     pub(crate) ewma: Option<PeakEwma>,
-    /// The origin of all the endpoints' timestamps: one origin, so a pick converts the time
-    /// once for every candidate.
-    pub(crate) epoch: Instant,
+    /// The clock of all the endpoints' timestamps, and their origin: one origin, so a pick
+    /// converts the time once for every candidate.
+    pub(crate) clock: Timestamps,
     /// Calls in flight over the whole balancer, when the policy needs the mean load
     /// (bounded-load consistent hashing). One more atomic per call, so kept only when asked.
     pub(crate) in_flight: Option<TotalInFlight>,
@@ -47,10 +47,46 @@ impl Accounting {
         (latency.is_some() || count_in_flight || health.is_some()).then(|| {
             Arc::new(Accounting {
                 ewma: latency,
-                epoch: Instant::now(),
+                clock: Timestamps::new(latency.map_or(LatencyClock::Tokio, |ewma| ewma.clock)),
                 in_flight: count_in_flight.then(TotalInFlight::default),
                 health,
             })
         })
+    }
+}
+
+/// Nanoseconds since an origin, on the clock a [`LatencyClock`] names.
+#[derive(Debug)]
+pub(crate) enum Timestamps {
+    Tokio { epoch: Instant },
+    Tsc { clock: quanta::Clock, epoch: u64 },
+}
+
+impl Timestamps {
+    fn new(clock: LatencyClock) -> Self {
+        match clock {
+            LatencyClock::Tokio => Timestamps::Tokio {
+                epoch: Instant::now(),
+            },
+            LatencyClock::Tsc => {
+                let clock = quanta::Clock::new();
+                let epoch = clock.raw();
+                Timestamps::Tsc { clock, epoch }
+            }
+        }
+    }
+
+    /// Now, in nanoseconds after the origin; `tokio_now` is read only on tokio's clock (a
+    /// pick passes the time it has already read).
+    #[inline]
+    pub(crate) fn now_ns(&self, tokio_now: impl FnOnce() -> Instant) -> u64 {
+        match self {
+            Timestamps::Tokio { epoch } => {
+                let elapsed = tokio_now().saturating_duration_since(*epoch);
+                // Without `as_nanos`, whose u128 arithmetic costs more than the subtraction.
+                elapsed.as_secs() * 1_000_000_000 + u64::from(elapsed.subsec_nanos())
+            }
+            Timestamps::Tsc { clock, epoch } => clock.delta_as_nanos(*epoch, clock.raw()),
+        }
     }
 }

@@ -183,7 +183,7 @@ impl EndpointStats {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(ewma) = self.accounting.as_ref().and_then(|a| a.ewma.as_ref()) {
-            let now = self.clock_ns(Instant::now());
+            let now = self.now_ns(Instant::now);
             let mut sample = now.saturating_sub(started_ns) as f64;
             if !succeeded {
                 sample = sample.max(ewma.penalty_ns);
@@ -202,7 +202,7 @@ impl EndpointStats {
     pub(crate) fn cancel_call(&self, started_ns: u64) {
         self.release_probe_claim();
         if let Some(ewma) = self.accounting.as_ref().and_then(|a| a.ewma.as_ref()) {
-            let now = self.clock_ns(Instant::now());
+            let now = self.now_ns(Instant::now);
             let at_least = now.saturating_sub(started_ns) as f64;
             self.rtt.raise(now, at_least, ewma);
         }
@@ -224,16 +224,15 @@ impl EndpointStats {
         Some(total.0.load(Ordering::Relaxed))
     }
 
-    /// `now` in this endpoint's timestamps: nanoseconds after its timing's epoch (0 for an
-    /// untimed endpoint, which records no timestamps).
+    /// Now in this endpoint's timestamps: nanoseconds after its clock's origin (0 for an
+    /// untimed endpoint, which records no timestamps). On tokio's clock, `tokio_now` is the
+    /// time; on the TSC it is not read.
     #[inline]
-    pub(crate) fn clock_ns(&self, now: Instant) -> u64 {
-        let Some(accounting) = &self.accounting else {
-            return 0;
-        };
-        let elapsed = now.saturating_duration_since(accounting.epoch);
-        // Without `as_nanos`, whose u128 arithmetic costs more than the subtraction.
-        elapsed.as_secs() * 1_000_000_000 + u64::from(elapsed.subsec_nanos())
+    pub(crate) fn now_ns(&self, tokio_now: impl FnOnce() -> Instant) -> u64 {
+        match &self.accounting {
+            Some(accounting) => accounting.clock.now_ns(tokio_now),
+            None => 0,
+        }
     }
 
     /// Identifies the endpoint's timestamps' origin: equal for endpoints of one balancer.
@@ -274,7 +273,7 @@ mod tests {
             0,
             Accounting::new(Some(ewma), false, None),
         ));
-        let now = || stats.clock_ns(Instant::now());
+        let now = || stats.now_ns(Instant::now);
         assert_eq!(stats.decayed_rtt_ns(now(), &ewma), 30e6, "the default rtt");
 
         let started = stats.start_call(now);
@@ -296,5 +295,30 @@ mod tests {
         stats.cancel_call(started);
         assert_eq!(stats.rtt_estimate(), Some(Duration::from_millis(250)));
         assert_eq!(stats.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_tsc_clock_times_calls_in_real_time() {
+        let ewma = PeakEwma::default().clock(crate::load::LatencyClock::Tsc);
+        let stats = Arc::new(EndpointStats::member(
+            1,
+            0,
+            Accounting::new(Some(ewma), false, None),
+        ));
+        let no_tokio = || -> Instant { unreachable!("the TSC clock reads no tokio time") };
+        let started = stats.start_call(|| stats.now_ns(no_tokio));
+        std::thread::sleep(Duration::from_millis(20));
+        let Some(accounting) = &stats.accounting else {
+            unreachable!("a timed endpoint has accounting")
+        };
+        let elapsed = accounting.clock.now_ns(no_tokio) - started;
+        // Slept 20 ms: at least that, and not wildly more on a loaded machine.
+        assert!(
+            (20_000_000..2_000_000_000).contains(&elapsed),
+            "{elapsed} ns"
+        );
+        stats.complete_call(started, true);
+        let rtt = stats.rtt_estimate().expect("a sample");
+        assert!(rtt >= Duration::from_millis(20), "{rtt:?}");
     }
 }

@@ -6,5 +6,5 @@
 
 mod peak_ewma;
 
-pub use peak_ewma::PeakEwma;
 pub(crate) use peak_ewma::RttEstimate;
+pub use peak_ewma::{LatencyClock, PeakEwma};

@@ -29,6 +29,31 @@ pub struct PeakEwma {
     pub(crate) decay_rate: f64,
     pub(crate) default_ns: f64,
     pub(crate) penalty_ns: f64,
+    pub(crate) clock: LatencyClock,
+}
+
+/// The clock that times calls for [`PeakEwma`]: read twice per call, at the pick and at the
+/// response, so its cost is most of a peak-EWMA pick's.
+///
+/// ```
+/// use tower_lb::{load::{LatencyClock, PeakEwma}, policy::P2c};
+///
+/// let policy = P2c::peak_ewma_with(PeakEwma::default().clock(LatencyClock::Tsc));
+/// # let _ = policy;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LatencyClock {
+    /// tokio's clock (the default): `tokio::time::Instant`, which follows
+    /// `tokio::time::pause` and `advance`, so tests with paused time see the latencies they
+    /// simulate. A read is `clock_gettime`, about 30 ns on a virtual machine.
+    #[default]
+    Tokio,
+    /// The CPU's time-stamp counter, read through the [`quanta`] crate and calibrated against
+    /// the monotonic clock once per process (where the CPU has no invariant TSC, quanta falls
+    /// back to the monotonic clock). A read costs about 12 ns. It ignores tokio's paused
+    /// clock: a test that simulates latency with paused time measures none.
+    Tsc,
 }
 
 impl Default for PeakEwma {
@@ -38,6 +63,7 @@ impl Default for PeakEwma {
             decay_rate: 1.0 / nanos(Duration::from_secs(10)),
             default_ns: nanos(Duration::from_millis(30)),
             penalty_ns: nanos(Duration::from_secs(1)),
+            clock: LatencyClock::Tokio,
         }
     }
 }
@@ -53,6 +79,12 @@ impl PeakEwma {
     /// The latency assumed for an endpoint that has no measured call yet (default 30 ms).
     pub fn default_rtt(mut self, rtt: Duration) -> Self {
         self.default_ns = nanos(rtt);
+        self
+    }
+
+    /// The clock that times calls (default [`LatencyClock::Tokio`]).
+    pub fn clock(mut self, clock: LatencyClock) -> Self {
+        self.clock = clock;
         self
     }
 

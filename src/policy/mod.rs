@@ -171,7 +171,7 @@ impl Candidates<'_> {
         match self.now_ns.get() {
             Some((origin, ns)) if origin == endpoint.accounting_id() => ns,
             _ => {
-                let ns = endpoint.clock_ns(self.now());
+                let ns = endpoint.now_ns(|| self.now());
                 self.now_ns.set(Some((endpoint.accounting_id(), ns)));
                 ns
             }

@@ -13,7 +13,9 @@ use std::sync::Arc;
 /// The cost is either
 /// - calls in flight ([`P2c::new`]), like tower's `PendingRequests`, or
 /// - peak-EWMA latency × (in flight + 1) ([`P2c::peak_ewma`]), like Finagle's and linkerd's
-///   balancers: slow endpoints lose traffic as soon as they slow down.
+///   balancers: slow endpoints lose traffic as soon as they slow down. Timing every call
+///   costs two clock reads, most of such a pick; [`LatencyClock::Tsc`](crate::load::LatencyClock)
+///   makes them cheaper where tests need no paused time.
 ///
 /// # Weights
 ///
@@ -216,8 +218,8 @@ mod tests {
             .map(|_| Arc::new(EndpointStats::member(1, 0, pool.clone())))
             .collect();
         let now = tokio::time::Instant::now();
-        eps[0].record_rtt(eps[0].clock_ns(now), 10e6, &ewma);
-        eps[1].record_rtt(eps[1].clock_ns(now), 50e6, &ewma);
+        eps[0].record_rtt(eps[0].now_ns(|| now), 10e6, &ewma);
+        eps[1].record_rtt(eps[1].now_ns(|| now), 50e6, &ewma);
         assert_eq!(count_picks(&P2c::peak_ewma(), &eps, 100), vec![100, 0]);
         // Five calls in flight on the fast one cost 10 ms × 6 > 50 ms × 1.
         eps[0].hold_in_flight(5);
