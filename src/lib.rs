@@ -55,9 +55,10 @@
 //!
 //! Measured on a 2-core VM, per request, as the balancer's own cost against tower's
 //! `p2c::Balance` in the same run (the README has every table and how to rerun them): at 64
-//! endpoints, round robin 49 ns, P2C 66 ns and consistent hashing 94 ns against tower's
-//! 225 ns, P2C peak-EWMA 175 ns against tower's `PeakEwma` 599 ns; at 4 096 endpoints P2C
-//! 84 ns, the hash ring 166 ns and Maglev 99 ns against 259 ns. In a tail-latency test with
+//! endpoints, round robin 46 ns, P2C 65 ns and consistent hashing 82 ns against tower's
+//! 199 ns, P2C peak-EWMA 163 ns (109 ns on the TSC clock, [`load::LatencyClock`]) against
+//! tower's `PeakEwma` 566 ns; at 4 096 endpoints P2C 83 ns, the hash ring 125 ns and Maglev
+//! 85 ns against 273 ns. In a tail-latency test with
 //! one of ten endpoints ten times slower, P2C peak-EWMA kept p99 at 40 ms where round robin
 //! reached 2.4 s. Health ([`health`]), retries ([`retry`]) and zones ([`Locality`]) work with every
 //! policy.
