@@ -26,7 +26,7 @@ use std::sync::Arc;
 /// | shares (N = 4 096, weights 1–4) | up to 1.37 × the weight's share (virtual nodes fall at random) | within an entry of it: at most 1.09 × |
 /// | one of N endpoints leaves | only its keys move | its keys and some others: 1.2 % of all keys at N = 512, 0.27 % at N = 4 096 (4–8 × its share) |
 /// | pick at N = 4 096 | one read of a 2 MiB table | one read of a 128 KiB table: about 0.6–0.7 × the ring's time |
-/// | a membership or health change | moves only the changed endpoint's virtual nodes | rebuilds the table: about 2.7 ms at N = 4 096 |
+/// | a membership or health change | moves only the changed endpoint's virtual nodes | rebuilds the table: about 2 ms at N = 4 096 |
 /// | bounded loads | yes | no |
 ///
 /// Use the ring where every key that stays should stay put (caches that are expensive to
@@ -256,13 +256,8 @@ where
             }
             round += 1;
         }
-        let owners = if endpoints.len() <= usize::from(u16::MAX) + 1 {
-            Owners::Narrow(owners.into_iter().map(|owner| owner as u16).collect())
-        } else {
-            Owners::Wide(owners.into())
-        };
         MaglevTable {
-            owners,
+            owners: Owners::of(endpoints.len(), owners.into_iter()),
             size,
             fallback: self.fallback.table(endpoints),
         }

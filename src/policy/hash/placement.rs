@@ -221,11 +221,7 @@ impl Placement {
             while nodes.next_if(|((p, _), _)| fine(*p) < step).is_some() {}
             nodes.peek().map_or(first, |(_, slot)| **slot)
         });
-        if self.slots as usize <= NARROW_SLOTS {
-            Owners::Narrow(owners.map(|slot| slot as u16).collect())
-        } else {
-            Owners::Wide(owners.collect())
-        }
+        Owners::of(self.slots as usize, owners)
     }
 }
 
@@ -344,6 +340,15 @@ impl Default for Owners {
 }
 
 impl Owners {
+    /// The table of `owners`, slots below `slots`: two bytes an entry while they fit.
+    pub(super) fn of(slots: usize, owners: impl Iterator<Item = u32>) -> Owners {
+        if slots <= NARROW_SLOTS {
+            Owners::Narrow(owners.map(|slot| slot as u16).collect())
+        } else {
+            Owners::Wide(owners.collect())
+        }
+    }
+
     /// The slot owning `bucket`.
     #[inline]
     pub(super) fn get(&self, bucket: usize) -> u32 {
