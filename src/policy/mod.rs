@@ -241,18 +241,30 @@ impl Pending {
 pub(crate) mod testing {
     use super::*;
 
+    /// The first `n` picks, in order, from one table.
+    pub(crate) fn picks<P: Pick<()>>(
+        policy: &P,
+        endpoints: &[Arc<EndpointStats>],
+        n: usize,
+    ) -> Vec<usize> {
+        let table = policy.table(endpoints);
+        (0..n)
+            .map(|_| {
+                policy
+                    .pick(&(), &table, &Candidates::new(endpoints))
+                    .expect("a pick")
+            })
+            .collect()
+    }
+
     /// Picks `n` times and counts the picks per endpoint.
     pub(crate) fn count_picks<P: Pick<()>>(
         policy: &P,
         endpoints: &[Arc<EndpointStats>],
         n: usize,
     ) -> Vec<u64> {
-        let table = policy.table(endpoints);
         let mut counts = vec![0u64; endpoints.len()];
-        for _ in 0..n {
-            let i = policy
-                .pick(&(), &table, &Candidates::new(endpoints))
-                .expect("a pick");
+        for i in picks(policy, endpoints, n) {
             counts[i] += 1;
         }
         counts

@@ -425,14 +425,9 @@ mod tests {
         let endpoints = members([1; 4]);
         let policy = Maglev::new(key_fn(|_: &()| None::<u64>))
             .fallback(crate::policy::RoundRobin::new().with_rng(0));
-        let table = policy.table(&endpoints);
-        let picks: Vec<usize> = (0..4)
-            .map(|_| {
-                policy
-                    .pick(&(), &table, &Candidates::new(&endpoints))
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(picks, [0, 1, 2, 3]);
+        assert_eq!(
+            crate::policy::testing::picks(&policy, &endpoints, 4),
+            [0, 1, 2, 3]
+        );
     }
 }

@@ -408,15 +408,10 @@ mod tests {
         let endpoints = members(4);
         let policy = ConsistentHash::new(key_fn(|_: &()| None::<u64>))
             .fallback(crate::policy::RoundRobin::new().with_rng(0));
-        let table = policy.table(&endpoints);
-        let picks: Vec<usize> = (0..8)
-            .map(|_| {
-                policy
-                    .pick(&(), &table, &Candidates::new(&endpoints))
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(picks, [0, 1, 2, 3, 0, 1, 2, 3]);
+        assert_eq!(
+            crate::policy::testing::picks(&policy, &endpoints, 8),
+            [0, 1, 2, 3, 0, 1, 2, 3]
+        );
     }
 
     /// A virtual node with its endpoint's index, placed by the node's hash alone.
