@@ -34,15 +34,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// - **Bounded loads** ([`ConsistentHash::bounded_load`]): a key may also move, temporarily,
 ///   while its endpoint is over capacity; it goes back as soon as the endpoint has room.
 ///
-/// Picks read a table sampled from the ring: `2^k` buckets (about two per virtual node, at
-/// most 2^20, 2 MiB), each owned by the first virtual node at or after its start. A pick
-/// hashes the key and reads its bucket's owner: O(1), one table read, at any pool size. Keys
-/// therefore follow the table's shares, which track the ring's arcs to within a few percent.
+/// Positions on the ring are compared at a resolution of two million steps, each owned by
+/// the first virtual node at or after its start. Below 2^18 virtual nodes a pick finds its
+/// step's owner in the node list (a radix index, then a few nodes); from there on it reads a
+/// flat table of every step's owner (two bytes each, 3.8 MiB): O(1), one table read, at any
+/// pool size. At 4 096 endpoints of weights 1–4 the largest share per unit of weight is 1.28×
+/// the mean (1.22–1.32× over other sets of endpoint names; more virtual nodes narrow it
+/// slowly, 1.20–1.31× at 256).
 ///
 /// The ring is kept between snapshots and changed in place: a membership or health change
 /// moves only the virtual nodes of the endpoints that joined or left (an ejected endpoint
-/// leaves the ring until it returns) and rewrites only the buckets they owned, then copies
-/// the table (at most 2 MiB) for the new snapshot.
+/// leaves the ring until it returns) and rewrites only the steps they owned, then copies
+/// the table for the new snapshot.
 ///
 /// ```
 /// use tower::{service_fn, ServiceExt};
@@ -427,9 +430,9 @@ mod tests {
         }
     }
 
-    /// The endpoint (key hash) owning each of the ring's 2^20 steps.
+    /// The endpoint (key hash) owning each of the ring's steps.
     fn owners_by_key<T>(table: &Ring<T>, endpoints: &[Arc<EndpointStats>]) -> Vec<u64> {
-        (0..1u32 << placement::FINE_BITS)
+        (0..placement::STEPS)
             .map(|step| endpoints[table.candidate(table.lookup.locate(step)) as usize].key_hash())
             .collect()
     }
@@ -472,8 +475,8 @@ mod tests {
                 .map(|owned| (DefaultHashBuilder.hash_one(owned), owned.owner))
                 .collect();
             assert!(nodes.windows(2).all(|w| w[0].0 <= w[1].0));
-            let steps = (0..1u32 << placement::FINE_BITS).step_by(97);
-            for step in steps.chain([0, (1 << placement::FINE_BITS) - 1]) {
+            let steps = (0..placement::STEPS).step_by(97);
+            for step in steps.chain([0, placement::STEPS - 1]) {
                 let expected = nodes
                     .iter()
                     .find(|(position, _)| fine(*position) >= step)
@@ -567,7 +570,7 @@ mod tests {
 
     /// The largest share of the ring's steps per unit of weight, over the mean.
     fn max_over_mean<T>(table: &Ring<T>, endpoints: &[Arc<EndpointStats>]) -> f64 {
-        let steps = 1u32 << placement::FINE_BITS;
+        let steps = placement::STEPS;
         let mut owned = vec![0u64; endpoints.len()];
         (0..steps).for_each(|step| owned[table.candidate(table.lookup.locate(step)) as usize] += 1);
         let total_weight: u32 = endpoints.iter().map(|e| e.weight()).sum();
@@ -581,25 +584,17 @@ mod tests {
     }
 
     #[test]
-    fn at_4096_endpoints_the_table_is_small_and_256_vnodes_spread_within_30_percent() {
+    fn at_4096_endpoints_the_table_fits_in_4_mib_and_spreads_within_30_percent() {
         let endpoints = large_pool();
-        let default = ConsistentHash::new(key_fn(|k: &u64| Some(*k)));
-        let table = default.table(&endpoints);
-        assert!(
-            table.memory() <= 2 * 1024 * 1024 + 4096 * 4,
-            "{} bytes",
-            table.memory()
-        );
+        let table = ConsistentHash::new(key_fn(|k: &u64| Some(*k))).table(&endpoints);
+        assert!(table.memory() <= 4 * 1024 * 1024, "{} bytes", table.memory());
+        let spread = max_over_mean(&table, &endpoints);
         println!(
-            "N = 4096, weights 1-4, {} vnodes: {} nodes, {} KiB, max/mean {:.3}",
+            "N = 4096, weights 1-4, {} vnodes: {} nodes, {} KiB, max/mean {spread:.3}",
             DEFAULT_VNODES,
             table.len(),
             table.memory() / 1024,
-            max_over_mean(&table, &endpoints)
         );
-        let finer = default.clone().vnodes(256).table(&endpoints);
-        let spread = max_over_mean(&finer, &endpoints);
-        println!("N = 4096, weights 1-4, 256 vnodes: max/mean {spread:.3}");
         assert!(spread <= 1.3, "max/mean {spread}");
     }
 
