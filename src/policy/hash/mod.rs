@@ -587,7 +587,11 @@ mod tests {
     fn at_4096_endpoints_the_table_fits_in_4_mib_and_spreads_within_30_percent() {
         let endpoints = large_pool();
         let table = ConsistentHash::new(key_fn(|k: &u64| Some(*k))).table(&endpoints);
-        assert!(table.memory() <= 4 * 1024 * 1024, "{} bytes", table.memory());
+        assert!(
+            table.memory() <= 4 * 1024 * 1024,
+            "{} bytes",
+            table.memory()
+        );
         let spread = max_over_mean(&table, &endpoints);
         println!(
             "N = 4096, weights 1-4, {} vnodes: {} nodes, {} KiB, max/mean {spread:.3}",
