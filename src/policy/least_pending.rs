@@ -1,5 +1,6 @@
 //! Least pending requests (least connections).
 
+use super::random::AliasTable;
 use super::{Candidates, Pending, Pick, Policy};
 use crate::endpoint::EndpointStats;
 use crate::rng::Rng;
@@ -16,7 +17,13 @@ use std::sync::Arc;
 /// unit of weight is preferred. The oracle in the tests: weights 2:1 give 2/3 and 1/3 over
 /// sequential calls, and an endpoint holding more calls per unit of weight gets none.
 ///
-/// This scans every eligible endpoint, so a pick costs O(n); with many endpoints prefer
+/// A pick first draws one endpoint in proportion to weight; if it has no call in flight it
+/// wins at once. That shortcut keeps the rule exact: nothing is less loaded than an idle
+/// endpoint, and an idle endpoint `e` of weight `w` is then picked with probability
+/// `w / W` (drawn) plus `(W − W₀) / W × w / W₀` (a busy one drawn, then the scan's weighted
+/// tie-break), where `W₀` is the idle endpoints' weight: exactly `w / W₀`. Otherwise it
+/// scans every eligible endpoint, so a pick costs O(n) when all are busy (and one read when
+/// most are idle, as under light load); with many busy endpoints prefer
 /// [`P2c`](super::P2c), which gets most of the benefit from two random candidates.
 ///
 /// ```
@@ -56,13 +63,25 @@ impl Default for LeastPending {
 }
 
 impl Policy for LeastPending {
-    type Table = ();
+    /// The weighted draw that tries an endpoint before the scan.
+    type Table = AliasTable;
 
-    fn table(&self, _: &[Arc<EndpointStats>]) {}
+    fn table(&self, endpoints: &[Arc<EndpointStats>]) -> AliasTable {
+        AliasTable::of(endpoints)
+    }
 }
 
 impl<Req> Pick<Req> for LeastPending {
-    fn pick(&self, _: &Req, _: &(), candidates: &Candidates<'_>) -> Option<usize> {
+    fn pick(&self, _: &Req, table: &AliasTable, candidates: &Candidates<'_>) -> Option<usize> {
+        if candidates.is_empty() {
+            return None;
+        }
+        // Under contention every endpoint's counters are a cache line other threads write:
+        // one read instead of n when the drawn endpoint is idle.
+        let drawn = table.draw(self.rng.u64(), candidates.len());
+        if Pending::of(candidates.get(drawn)).is_idle() {
+            return Some(drawn);
+        }
         let mut endpoints = candidates.iter().enumerate();
         let (mut best, first) = endpoints.next()?;
         let mut best_load = Pending::of(first);
@@ -104,6 +123,18 @@ mod tests {
             count_picks(&LeastPending::new(), &eps, 100),
             vec![0, 100, 0, 0]
         );
+    }
+
+    #[test]
+    fn idle_endpoints_share_by_weight_while_another_is_busy() {
+        // Weights 3, 1, 4 with the third busy: the idle two split 3 : 1, whether the draw
+        // lands on one of them (the shortcut) or on the busy one (the scan's tie-break).
+        let eps = endpoints(&[3, 1, 4]);
+        eps[2].hold_in_flight(1);
+        let counts = count_picks(&LeastPending::new().with_rng(11), &eps, 8000);
+        assert_eq!(counts[2], 0, "{counts:?}");
+        let p = chi_squared_p_value(&counts[..2], &[3.0, 1.0]);
+        assert!(p > 1e-6, "p = {p}, counts {counts:?}");
     }
 
     #[test]

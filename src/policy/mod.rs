@@ -204,6 +204,12 @@ impl Pending {
         }
     }
 
+    /// Whether the endpoint has no call in flight, the least load there is.
+    #[inline]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.calls == 0
+    }
+
     /// The endpoint's weight, for weighted tie-breaking.
     #[inline]
     pub(crate) fn weight(&self) -> u64 {

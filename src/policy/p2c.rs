@@ -94,10 +94,14 @@ impl P2c {
         unit: u64,
         candidates: &Candidates<'_>,
     ) -> bool {
-        let (load_a, load_b) = (Pending::of(a), Pending::of(b));
+        let load_a = Pending::of(a);
         match &self.ewma {
-            None => load_b.cmp_load(&load_a).is_lt(),
+            // Nothing is below an idle endpoint's load: `b`'s counters, a cache line that
+            // other threads write, need not be read.
+            None if load_a.is_idle() => false,
+            None => Pending::of(b).cmp_load(&load_a).is_lt(),
             Some(ewma) => {
+                let load_b = Pending::of(b);
                 let rtt_a = a.decayed_rtt_ns(candidates.now_ns(a), ewma);
                 let rtt_b = b.decayed_rtt_ns(candidates.now_ns(b), ewma);
                 load_b.cmp_scaled(rtt_b, &load_a, rtt_a, unit).is_lt()
