@@ -76,6 +76,8 @@ where
 fn bench_contention(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Timers on, as in an application: the health driver (outlier ejection) sleeps.
+        .enable_all()
         .build()
         .expect("runtime");
     let mut group = c.benchmark_group("contention: 64 tasks, 2 workers, 16 endpoints");
