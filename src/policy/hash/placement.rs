@@ -239,26 +239,35 @@ impl Placement {
     }
 }
 
+/// Nodes a pick compares at once, without a branch per node; as many sentinels follow the
+/// last node, so every window is whole.
+const WINDOW: usize = 4;
+
+/// A sentinel's step: past every real step, so no key's step is above it.
+const PAST_THE_RING: u32 = u32::MAX;
+
 /// The ring's nodes as a sorted list of (step, slot), behind a radix index.
 fn node_list(ring: &BTreeMap<(u64, u64), u32>) -> Lookup {
     let nodes: Arc<[(u32, u32)]> = ring
         .iter()
         .map(|((position, _), slot)| (fine(*position), *slot))
+        .chain([(PAST_THE_RING, super::FREE_SLOT); WINDOW])
         .collect();
+    let len = ring.len();
     // About one node per index entry.
-    let bits = (nodes.len().max(2) as u64).ilog2().clamp(1, STEP_BITS);
+    let bits = (len.max(2) as u64).ilog2().clamp(1, STEP_BITS);
     let shift = STEP_BITS - bits;
-    let mut index = Vec::with_capacity((1 << bits) + 1);
+    let mut index = Vec::with_capacity(1 << bits);
     let mut node = 0;
     for bucket in 0..1u32 << bits {
-        while node < nodes.len() && nodes[node].0 >> shift < bucket {
+        while node < len && nodes[node].0 >> shift < bucket {
             node += 1;
         }
         index.push(node as u32);
     }
-    index.push(nodes.len() as u32);
     Lookup::Nodes {
         nodes,
+        len,
         index: index.into(),
         shift,
     }
@@ -268,11 +277,12 @@ fn node_list(ring: &BTreeMap<(u64, u64), u32>) -> Lookup {
 /// snapshots of an unchanged ring share it.
 #[derive(Debug, Clone)]
 pub(super) enum Lookup {
-    /// The nodes in ring order, each its step and slot (side by side: a pick reads both),
-    /// and `index[b]`, the first node whose step's top bits (`step >> shift`) are `>= b`,
-    /// with `index[2^bits] == nodes.len()`.
+    /// The `len` nodes in ring order, each its step and slot (side by side: a pick reads
+    /// both), then [`WINDOW`] sentinels; and `index[b]`, the first node whose step's top
+    /// bits (`step >> shift`) are `>= b`.
     Nodes {
         nodes: Arc<[(u32, u32)]>,
+        len: usize,
         index: Arc<[u32]>,
         shift: u32,
     },
@@ -288,17 +298,25 @@ impl Lookup {
             Lookup::Flat(_) => step as usize,
             Lookup::Nodes {
                 nodes,
+                len,
                 index,
                 shift,
             } => {
-                let bucket = (step >> shift) as usize;
-                let (start, end) = (index[bucket] as usize, index[bucket + 1] as usize);
-                let at = nodes[start..end]
-                    .iter()
-                    .position(|&(node, _)| node >= step)
-                    .map_or(end, |offset| start + offset);
+                // Nodes are in order, so the key's node is the window's first at or after its
+                // step: the count of those below. Nodes of later buckets, and the sentinels,
+                // are never below.
+                let start = index[(step >> shift) as usize] as usize;
+                let window = &nodes[start..start + WINDOW];
+                let below = window.iter().filter(|&&(node, _)| node < step).count();
+                let at = if below < WINDOW {
+                    start + below
+                } else {
+                    // A crowded bucket; a sentinel ends the scan.
+                    let rest = &nodes[start + WINDOW..];
+                    start + WINDOW + rest.iter().take_while(|&&(node, _)| node < step).count()
+                };
                 // Past the last node: around to the first.
-                if at == nodes.len() {
+                if at == *len {
                     0
                 } else {
                     at
@@ -321,7 +339,7 @@ impl Lookup {
     pub(super) fn places(&self) -> usize {
         match self {
             Lookup::Flat(_) => STEPS as usize,
-            Lookup::Nodes { nodes, .. } => nodes.len(),
+            Lookup::Nodes { len, .. } => *len,
         }
     }
 
