@@ -141,10 +141,25 @@ fn bench_pick(c: &mut Criterion) {
         });
         policy!("tower-lb consistent hash", by_request());
         policy!("tower-lb maglev", maglev_by_request());
-        if n <= 512 {
-            // A full scan: O(n) by design, measured where that is still a fair comparison.
-            policy!("tower-lb least pending", LeastPending::new());
-        }
+        // These endpoints are idle, so every pick is the weighted draw; a pick that draws a
+        // busy endpoint scans the pool, O(n) (`least pending, busy` below).
+        policy!("tower-lb least pending", LeastPending::new());
+        group.bench_function("tower-lb least pending, busy", |b| {
+            let mut svc = ours(LeastPending::new(), n);
+            // One call held on every endpoint (least pending spreads them one each).
+            let held: Vec<_> = (0..n as u64)
+                .map(|request| {
+                    svc.ready()
+                        .now_or_never()
+                        .expect("ready")
+                        .expect("no error");
+                    svc.call(request)
+                })
+                .collect();
+            let mut request = 0;
+            b.iter(|| one_request(&mut svc, &mut request));
+            drop(held);
+        });
         group.finish();
     }
 }

@@ -11,7 +11,7 @@
 //! | [`RoundRobin`] | O(1), one atomic increment | no |
 //! | [`WeightedRoundRobin`] | O(1), one atomic increment | yes, exactly per cycle |
 //! | [`Random`] | O(1), alias method | yes |
-//! | [`LeastPending`] | O(n) scan | yes (in-flight per unit of weight) |
+//! | [`LeastPending`] | O(1) if a weighted draw is idle, else an O(n) scan | yes (in-flight per unit of weight) |
 //! | [`P2c`] | O(1), two candidates | yes (cost per unit of weight) |
 //! | [`ConsistentHash`] | O(1), one table read | yes (virtual nodes per unit of weight) |
 //! | [`Maglev`] | O(1), one table read | yes (table entries per unit of weight) |
