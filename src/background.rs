@@ -38,7 +38,8 @@ pub enum DriverState {
     /// Ended normally (a discovery stream that ended).
     Finished,
     /// Ended by a panic: its work (ejections, checks, discovery) has stopped. Logged at
-    /// `error` level when it happens.
+    /// `error` level when it happens, with the panic's message (for example tokio's "timers
+    /// are disabled": the health driver needs a runtime built with `enable_time`).
     Crashed,
 }
 
@@ -111,9 +112,10 @@ impl<F: Future<Output = ()>> Future for Supervised<F> {
         let state = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(())) => DriverState::Finished,
-            Err(_) => {
+            Err(payload) => {
                 tracing::error!(
                     driver = this.name,
+                    panic = panic_message(&*payload),
                     "background driver panicked and stopped; its work no longer happens"
                 );
                 DriverState::Crashed
@@ -123,6 +125,16 @@ impl<F: Future<Output = ()>> Future for Supervised<F> {
         this.done = true;
         Poll::Ready(())
     }
+}
+
+/// What a panic said, for the log: its message when it was a string (as `panic!` and
+/// `expect` make it; tokio's "timers are disabled" when a runtime lacks `enable_time`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
 
 impl<F> Drop for Supervised<F> {
@@ -194,6 +206,17 @@ impl StartOnRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_message_reaches_the_log() {
+        let caught = |f: fn()| std::panic::catch_unwind(f).expect_err("it panics");
+        let literal = caught(|| panic!("timers are disabled"));
+        let formatted = caught(|| panic!("{} of {}", 1, 2));
+        let other = caught(|| std::panic::panic_any(7_u8));
+        assert_eq!(panic_message(&*literal), "timers are disabled");
+        assert_eq!(panic_message(&*formatted), "1 of 2");
+        assert_eq!(panic_message(&*other), "a panic without a message");
+    }
 
     #[tokio::test]
     async fn a_panic_in_the_driver_shows_as_crashed() {
