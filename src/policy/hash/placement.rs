@@ -267,7 +267,6 @@ fn node_list(ring: &BTreeMap<(u64, u64), u32>) -> Lookup {
     }
     Lookup::Nodes {
         nodes,
-        len,
         index: index.into(),
         shift,
     }
@@ -277,12 +276,11 @@ fn node_list(ring: &BTreeMap<(u64, u64), u32>) -> Lookup {
 /// snapshots of an unchanged ring share it.
 #[derive(Debug, Clone)]
 pub(super) enum Lookup {
-    /// The `len` nodes in ring order, each its step and slot (side by side: a pick reads
-    /// both), then [`WINDOW`] sentinels; and `index[b]`, the first node whose step's top
-    /// bits (`step >> shift`) are `>= b`.
+    /// The nodes in ring order, each its step and slot (side by side: a pick reads both),
+    /// then [`WINDOW`] sentinels; and `index[b]`, the first node whose step's top bits
+    /// (`step >> shift`) are `>= b`.
     Nodes {
         nodes: Arc<[(u32, u32)]>,
-        len: usize,
         index: Arc<[u32]>,
         shift: u32,
     },
@@ -298,7 +296,6 @@ impl Lookup {
             Lookup::Flat(_) => step as usize,
             Lookup::Nodes {
                 nodes,
-                len,
                 index,
                 shift,
             } => {
@@ -316,7 +313,7 @@ impl Lookup {
                     start + WINDOW + rest.iter().take_while(|&&(node, _)| node < step).count()
                 };
                 // Past the last node: around to the first.
-                if at == *len {
+                if at == nodes.len() - WINDOW {
                     0
                 } else {
                     at
@@ -339,7 +336,7 @@ impl Lookup {
     pub(super) fn places(&self) -> usize {
         match self {
             Lookup::Flat(_) => STEPS as usize,
-            Lookup::Nodes { len, .. } => *len,
+            Lookup::Nodes { nodes, .. } => nodes.len() - WINDOW,
         }
     }
 
