@@ -6,6 +6,7 @@ mod future;
 mod layer;
 mod service;
 mod stats;
+mod striped;
 
 pub use builder::Builder;
 pub use future::ResponseFuture;
@@ -23,6 +24,7 @@ use crate::pool::{check_weight, EndpointSnapshot, Snapshot};
 use std::fmt::{self, Debug};
 use std::hash::Hash;
 use std::sync::Arc;
+use striped::StripedArc;
 use tower_layer::{Identity, Layer};
 
 /// A load balancer over a set of endpoints, itself a tower `Service`.
@@ -70,7 +72,9 @@ where
     P: Policy,
     L: Layer<S>,
 {
-    inner: Arc<Inner<K, S, P, L, C>>,
+    /// Striped by thread, so `lb.clone().oneshot(req)` does not make every request on every
+    /// core write one reference count (see [`striped`]).
+    inner: StripedArc<Inner<K, S, P, L, C>>,
     /// This handle's own reference to the current snapshot, with the generation it was
     /// current at. A handle that is called again and again (behind `ServiceBuilder`, in a
     /// `Buffer` worker, in a `ready().await; call()` loop) then reads membership with one
@@ -289,8 +293,19 @@ where
     P: Policy,
     L: Layer<S>,
 {
-    /// A new handle on `inner`, with no snapshot cached yet.
+    /// The first handle on `inner`, with no snapshot cached yet.
     pub(crate) fn from_inner(inner: Arc<Inner<K, S, P, L, C>>) -> Self {
+        Self::with_inner(StripedArc::new(inner))
+    }
+}
+
+impl<K, S, P, L, C> Balance<K, S, P, L, C>
+where
+    P: Policy,
+    L: Layer<S>,
+{
+    /// A handle on `inner` with no snapshot cached yet.
+    fn with_inner(inner: StripedArc<Inner<K, S, P, L, C>>) -> Self {
         Balance {
             inner,
             cached: None,
@@ -323,7 +338,7 @@ where
     L: Layer<S>,
 {
     pub(crate) fn downgrade(&self) -> WeakBalance<K, S, P, L, C> {
-        WeakBalance(Arc::downgrade(&self.inner))
+        WeakBalance(Arc::downgrade(self.inner.shared()))
     }
 }
 
@@ -333,7 +348,7 @@ where
     L: Layer<S>,
 {
     fn clone(&self) -> Self {
-        Balance::from_inner(Arc::clone(&self.inner))
+        Balance::with_inner(self.inner.clone())
     }
 }
 
