@@ -88,7 +88,7 @@ impl DriverStatus {
     {
         self.set(DriverState::Running);
         Supervised {
-            driver: Box::pin(driver),
+            driver: Box::pin(catch_panic(driver)),
             status: self.clone(),
             name,
             done: false,
@@ -97,7 +97,7 @@ impl DriverStatus {
 }
 
 struct Supervised<F> {
-    driver: Pin<Box<F>>,
+    driver: Pin<Box<CatchPanic<F>>>,
     status: DriverStatus,
     name: &'static str,
     done: bool,
@@ -108,14 +108,13 @@ impl<F: Future<Output = ()>> Future for Supervised<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.driver.as_mut().poll(cx)));
-        let state = match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(())) => DriverState::Finished,
-            Err(payload) => {
+        let state = match this.driver.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(())) => DriverState::Finished,
+            Poll::Ready(Err(panic)) => {
                 tracing::error!(
                     driver = this.name,
-                    panic = panic_message(&*payload),
+                    %panic,
                     "background driver panicked and stopped; its work no longer happens"
                 );
                 DriverState::Crashed
@@ -124,6 +123,35 @@ impl<F: Future<Output = ()>> Future for Supervised<F> {
         this.status.set(state);
         this.done = true;
         Poll::Ready(())
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose panic, in any of its polls, is caught and becomes its output (the
+    /// panic's message) instead of unwinding into the task: see [`catch_panic`].
+    pub(crate) struct CatchPanic<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+/// `future`, with a panic caught at the poll that raised it: for work a driver runs on the
+/// application's behalf (an active health check, the driver itself), whose panic must be
+/// seen and counted, not vanish with its task.
+pub(crate) fn catch_panic<F: Future>(future: F) -> CatchPanic<F> {
+    CatchPanic { future }
+}
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = self.project().future;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(payload) => Poll::Ready(Err(panic_message(&*payload).to_owned())),
+        }
     }
 }
 

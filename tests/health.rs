@@ -394,3 +394,45 @@ async fn the_health_task_stops_with_the_last_handle() {
         "no checks after the balancer is gone"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_health_check_that_panics_fails_and_runs_again() {
+    use tower_lb::health::{check_fn, ActiveChecks};
+
+    let checks = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let counted = Arc::clone(&checks);
+    let lb = Balance::builder(RoundRobin::new())
+        .health_check(
+            ActiveChecks::new(check_fn(move |&key: &usize| {
+                let run = counted[key].fetch_add(1, Ordering::Relaxed);
+                // Endpoint 0's check panics, on every other run before its future exists.
+                assert!(
+                    key != 0 || run % 2 == 1,
+                    "check {run} of endpoint 0 cannot start"
+                );
+                async move {
+                    assert_ne!(key, 0, "check {run} of endpoint 0 broke");
+                    Ok::<_, std::io::Error>(())
+                }
+            }))
+            .every(Duration::from_secs(1)),
+        )
+        .endpoints((0..2).map(|i| (i, Switch::default().service())))
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let snapshot = lb.snapshot();
+    assert_eq!(
+        snapshot[0].state,
+        EndpointState::Failing,
+        "panics count as failures"
+    );
+    assert_eq!(snapshot[1].state, EndpointState::Healthy);
+    let runs = [0, 1].map(|i| checks[i].load(Ordering::Relaxed));
+    assert!(
+        runs.iter().all(|runs| (8..=12).contains(runs)),
+        "{runs:?} checks in 10 s: a panicking check is run again like any other"
+    );
+    assert_eq!(lb.stats().health_driver, DriverState::Running);
+}

@@ -10,6 +10,7 @@ use super::ejection::{
     decay_ejections, eject_outlier, end_ejections, next_ejection_end, probe_done, sweep,
 };
 use super::{ActiveChecks, MemberHealth, Outlier};
+use crate::background::catch_panic;
 use crate::endpoint::{EndpointStats, HealthEvent};
 use crate::policy::Policy;
 use crate::pool::Pool;
@@ -102,13 +103,22 @@ pub(crate) async fn drive<K, S, P>(
                 });
                 if let Some(checks) = &checks {
                     for (key, endpoint) in pool.with_members(|members| due_checks(members, now, checks)) {
-                        let check = checks.check.check(&key);
+                        let check = Arc::clone(&checks.check);
                         let timeout = checks.timeout;
                         running.spawn(async move {
-                            let passed = match tokio::time::timeout(timeout, check).await {
-                                Ok(Ok(())) => true,
-                                Ok(Err(error)) => {
+                            // A check that panics fails, and the endpoint is checked again:
+                            // uncaught, the panic would end the task without its result, and
+                            // the endpoint would wait for that result forever.
+                            let checked = key.clone();
+                            let run = catch_panic(async move { check.check(&checked).await });
+                            let passed = match tokio::time::timeout(timeout, run).await {
+                                Ok(Ok(Ok(()))) => true,
+                                Ok(Ok(Err(error))) => {
                                     tracing::debug!(endpoint = ?key, %error, "health check failed");
+                                    false
+                                }
+                                Ok(Err(panic)) => {
+                                    tracing::warn!(endpoint = ?key, %panic, "health check panicked; counted as failed");
                                     false
                                 }
                                 Err(_) => {
