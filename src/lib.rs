@@ -107,9 +107,10 @@ pub mod retry;
 pub mod sticky;
 // layer: end
 
-/// The README's examples, compiled and run as doc tests.
+/// The README's examples, compiled and run as doc tests. Some use the optional features, so
+/// they run with all of them on, as the README's test command (`--all-features`) has it.
 #[doc = include_str!("../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "reqwest", feature = "sqlx-postgres"))]
 pub struct ReadmeDoctests;
 
 pub use background::{BoxFuture, DriverState};

@@ -30,7 +30,9 @@ use tower_layer::{Identity, Layer};
 /// A load balancer over a set of endpoints, itself a tower `Service`.
 ///
 /// - **Cheap to clone, shared state.** Clones share one pool, like `reqwest::Client`; hand one
-///   to every task. No `Buffer` is needed in front of it.
+///   to every task, or clone one per request (`lb.clone().oneshot(req)`): a clone counts on a
+///   reference count of its own thread's, so cores do not contend for one count. No `Buffer`
+///   is needed in front of it.
 /// - **Always ready.** `poll_ready` never waits on endpoints. `call` picks an endpoint from the
 ///   current snapshot with the policy `P` (which may look at the request), and the returned
 ///   [`ResponseFuture`] drives that endpoint's own `poll_ready` and `call`. So one busy endpoint
