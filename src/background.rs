@@ -147,12 +147,19 @@ impl<F: Future> Future for CatchPanic<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let future = self.project().future;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+        match catch_panic_now(|| future.poll(cx)) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Err(payload) => Poll::Ready(Err(panic_message(&*payload).to_owned())),
+            Err(panic) => Poll::Ready(Err(panic)),
         }
     }
+}
+
+/// `start()`, or the message of its panic: for the synchronous part of work the application
+/// hands a driver (the closure that makes a check's or a probe's future).
+pub(crate) fn catch_panic_now<R>(start: impl FnOnce() -> R) -> Result<R, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(start))
+        .map_err(|payload| panic_message(&*payload).to_owned())
 }
 
 /// What a panic said, for the log: its message when it was a string (as `panic!` and

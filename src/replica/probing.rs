@@ -1,6 +1,7 @@
 //! The loop both monitors run: probe every node once per interval, act on each answer.
 
 use super::lag::BoxFuture;
+use crate::background::{catch_panic, catch_panic_now};
 use crate::error::BoxError;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -8,7 +9,8 @@ use tokio::sync::Notify;
 /// Probes every node `nodes` lists, once per `interval` or at once when `early` is notified,
 /// each with the interval as timeout, and hands each answer to `apply`. Ends when `nodes` or
 /// `apply` returns `None` (the pools are gone). Missed ticks are delayed, not bunched: a slow
-/// round is not followed by a burst.
+/// round is not followed by a burst. A probe that panics answers with an error, as one that
+/// fails: the monitor keeps probing the other nodes, and that one next round.
 pub(crate) async fn probe_rounds<K, T>(
     interval: Duration,
     early: &Notify,
@@ -25,13 +27,56 @@ pub(crate) async fn probe_rounds<K, T>(
         }
         let Some(nodes) = nodes() else { return };
         for node in nodes {
-            let answer = match tokio::time::timeout(interval, probe(&node)).await {
-                Ok(answer) => answer,
-                Err(_) => Err(format!("no answer within {interval:?}").into()),
+            let answer = match catch_panic_now(|| probe(&node)) {
+                Ok(probing) => match tokio::time::timeout(interval, catch_panic(probing)).await {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(panic)) => Err(format!("the probe panicked: {panic}").into()),
+                    Err(_) => Err(format!("no answer within {interval:?}").into()),
+                },
+                Err(panic) => Err(format!("the probe panicked: {panic}").into()),
             };
             if apply(&node, answer).is_none() {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_panics_answers_with_an_error_and_runs_again() {
+        let mut rounds = 0;
+        let mut answers = Vec::new();
+        probe_rounds(
+            Duration::from_secs(1),
+            &Notify::new(),
+            || {
+                rounds += 1;
+                (rounds <= 2).then(|| vec![0_u8, 1])
+            },
+            |&node| {
+                // Node 0 panics while its probe starts; node 1 once its probe runs.
+                if node == 0 {
+                    panic!("cannot start");
+                }
+                Box::pin(async move {
+                    if node == 1 {
+                        panic!("broke");
+                    }
+                    Ok(())
+                })
+            },
+            |&node, answer: Result<(), BoxError>| {
+                answers.push((node, answer.map_err(|error| error.to_string())));
+                Some(())
+            },
+        )
+        .await;
+        let failed = |message: &str| Err(format!("the probe panicked: {message}"));
+        let round = [(0, failed("cannot start")), (1, failed("broke"))];
+        assert_eq!(answers, [round.clone(), round].concat());
     }
 }
