@@ -1,12 +1,14 @@
 //! The background tasks a balancer runs (discovery, health), and their state as the
 //! application sees it: a driver that stops for any reason is visible, never silent.
 
+use crate::locks::lock;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 /// A boxed, sendable future, as the work the background drivers run returns it: an active
 /// health check, a DNS resolution, a replica's lag or role probe.
@@ -128,17 +130,15 @@ impl<F: Future<Output = ()>> Future for Supervised<F> {
 
 pin_project_lite::pin_project! {
     /// A future whose panic, in any of its polls, is caught and becomes its output (the
-    /// panic's message) instead of unwinding into the task: see [`catch_panic`].
-    pub(crate) struct CatchPanic<F> {
+    /// panic's message) instead of unwinding into the task.
+    struct CatchPanic<F> {
         #[pin]
         future: F,
     }
 }
 
-/// `future`, with a panic caught at the poll that raised it: for work a driver runs on the
-/// application's behalf (an active health check, the driver itself), whose panic must be
-/// seen and counted, not vanish with its task.
-pub(crate) fn catch_panic<F: Future>(future: F) -> CatchPanic<F> {
+/// `future`, with a panic caught at the poll that raised it, becoming its output.
+fn catch_panic<F: Future>(future: F) -> CatchPanic<F> {
     CatchPanic { future }
 }
 
@@ -155,11 +155,59 @@ impl<F: Future> Future for CatchPanic<F> {
     }
 }
 
-/// `start()`, or the message of its panic: for the synchronous part of work the application
-/// hands a driver (the closure that makes a check's or a probe's future).
-pub(crate) fn catch_panic_now<R>(start: impl FnOnce() -> R) -> Result<R, String> {
+/// `start()`, or the message of its panic.
+fn catch_panic_now<R>(start: impl FnOnce() -> R) -> Result<R, String> {
     std::panic::catch_unwind(AssertUnwindSafe(start))
         .map_err(|payload| panic_message(&*payload).to_owned())
+}
+
+/// Why work the application handed a driver gave no answer.
+#[derive(Debug, PartialEq)]
+pub(crate) enum NoAnswer {
+    /// It panicked, while its future was made or polled; the panic's message.
+    Panicked(String),
+    /// It took longer than its time limit.
+    TimedOut,
+}
+
+/// Runs work the application hands a driver (an active health check, a replica probe):
+/// `start` makes its future now, and the future returned answers within `limit` or says why
+/// not. A panic, in `start` or in any poll, is caught and becomes [`NoAnswer::Panicked`]: the
+/// driver counts it as a failure and goes on, instead of losing the task (and, with it, the
+/// answer something waits for) or crashing.
+pub(crate) fn answer_within<F: Future>(limit: Duration, start: impl FnOnce() -> F) -> Answer<F> {
+    match catch_panic_now(start) {
+        Ok(future) => Answer::Running {
+            within: tokio::time::timeout(limit, catch_panic(future)),
+        },
+        Err(panic) => Answer::Panicked { panic: Some(panic) },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future [`answer_within`] returns. Named rather than `async`, so that it does not
+    /// borrow what `start` borrowed and can be spawned.
+    #[project = AnswerProj]
+    pub(crate) enum Answer<F> {
+        Running { #[pin] within: tokio::time::Timeout<CatchPanic<F>> },
+        Panicked { panic: Option<String> },
+    }
+}
+
+impl<F: Future> Future for Answer<F> {
+    type Output = Result<F::Output, NoAnswer>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match self.project() {
+            AnswerProj::Running { within } => match ready!(within.poll(cx)) {
+                Ok(answer) => answer.map_err(NoAnswer::Panicked),
+                Err(_) => Err(NoAnswer::TimedOut),
+            },
+            AnswerProj::Panicked { panic } => {
+                Err(NoAnswer::Panicked(panic.take().unwrap_or_default()))
+            }
+        })
+    }
 }
 
 /// What a panic said, for the log: its message when it was a string (as `panic!` and
@@ -226,10 +274,7 @@ impl StartOnRuntime {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut start = self
-            .start
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut start = lock(&self.start);
         if let Some(start) = start.take() {
             tracing::debug!("first call inside a tokio runtime: starting the background tasks");
             start(&runtime);

@@ -79,6 +79,8 @@
 
 // Layers, bottom up. A module may import only from layers below its own (the layering
 // test, `tests/layering.rs`, reads these markers and checks every `crate::` path in src/).
+// layer: primitives
+mod locks;
 // layer: leaves
 mod background;
 mod error;

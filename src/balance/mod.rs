@@ -299,13 +299,7 @@ where
     pub(crate) fn from_inner(inner: Arc<Inner<K, S, P, L, C>>) -> Self {
         Self::with_inner(StripedArc::new(inner))
     }
-}
 
-impl<K, S, P, L, C> Balance<K, S, P, L, C>
-where
-    P: Policy,
-    L: Layer<S>,
-{
     /// A handle on `inner` with no snapshot cached yet.
     fn with_inner(inner: StripedArc<Inner<K, S, P, L, C>>) -> Self {
         Balance {

@@ -20,10 +20,11 @@
 //! and goes (a blocking pool's) finds the stripe of the one that held its slot before, so the
 //! stripes of a value never outnumber the slots.
 
+use crate::locks::lock;
 use std::cell::Cell;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Thread slots per shared value: more than a runtime has worker threads on most machines.
 const SLOTS: usize = 64;
@@ -45,6 +46,18 @@ struct Stripe<T> {
     slot: usize,
 }
 
+impl<T> Stripe<T> {
+    /// A stripe for `slot`, with no children yet.
+    fn new(shared: Arc<T>, slots: Arc<[Slot<T>]>, slot: usize) -> Arc<Self> {
+        Arc::new(Stripe {
+            shared,
+            children: Mutex::default(),
+            slots,
+            slot,
+        })
+    }
+}
+
 /// A thread slot's stripe while it lives; a line of its own, as only its threads lock it.
 #[repr(align(64))]
 struct Slot<T>(Mutex<Weak<Stripe<T>>>);
@@ -54,12 +67,7 @@ impl<T> StripedArc<T> {
     pub(crate) fn new(shared: Arc<T>) -> Self {
         let slots: Arc<[Slot<T>]> = (0..SLOTS).map(|_| Slot(Mutex::new(Weak::new()))).collect();
         let slot = thread_slot();
-        let stripe = Arc::new(Stripe {
-            shared,
-            children: Mutex::default(),
-            slots,
-            slot,
-        });
+        let stripe = Stripe::new(shared, slots, slot);
         *lock(&stripe.slots[slot].0) = Arc::downgrade(&stripe);
         StripedArc { stripe }
     }
@@ -80,12 +88,11 @@ impl<T> StripedArc<T> {
         if let Some(stripe) = slot.upgrade() {
             return stripe;
         }
-        let stripe = Arc::new(Stripe {
-            shared: Arc::clone(&self.stripe.shared),
-            children: Mutex::default(),
-            slots: Arc::clone(&self.stripe.slots),
-            slot: here,
-        });
+        let stripe = Stripe::new(
+            Arc::clone(&self.stripe.shared),
+            Arc::clone(&self.stripe.slots),
+            here,
+        );
         // The `Weak` replaced is dead: dropping it runs no code of the value's.
         *slot = Arc::downgrade(&stripe);
         drop(slot);
@@ -110,11 +117,6 @@ fn thread_slot() -> usize {
     })
     // A thread tearing down its thread-locals shares the first slot.
     .unwrap_or(0)
-}
-
-/// Locks, ignoring poison: nothing a holder does can leave the data half-changed.
-fn lock<V>(mutex: &Mutex<V>) -> MutexGuard<'_, V> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<T> Clone for StripedArc<T> {
@@ -147,12 +149,19 @@ mod tests {
         }
     }
 
-    fn tracked() -> (StripedArc<Tracked>, Arc<AtomicUsize>) {
+    /// How many times the tracked value was dropped.
+    struct Drops(Arc<AtomicUsize>);
+
+    impl Drops {
+        fn count(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn tracked() -> (StripedArc<Tracked>, Drops) {
         let drops = Arc::new(AtomicUsize::new(0));
-        (
-            StripedArc::new(Arc::new(Tracked(Arc::clone(&drops)))),
-            drops,
-        )
+        let value = Tracked(Arc::clone(&drops));
+        (StripedArc::new(Arc::new(value)), Drops(drops))
     }
 
     #[test]
@@ -183,11 +192,7 @@ mod tests {
             });
         });
         drop(root);
-        assert_eq!(
-            drops.load(Ordering::SeqCst),
-            1,
-            "the last handle drops the value"
-        );
+        assert_eq!(drops.count(), 1, "the last handle drops the value");
     }
 
     #[test]
@@ -223,15 +228,11 @@ mod tests {
                 .expect("clone on a third thread")
         });
         drop(root);
-        assert_eq!(drops.load(Ordering::SeqCst), 0, "two handles still live");
+        assert_eq!(drops.count(), 0, "two handles still live");
         drop(from_thread);
-        assert_eq!(drops.load(Ordering::SeqCst), 0, "one handle still lives");
+        assert_eq!(drops.count(), 0, "one handle still lives");
         drop(grandchild);
-        assert_eq!(
-            drops.load(Ordering::SeqCst),
-            1,
-            "dropped with the last handle"
-        );
+        assert_eq!(drops.count(), 1, "dropped with the last handle");
     }
 
     #[test]
@@ -249,6 +250,6 @@ mod tests {
         assert!((2..=SLOTS).contains(&stripes), "{stripes} stripes");
         drop(handles);
         drop(root);
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert_eq!(drops.count(), 1);
     }
 }

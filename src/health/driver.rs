@@ -10,7 +10,7 @@ use super::ejection::{
     decay_ejections, eject_outlier, end_ejections, next_ejection_end, probe_done, sweep,
 };
 use super::{ActiveChecks, MemberHealth, Outlier};
-use crate::background::catch_panic;
+use crate::background::{answer_within, NoAnswer};
 use crate::endpoint::{EndpointStats, HealthEvent};
 use crate::policy::Policy;
 use crate::pool::Pool;
@@ -103,25 +103,23 @@ pub(crate) async fn drive<K, S, P>(
                 });
                 if let Some(checks) = &checks {
                     for (key, endpoint) in pool.with_members(|members| due_checks(members, now, checks)) {
-                        let check = Arc::clone(&checks.check);
+                        // A check that panics fails, and the endpoint is checked again:
+                        // uncaught, the panic would end the task without its result, and the
+                        // endpoint would wait for that result forever.
                         let timeout = checks.timeout;
+                        let answer = answer_within(timeout, || checks.check.check(&key));
                         running.spawn(async move {
-                            // A check that panics fails, and the endpoint is checked again:
-                            // uncaught, the panic would end the task without its result, and
-                            // the endpoint would wait for that result forever.
-                            let checked = key.clone();
-                            let run = catch_panic(async move { check.check(&checked).await });
-                            let passed = match tokio::time::timeout(timeout, run).await {
-                                Ok(Ok(Ok(()))) => true,
-                                Ok(Ok(Err(error))) => {
+                            let passed = match answer.await {
+                                Ok(Ok(())) => true,
+                                Ok(Err(error)) => {
                                     tracing::debug!(endpoint = ?key, %error, "health check failed");
                                     false
                                 }
-                                Ok(Err(panic)) => {
+                                Err(NoAnswer::Panicked(panic)) => {
                                     tracing::warn!(endpoint = ?key, %panic, "health check panicked; counted as failed");
                                     false
                                 }
-                                Err(_) => {
+                                Err(NoAnswer::TimedOut) => {
                                     tracing::debug!(endpoint = ?key, ?timeout, "health check timed out");
                                     false
                                 }

@@ -29,6 +29,7 @@ pub(crate) use snapshot::Snapshot;
 pub use state::{EndpointSnapshot, EndpointState};
 
 use crate::error::Error;
+use crate::locks::lock;
 use crate::policy::Policy;
 use arc_swap::ArcSwap;
 use std::fmt::Debug;
@@ -145,11 +146,8 @@ where
 
 impl<K, S, P: Policy, R> Pool<K, S, P, R> {
     fn lock(&self) -> MutexGuard<'_, Members<K, S, R>> {
-        // A panic while the lock was held cannot leave the list half-changed (every change is
-        // one Vec operation or one field write), so a poisoned lock is safe to keep using.
-        self.members
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // Every change is one Vec operation or one field write (see `locks`).
+        lock(&self.members)
     }
 
     /// The policy snapshots are built for.

@@ -1,7 +1,7 @@
 //! The loop both monitors run: probe every node once per interval, act on each answer.
 
 use super::lag::BoxFuture;
-use crate::background::{catch_panic, catch_panic_now};
+use crate::background::{answer_within, NoAnswer};
 use crate::error::BoxError;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -27,13 +27,12 @@ pub(crate) async fn probe_rounds<K, T>(
         }
         let Some(nodes) = nodes() else { return };
         for node in nodes {
-            let answer = match catch_panic_now(|| probe(&node)) {
-                Ok(probing) => match tokio::time::timeout(interval, catch_panic(probing)).await {
-                    Ok(Ok(answer)) => answer,
-                    Ok(Err(panic)) => Err(format!("the probe panicked: {panic}").into()),
-                    Err(_) => Err(format!("no answer within {interval:?}").into()),
-                },
-                Err(panic) => Err(format!("the probe panicked: {panic}").into()),
+            let answer = match answer_within(interval, || probe(&node)).await {
+                Ok(answer) => answer,
+                Err(NoAnswer::Panicked(panic)) => {
+                    Err(format!("the probe panicked: {panic}").into())
+                }
+                Err(NoAnswer::TimedOut) => Err(format!("no answer within {interval:?}").into()),
             };
             if apply(&node, answer).is_none() {
                 return;

@@ -8,11 +8,12 @@ pub use maglev::{Maglev, MaglevTable, DEFAULT_MAGLEV_TABLE_SIZE, MAX_MAGLEV_TABL
 use super::{Candidates, HashKey, P2c, Pick, Policy};
 use crate::endpoint::EndpointStats;
 use crate::load::PeakEwma;
+use crate::locks::lock;
 use hashring::DefaultHashBuilder;
 use placement::{fine, Lookup, Placements};
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 /// Sends every request with the same key to the same endpoint, on a consistent-hash ring built
 /// with the [`hashring`] crate; requests without a key go to a fallback policy (P2C by default).
@@ -251,10 +252,7 @@ where
             .iter()
             .map(|e| (e.key_hash(), replicas(e.weight())))
             .collect();
-        let mut placements = self
-            .placements
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut placements = lock(&self.placements);
         let placement = placements.for_endpoints(&wanted);
         let slots = placement.update(&wanted);
         // Every slot on the ring is one of `slots` (the placement holds exactly `wanted`);
