@@ -6,20 +6,25 @@
 //! Two ways to share: each task keeps its own clone and calls it (`ready().await` then
 //! `call`), as a `Buffer` handle is used (every policy); or each request clones the shared
 //! handle and `oneshot`s it, the common idiom in handlers (P2C).
+//!
+//! Two more anchors bound what peak-EWMA can reach here: `BothCandidates` does only what any
+//! peak-EWMA P2C must, with none of its arithmetic.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::convert::Infallible;
 use std::future::ready;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
 use tower::{service_fn, Service, ServiceExt};
 use tower_lb::load::{LatencyClock, PeakEwma};
 use tower_lb::policy::{
-    ConsistentHash, LeastPending, Maglev, P2c, Random, RoundRobin, WeightedRoundRobin,
+    Candidates, ConsistentHash, LeastPending, Maglev, P2c, Pick, Policy, Random, RoundRobin,
+    WeightedRoundRobin,
 };
 use tower_lb::sticky::key_fn;
-use tower_lb::Balance;
+use tower_lb::{Balance, EndpointStats};
 
 const TASKS: u64 = 64;
 const ENDPOINTS: usize = 16;
@@ -73,6 +78,41 @@ where
     })
 }
 
+/// Not a policy, a floor for peak-EWMA: what every latency-aware P2C pick must do, and no
+/// more. It reads both candidates' counters, where P2C on calls in flight skips the second
+/// when the first is idle: a latency cost needs both, and under contention each is a cache
+/// line the other core keeps writing. With `timed`, the balancer also times every call and
+/// folds the sample into the endpoint's estimate, as for peak-EWMA. What it leaves out is
+/// peak-EWMA's own arithmetic (the decay and the cost comparison).
+#[derive(Debug, Clone)]
+struct BothCandidates {
+    timed: Option<PeakEwma>,
+}
+
+impl Policy for BothCandidates {
+    type Table = ();
+
+    fn table(&self, _: &[Arc<EndpointStats>]) {}
+
+    fn latency(&self) -> Option<PeakEwma> {
+        self.timed
+    }
+}
+
+impl<Req> Pick<Req> for BothCandidates {
+    fn pick(&self, _: &Req, _: &(), candidates: &Candidates<'_>) -> Option<usize> {
+        // P2C's own draw: one 64-bit number, its halves the two distinct candidates.
+        let n = candidates.len() as u64;
+        let random = fastrand::u64(..);
+        let first = (((random >> 32) * n) >> 32) as usize;
+        let other = (((random & u64::from(u32::MAX)) * (n - 1)) >> 32) as usize;
+        let second = if other >= first { other + 1 } else { other };
+        let busier =
+            |a: usize, b: usize| candidates.get(a).in_flight() > candidates.get(b).in_flight();
+        Some(if busier(first, second) { second } else { first })
+    }
+}
+
 fn bench_contention(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -117,6 +157,16 @@ fn bench_contention(c: &mut Criterion) {
     per_task!(
         "p2c peak-ewma, TSC clock",
         P2c::peak_ewma_with(PeakEwma::default().clock(LatencyClock::Tsc))
+    );
+    per_task!(
+        "floor for peak-ewma: both candidates read",
+        BothCandidates { timed: None }
+    );
+    per_task!(
+        "floor for peak-ewma: both candidates read, calls timed on the TSC",
+        BothCandidates {
+            timed: Some(PeakEwma::default().clock(LatencyClock::Tsc))
+        }
     );
     per_task!("round robin", RoundRobin::new());
     per_task!("weighted round robin", WeightedRoundRobin::new());
