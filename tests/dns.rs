@@ -4,15 +4,17 @@
 
 use futures::StreamExt;
 use std::collections::VecDeque;
+use std::future::{ready, Ready};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tower::discover::Change;
-use tower::{service_fn, ServiceExt};
+use tower::{Service, ServiceExt};
 use tower_lb::dns::{BoxFuture, DnsDiscover, DnsError, Resolve, RESOLVE_TIMEOUT};
 use tower_lb::policy::RoundRobin;
-use tower_lb::{Balance, DriverState, EndpointState};
+use tower_lb::{Balance, DriverState, EndpointSnapshot, EndpointState};
 
 /// Answers from a script, one per resolution; the last answer repeats.
 #[derive(Clone)]
@@ -39,8 +41,51 @@ impl Resolve for Scripted {
     }
 }
 
+/// An endpoint that answers every call with its own address.
+#[derive(Clone)]
+struct Endpoint(SocketAddr);
+
+impl Service<()> for Endpoint {
+    type Response = SocketAddr;
+    type Error = std::io::Error;
+    type Future = Ready<Result<SocketAddr, std::io::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        ready(Ok(self.0))
+    }
+}
+
+/// A round-robin balancer over the addresses `resolver` gives for one name, every `interval`.
+async fn following(
+    resolver: impl Resolve,
+    interval: Duration,
+) -> Balance<SocketAddr, Endpoint, RoundRobin> {
+    let dns = DnsDiscover::with_resolver("service.internal:8080", Endpoint, interval, resolver)
+        .await
+        .unwrap();
+    Balance::builder(RoundRobin::new())
+        .discover(dns)
+        .build()
+        .unwrap()
+}
+
 fn addr(last: u8) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, last], 8080))
+}
+
+/// The addresses of a snapshot that are not draining, in order.
+fn in_rotation(snapshot: Vec<EndpointSnapshot<SocketAddr>>) -> Vec<SocketAddr> {
+    let mut keys: Vec<SocketAddr> = snapshot
+        .into_iter()
+        .filter(|e| e.state != EndpointState::Draining)
+        .map(|e| e.key)
+        .collect();
+    keys.sort();
+    keys
 }
 
 #[tokio::test(start_paused = true)]
@@ -53,26 +98,9 @@ async fn membership_follows_the_answers_and_bad_answers_change_nothing() {
     script.push(Err(std::io::Error::other("SERVFAIL")));
     script.push(Ok(vec![]));
     script.push(Ok(vec![addr(3), addr(4)]));
-    let make =
-        |address: SocketAddr| service_fn(move |()| async move { Ok::<_, std::io::Error>(address) });
     let interval = Duration::from_secs(10);
-    let dns = DnsDiscover::with_resolver("service.internal:8080", make, interval, script.clone())
-        .await
-        .unwrap();
-    let lb = Balance::builder(RoundRobin::new())
-        .discover(dns)
-        .build()
-        .unwrap();
-    let active = || {
-        let mut keys: Vec<SocketAddr> = lb
-            .snapshot()
-            .into_iter()
-            .filter(|e| e.state != EndpointState::Draining)
-            .map(|e| e.key)
-            .collect();
-        keys.sort();
-        keys
-    };
+    let lb = following(script.clone(), interval).await;
+    let active = || in_rotation(lb.snapshot());
     assert_eq!(
         active(),
         [addr(1), addr(2)],
@@ -100,9 +128,7 @@ async fn membership_follows_the_answers_and_bad_answers_change_nothing() {
 
 #[tokio::test]
 async fn localhost_resolves_to_loopback_endpoints() {
-    let make =
-        |address: SocketAddr| service_fn(move |()| async move { Ok::<_, std::io::Error>(address) });
-    let dns = DnsDiscover::new("localhost:8080", make, Duration::from_secs(60))
+    let dns = DnsDiscover::new("localhost:8080", Endpoint, Duration::from_secs(60))
         .await
         .unwrap();
     let lb = Balance::builder(RoundRobin::new())
@@ -118,7 +144,7 @@ async fn localhost_resolves_to_loopback_endpoints() {
 
     // Without a port the system resolver refuses the name before any lookup, so this
     // stays off the network.
-    let error = DnsDiscover::new("localhost", make, Duration::from_secs(60))
+    let error = DnsDiscover::new("localhost", Endpoint, Duration::from_secs(60))
         .await
         .expect_err("no port");
     assert!(matches!(error, DnsError::Resolve { .. }), "{error}");
@@ -168,12 +194,11 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn a_resolver_that_panics_or_never_answers_is_a_failed_resolution() {
-    let make =
-        |address: SocketAddr| service_fn(move |()| async move { Ok::<_, DnsError>(address) });
     let interval = Duration::from_secs(1);
-    let mut dns = DnsDiscover::with_resolver("service.internal:80", make, interval, misbehaving())
-        .await
-        .unwrap();
+    let mut dns =
+        DnsDiscover::with_resolver("service.internal:80", Endpoint, interval, misbehaving())
+            .await
+            .unwrap();
     let mut inserted = Vec::new();
     for _ in 0..2 {
         match dns.next().await {
@@ -221,30 +246,15 @@ async fn a_resolver_that_panics_or_never_answers_is_a_failed_resolution() {
 
 #[tokio::test(start_paused = true)]
 async fn a_balancer_keeps_following_dns_past_a_resolver_that_panics() {
-    let make =
-        |address: SocketAddr| service_fn(move |()| async move { Ok::<_, DnsError>(address) });
     let interval = Duration::from_secs(1);
-    let dns = DnsDiscover::with_resolver("service.internal:80", make, interval, misbehaving())
-        .await
-        .unwrap();
-    let lb = Balance::builder(RoundRobin::new())
-        .discover(dns)
-        .build()
-        .unwrap();
+    let lb = following(misbehaving(), interval).await;
     // Past the two panics, the hang's time limit and the answer after it.
     tokio::time::sleep(4 * interval + RESOLVE_TIMEOUT + Duration::from_millis(1)).await;
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
     assert_eq!(lb.stats().discovery_driver, DriverState::Running);
-    let mut active: Vec<SocketAddr> = lb
-        .snapshot()
-        .into_iter()
-        .filter(|e| e.state != EndpointState::Draining)
-        .map(|e| e.key)
-        .collect();
-    active.sort();
-    assert_eq!(active, [addr(2), addr(3)]);
+    assert_eq!(in_rotation(lb.snapshot()), [addr(2), addr(3)]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -255,12 +265,15 @@ async fn a_first_resolution_that_never_answers_fails_instead_of_hanging() {
             Box::pin(std::future::pending())
         }
     }
-    let make = |_: SocketAddr| service_fn(|()| async { Ok::<_, DnsError>(()) });
     let started = tokio::time::Instant::now();
-    let error =
-        DnsDiscover::with_resolver("service.internal:80", make, Duration::from_secs(1), Silent)
-            .await
-            .expect_err("no answer");
+    let error = DnsDiscover::with_resolver(
+        "service.internal:80",
+        Endpoint,
+        Duration::from_secs(1),
+        Silent,
+    )
+    .await
+    .expect_err("no answer");
     assert!(matches!(error, DnsError::TimedOut { .. }), "{error}");
     assert_eq!(started.elapsed(), RESOLVE_TIMEOUT);
 }
