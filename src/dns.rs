@@ -193,30 +193,18 @@ where
         &mut self,
         answer: Result<std::io::Result<Vec<SocketAddr>>, NoAnswer>,
     ) -> Result<(), DnsError> {
-        let host = || self.host_port.clone();
+        let host = self.host_port.clone();
         let addresses: BTreeSet<SocketAddr> = match answer {
             Ok(Ok(addresses)) => addresses.into_iter().collect(),
-            Ok(Err(source)) => {
-                return Err(DnsError::Resolve {
-                    host: host(),
-                    source,
-                })
-            }
+            Ok(Err(source)) => return Err(DnsError::Resolve { host, source }),
+            Err(NoAnswer::Panicked(message)) => return Err(DnsError::Panicked { host, message }),
             Err(NoAnswer::TimedOut) => {
-                return Err(DnsError::TimedOut {
-                    host: host(),
-                    after: RESOLVE_TIMEOUT,
-                })
-            }
-            Err(NoAnswer::Panicked(message)) => {
-                return Err(DnsError::Panicked {
-                    host: host(),
-                    message,
-                })
+                let after = RESOLVE_TIMEOUT;
+                return Err(DnsError::TimedOut { host, after });
             }
         };
         if addresses.is_empty() {
-            return Err(DnsError::NoAddress { host: host() });
+            return Err(DnsError::NoAddress { host });
         }
         for gone in self.known.difference(&addresses) {
             tracing::info!(address = %gone, host = %self.host_port, "address gone from DNS");
