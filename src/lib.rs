@@ -119,4 +119,6 @@ pub use background::{BoxFuture, DriverState};
 pub use balance::{Balance, BalanceLayer, BalanceStats, Builder, ResponseFuture};
 pub use endpoint::{EndpointStats, MAX_WEIGHT};
 pub use error::{BoxError, Error};
-pub use pool::{EndpointSnapshot, EndpointState, Locality, DEFAULT_OVERPROVISIONING};
+pub use pool::{
+    EndpointSnapshot, EndpointState, Excluder, Exclusions, Locality, DEFAULT_OVERPROVISIONING,
+};

@@ -537,3 +537,98 @@ async fn reprobe_roles_follows_a_promotion_before_the_next_tick() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(write().await.unwrap(), "db-2", "writes follow at once");
 }
+
+/// Each owner of an exclusion (the application, the lag monitor, the role monitor) keeps its
+/// own: a monitor that has a verdict of its own neither overwrites nor lifts the
+/// application's, and the application's readmit lifts nothing a monitor holds.
+#[tokio::test(start_paused = true)]
+async fn no_owner_lifts_another_owners_exclusion() {
+    use std::sync::{Arc, Mutex};
+    use tower_lb::replica::{Lag, LagMonitor, Role, RoleMonitor};
+
+    let roles = Arc::new(Mutex::new([Role::Primary, Role::Replica]));
+    let role_probe = {
+        let roles = Arc::clone(&roles);
+        move |node: &&'static str| {
+            let role = roles.lock().unwrap()[usize::from(*node == "db-2")];
+            async move { Ok::<_, std::io::Error>(role) }
+        }
+    };
+    let lagging = Arc::new(Mutex::new(false));
+    let lag_probe = {
+        let lagging = Arc::clone(&lagging);
+        move |_: &&'static str| {
+            let bytes = if *lagging.lock().unwrap() {
+                u64::MAX
+            } else {
+                0
+            };
+            async move { Ok::<_, std::io::Error>(Lag::new(bytes, Duration::ZERO)) }
+        }
+    };
+    let nodes = [("db-1", node("db-1")), ("db-2", node("db-2"))];
+    let pool = |panic| {
+        Balance::builder(RoundRobin::new())
+            .outlier(Outlier::disabled())
+            .panic_threshold(panic)
+            .endpoints(nodes.clone())
+            .build()
+            .unwrap()
+    };
+    let interval = Duration::from_secs(1);
+    let db = ReplicaRouter::builder(pool(0.5), pool(0.0))
+        .classify(HttpMethods)
+        .read_your_writes(Duration::ZERO)
+        .role_monitor(RoleMonitor::new(role_probe).every(interval))
+        .lag_monitor(LagMonitor::new(lag_probe).every(interval))
+        .build();
+    let settle = || tokio::time::sleep(interval + Duration::from_millis(1));
+    let excluded = |pool: &Balance<_, _, _>, key: &str| {
+        pool.snapshot()
+            .into_iter()
+            .find(|e| e.key == key)
+            .unwrap()
+            .excluded
+    };
+    let in_reads = || excluded(db.replicas(), "db-2").is_none();
+    let _ = db.clone().oneshot(request("GET", "a")).await; // starts the monitors
+    settle().await;
+    assert!(in_reads());
+
+    // The application takes db-2 out of reads for maintenance; db-2 is promoted, then
+    // demoted again: the role monitor's own verdict comes and goes, the application's stays.
+    db.replicas().exclude(&"db-2", "maintenance").unwrap();
+    roles.lock().unwrap()[1] = Role::Primary;
+    settle().await;
+    assert!(!in_reads());
+    roles.lock().unwrap()[1] = Role::Replica;
+    settle().await;
+    assert_eq!(
+        excluded(db.replicas(), "db-2"),
+        Some("maintenance"),
+        "the role monitor lifted the application's exclusion"
+    );
+
+    // The lag monitor's verdict does not lift it either.
+    *lagging.lock().unwrap() = true;
+    settle().await;
+    *lagging.lock().unwrap() = false;
+    settle().await;
+    assert!(
+        !in_reads(),
+        "the lag monitor lifted the application's exclusion"
+    );
+
+    // The application's readmit lifts only its own: a lagging replica stays out.
+    *lagging.lock().unwrap() = true;
+    settle().await;
+    db.replicas().readmit(&"db-2").unwrap();
+    assert!(!in_reads(), "readmit lifted the lag monitor's exclusion");
+    *lagging.lock().unwrap() = false;
+    settle().await;
+    assert!(in_reads(), "back once no owner excludes it");
+    assert_eq!(
+        db.clone().oneshot(request("GET", "a")).await.unwrap(),
+        "db-2"
+    );
+}

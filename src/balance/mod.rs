@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::health::driver::HealthPool;
 use crate::health::ErrorsFail;
 use crate::policy::Policy;
-use crate::pool::{check_weight, EndpointSnapshot, Snapshot};
+use crate::pool::{check_weight, EndpointSnapshot, Excluder, Snapshot};
 use std::fmt::{self, Debug};
 use std::hash::Hash;
 use std::sync::Arc;
@@ -179,7 +179,9 @@ where
     /// whatever its health: for a monitor of your own (a replica that lags, a host in
     /// maintenance). It gets no new picks, not even in panic mode, and does not count towards
     /// the panic threshold; its calls in flight complete, and health keeps tracking it.
-    /// Excluding it again replaces the reason.
+    /// Excluding it again replaces the reason. The replica monitors keep exclusions of
+    /// their own ([`Excluder`](crate::Excluder)): this one is the application's, and
+    /// neither lifts the other's.
     ///
     /// # Errors
     /// [`Error::UnknownEndpoint`] if no endpoint has this key.
@@ -199,15 +201,27 @@ where
     /// # Ok::<(), tower_lb::Error>(())
     /// ```
     pub fn exclude(&self, key: &K, reason: &'static str) -> Result<(), Error> {
-        self.inner.pool.exclude(key, reason)
+        self.exclude_as(Excluder::Application, key, Some(reason))
     }
 
-    /// Ends an [`exclude`](Self::exclude)sion: the endpoint is eligible again if it is healthy.
+    /// Ends the application's [`exclude`](Self::exclude)sion: the endpoint is eligible again
+    /// if it is healthy and no monitor excludes it.
     ///
     /// # Errors
     /// [`Error::UnknownEndpoint`] if no endpoint has this key.
     pub fn readmit(&self, key: &K) -> Result<(), Error> {
-        self.inner.pool.readmit(key)
+        self.exclude_as(Excluder::Application, key, None)
+    }
+
+    /// Sets (`Some(reason)`) or lifts (`None`) `owner`'s exclusion of an endpoint, leaving
+    /// every other owner's as it is: for the replica monitors.
+    pub(crate) fn exclude_as(
+        &self,
+        owner: Excluder,
+        key: &K,
+        reason: Option<&'static str>,
+    ) -> Result<(), Error> {
+        self.inner.pool.exclude(owner, key, reason)
     }
 
     /// A copy of every endpoint's state and counters: active ones in pool order, then draining

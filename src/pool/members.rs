@@ -6,6 +6,7 @@
 //! monitor), the bookkeeping that must go with a change (the endpoint's health word, a
 //! slow-start ramp, one log line with the reason) is done the same way.
 
+use super::exclusion::{Excluder, Exclusions};
 use super::locality::Zoning;
 use super::slow_start::SlowStart;
 use super::state::{Ejections, EndpointState};
@@ -30,8 +31,8 @@ pub(crate) struct Member<K, S, R> {
     stats: Arc<EndpointStats>,
     /// Private: changed only by [`Members::set_state`].
     state: EndpointState,
-    /// Private: changed only by [`Members::exclude`] and [`Members::readmit`].
-    excluded: Option<&'static str>,
+    /// Private: changed only by [`Members::exclude`], one owner's slot at a time.
+    exclusions: Exclusions,
     /// How often health has taken it out of rotation, and why the last time.
     ejections: Ejections,
     /// When the slow-start ramp began, while ramping.
@@ -59,8 +60,8 @@ impl<K, S, R> Member<K, S, R> {
         self.state
     }
 
-    pub(crate) fn excluded(&self) -> Option<&'static str> {
-        self.excluded
+    pub(crate) fn exclusions(&self) -> Exclusions {
+        self.exclusions
     }
 
     pub(crate) fn ejections(&self) -> Ejections {
@@ -164,7 +165,7 @@ impl<K: Eq + Hash + Debug, S, R: Default> Members<K, S, R> {
             weight,
             service,
             state: EndpointState::Healthy,
-            excluded: None,
+            exclusions: Exclusions::default(),
             ejections: Ejections::default(),
             ramp_from: None,
             zone: 0,
@@ -266,29 +267,32 @@ impl<K: Eq + Debug, S, R> Members<K, S, R> {
         true
     }
 
-    /// Holds an endpoint out of rotation for `reason`, whatever its health, until
-    /// [`readmit`](Self::readmit): for monitors outside health (replica lag, a maintenance
-    /// window). Returns whether anything changed.
-    pub(crate) fn exclude(&mut self, key: &K, reason: &'static str) -> Result<bool, Error> {
+    /// Sets `owner`'s exclusion of an endpoint: `Some(reason)` holds it out of rotation,
+    /// whatever its health, until the same owner lifts it with `None`; other owners'
+    /// exclusions are untouched. For the application and the monitors outside health
+    /// (replica lag and role). Returns whether anything changed.
+    pub(crate) fn exclude(
+        &mut self,
+        owner: Excluder,
+        key: &K,
+        reason: Option<&'static str>,
+    ) -> Result<bool, Error> {
         let i = self.find(key)?;
         let member = &mut self.active[i];
-        if member.excluded == Some(reason) {
+        let was = member.exclusions.by(owner);
+        if !member.exclusions.set(owner, reason) {
             return Ok(false);
         }
-        tracing::info!(endpoint = ?member.key, reason, "endpoint excluded");
-        member.excluded = Some(reason);
-        Ok(true)
-    }
-
-    /// Ends an exclusion. Returns whether anything changed.
-    pub(crate) fn readmit(&mut self, key: &K) -> Result<bool, Error> {
-        let i = self.find(key)?;
-        let member = &mut self.active[i];
-        let was = member.excluded.take();
-        if let Some(reason) = was {
-            tracing::info!(endpoint = ?member.key, reason, "endpoint readmitted");
+        match (reason, was) {
+            (Some(reason), _) => {
+                tracing::info!(endpoint = ?member.key, ?owner, reason, "endpoint excluded")
+            }
+            (None, Some(reason)) => {
+                tracing::info!(endpoint = ?member.key, ?owner, reason, "exclusion lifted")
+            }
+            (None, None) => {}
         }
-        Ok(was.is_some())
+        Ok(true)
     }
 }
 

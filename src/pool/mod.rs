@@ -15,12 +15,14 @@
 //!   panic threshold and slow-start ramps are part of how the pool computes the eligible set
 //!   and its weights.
 
+mod exclusion;
 mod locality;
 mod members;
 mod slow_start;
 mod snapshot;
 mod state;
 
+pub use exclusion::{Excluder, Exclusions};
 pub(crate) use locality::Zoning;
 pub use locality::{Locality, DEFAULT_OVERPROVISIONING};
 pub(crate) use members::{check_weight, Members};
@@ -125,19 +127,15 @@ where
         });
     }
 
-    /// Holds an endpoint out of rotation for `reason` until [`Pool::readmit`].
-    pub(crate) fn exclude(&self, key: &K, reason: &'static str) -> Result<(), Error> {
+    /// Sets or lifts `owner`'s exclusion of an endpoint (see [`Members::exclude`]).
+    pub(crate) fn exclude(
+        &self,
+        owner: Excluder,
+        key: &K,
+        reason: Option<&'static str>,
+    ) -> Result<(), Error> {
         let mut members = self.lock();
-        if members.exclude(key, reason)? {
-            self.publish(&mut members);
-        }
-        Ok(())
-    }
-
-    /// Ends an exclusion.
-    pub(crate) fn readmit(&self, key: &K) -> Result<(), Error> {
-        let mut members = self.lock();
-        if members.readmit(key)? {
+        if members.exclude(owner, key, reason)? {
             self.publish(&mut members);
         }
         Ok(())
@@ -187,10 +185,16 @@ impl<K, S, P: Policy, R> Pool<K, S, P, R> {
         let mut members = self.lock();
         members.forget_drained();
         let active = members.active().iter().map(|m| {
-            EndpointSnapshot::new(m.key(), m.state(), m.excluded(), m.ejections(), m.stats())
+            EndpointSnapshot::new(m.key(), m.state(), m.exclusions(), m.ejections(), m.stats())
         });
         let draining = members.draining.iter().map(|(key, stats, ejections)| {
-            EndpointSnapshot::new(key, EndpointState::Draining, None, *ejections, stats)
+            EndpointSnapshot::new(
+                key,
+                EndpointState::Draining,
+                Exclusions::default(),
+                *ejections,
+                stats,
+            )
         });
         active.chain(draining).collect()
     }
@@ -281,7 +285,8 @@ mod tests {
     #[test]
     fn excluded_endpoints_are_out_even_in_panic_mode() {
         let pool = pool(4);
-        pool.exclude(&2, "replica lag").unwrap();
+        pool.exclude(Excluder::Application, &2, Some("replica lag"))
+            .unwrap();
         assert_eq!(eligible(&pool), [0, 1, 3]);
         assert_eq!(pool.endpoints()[2].excluded, Some("replica lag"));
         // Two of the three in play fail: panic mode balances over the three, not over 2.
@@ -292,16 +297,16 @@ mod tests {
         });
         assert!(pool.panicking());
         assert_eq!(eligible(&pool), [0, 1, 3]);
-        pool.readmit(&2).unwrap();
+        pool.exclude(Excluder::Application, &2, None).unwrap();
         assert_eq!(pool.endpoints()[2].excluded, None);
         assert!(!pool.panicking(), "two of four healthy is not below half");
         assert_eq!(eligible(&pool), [2, 3]);
         assert!(matches!(
-            pool.exclude(&9, "x"),
+            pool.exclude(Excluder::Application, &9, Some("x")),
             Err(Error::UnknownEndpoint { .. })
         ));
         let generation = pool.generation();
-        pool.readmit(&2).unwrap();
+        pool.exclude(Excluder::Application, &2, None).unwrap();
         assert_eq!(
             pool.generation(),
             generation,

@@ -83,7 +83,7 @@ impl<K: Clone + std::fmt::Debug, S: Clone, R> Members<K, S, R> {
     ) -> Snapshot<K, S, P::Table> {
         let members = self.active().len();
         let zones = self.zoning.as_ref().map_or(1, Zoning::count);
-        let in_play = || self.active().iter().filter(|m| m.excluded().is_none());
+        let in_play = || self.active().iter().filter(|m| m.exclusions().is_empty());
         let mut parts: Vec<(Vec<Entry<'_, K, S>>, f64)> = Vec::with_capacity(zones);
         let mut healthy_fractions = Vec::with_capacity(zones);
         let mut panicking = false;

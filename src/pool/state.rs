@@ -1,6 +1,7 @@
 //! Where an endpoint is in its life, and the copy of it an application can read.
 
 use crate::endpoint::EndpointStats;
+use crate::pool::exclusion::Exclusions;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -63,9 +64,12 @@ pub struct EndpointSnapshot<K> {
     pub key: K,
     /// Healthy, ejected, on probation or draining.
     pub state: EndpointState,
-    /// Why the endpoint is held out of rotation by [`Balance::exclude`](crate::Balance::exclude),
-    /// whatever its health; `None` when it is not.
+    /// Why the endpoint is held out of rotation whatever its health, by the application
+    /// ([`Balance::exclude`](crate::Balance::exclude)) or a replica monitor: the first
+    /// reason, the application's before any monitor's; `None` when nobody excludes it.
     pub excluded: Option<&'static str>,
+    /// Every owner's exclusion of the endpoint ([`Exclusions::by`]).
+    pub exclusions: Exclusions,
     /// How many times health has taken the endpoint out of rotation since it joined
     /// (outlier ejections, a failed probation included, and active checks failing).
     pub ejections: u64,
@@ -88,14 +92,15 @@ impl<K: Clone> EndpointSnapshot<K> {
     pub(crate) fn new(
         key: &K,
         state: EndpointState,
-        excluded: Option<&'static str>,
+        exclusions: Exclusions,
         ejections: Ejections,
         stats: &EndpointStats,
     ) -> Self {
         EndpointSnapshot {
             key: key.clone(),
             state,
-            excluded,
+            excluded: exclusions.first(),
+            exclusions,
             ejections: ejections.count,
             last_ejection: ejections.last_reason,
             weight: stats.weight(),

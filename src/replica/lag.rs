@@ -6,6 +6,7 @@ use crate::background::DriverStatus;
 use crate::balance::WeakBalance;
 use crate::error::BoxError;
 use crate::policy::Policy;
+use crate::pool::Excluder;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -92,7 +93,7 @@ pub struct LagMonitor<K> {
     max_bytes: u64,
 }
 
-/// The exclusion reasons the monitor sets (and the only ones it lifts).
+/// The reasons the monitor gives for its exclusions.
 pub(crate) const LAGGING: &str = "replica lagging";
 pub(crate) const LAG_UNKNOWN: &str = "replica lag unknown";
 
@@ -165,6 +166,8 @@ impl<K> LagMonitor<K> {
         })
     }
 
+    /// Sets or lifts the monitor's own exclusion of `key`, leaving the application's and the
+    /// role monitor's alone; logs each change.
     fn apply<S, P, L, C>(
         &self,
         pool: &crate::balance::Balance<K, S, P, L, C>,
@@ -176,32 +179,22 @@ impl<K> LagMonitor<K> {
         L: Layer<S>,
         L::Service: Clone,
     {
-        let Some(excluded) = pool.snapshot().into_iter().find(|e| e.key == *key) else {
+        let Some(endpoint) = pool.snapshot().into_iter().find(|e| e.key == *key) else {
             return; // gone since the round began
         };
-        let excluded = excluded.excluded;
-        let ours = matches!(excluded, Some(LAGGING | LAG_UNKNOWN));
-        match (self.verdict(lag), excluded) {
-            (Some(reason), None) => {
-                match lag {
-                    Ok(lag) => {
-                        tracing::warn!(replica = ?key, ?lag, "replica out of reads: lagging")
-                    }
-                    Err(error) => {
-                        tracing::warn!(replica = ?key, %error, "replica out of reads: lag unknown")
-                    }
-                }
-                let _ = pool.exclude(key, reason);
+        let verdict = self.verdict(lag);
+        let was = endpoint.exclusions.by(Excluder::LagMonitor);
+        match (verdict, was, lag) {
+            (Some(_), None, Ok(lag)) => {
+                tracing::warn!(replica = ?key, ?lag, "replica out of reads: lagging")
             }
-            (Some(reason), Some(_)) if ours => {
-                let _ = pool.exclude(key, reason);
+            (Some(_), None, Err(error)) => {
+                tracing::warn!(replica = ?key, %error, "replica out of reads: lag unknown")
             }
-            (None, Some(_)) if ours => {
-                tracing::info!(replica = ?key, "replica caught up: back in reads");
-                let _ = pool.readmit(key);
-            }
+            (None, Some(_), _) => tracing::info!(replica = ?key, "replica caught up"),
             _ => {}
         }
+        let _ = pool.exclude_as(Excluder::LagMonitor, key, verdict);
     }
 }
 

@@ -7,6 +7,7 @@ use crate::background::DriverStatus;
 use crate::balance::{Balance, WeakBalance};
 use crate::error::BoxError;
 use crate::policy::Policy;
+use crate::pool::Excluder;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
@@ -78,7 +79,7 @@ pub struct RoleMonitor<K> {
     early: Arc<Notify>,
 }
 
-/// The exclusion reasons the monitor sets (and the only ones it lifts).
+/// The reasons the monitor gives for its exclusions.
 pub(crate) const NOT_PRIMARY: &str = "not the primary";
 pub(crate) const ROLE_UNKNOWN: &str = "role unknown";
 pub(crate) const IS_PRIMARY: &str = "is the primary";
@@ -159,12 +160,28 @@ pub(crate) fn hold_ambiguous_nodes<K, S, PP, RP, L, C>(
     let readers: Vec<K> = replicas.snapshot().into_iter().map(|e| e.key).collect();
     for endpoint in primary.snapshot() {
         if readers.contains(&endpoint.key) {
-            let _ = primary.exclude(&endpoint.key, ROLE_UNKNOWN);
+            let _ = primary.exclude_as(Excluder::RoleMonitor, &endpoint.key, Some(ROLE_UNKNOWN));
         }
     }
 }
 
-/// Brings both pools in line with `node`'s role.
+/// What the role monitor's own exclusions of a node should be, in the primary pool and in
+/// the replica pool, given its probed role. An unknown role holds the node out of writes
+/// only if it was in them (a dead primary: writes fail fast) and changes nothing else.
+fn verdicts(
+    role: &Result<Role, BoxError>,
+    as_writer: Option<&'static str>,
+    as_reader: Option<&'static str>,
+) -> (Option<&'static str>, Option<&'static str>) {
+    match role {
+        Ok(Role::Primary) => (None, Some(IS_PRIMARY)),
+        Ok(Role::Replica) => (Some(NOT_PRIMARY), None),
+        Err(_) => (as_writer.or(Some(ROLE_UNKNOWN)), as_reader),
+    }
+}
+
+/// Brings both pools in line with `node`'s role, through the role monitor's own exclusion
+/// slot only: the application's exclusions and the lag monitor's stay as they are.
 fn follow<K, S, PP, RP, L, C>(
     primary: &Balance<K, S, PP, L, C>,
     replicas: &Balance<K, S, RP, L, C>,
@@ -177,41 +194,36 @@ fn follow<K, S, PP, RP, L, C>(
     L: Layer<S>,
     L::Service: Clone,
 {
-    let excluded = |pool: Vec<crate::EndpointSnapshot<K>>| {
+    // The role monitor's current exclusion of the node in a pool; `None`: not in that pool.
+    let ours = |pool: Vec<crate::EndpointSnapshot<K>>| {
         pool.into_iter()
             .find(|e| e.key == *node)
-            .map(|e| e.excluded)
+            .map(|e| e.exclusions.by(Excluder::RoleMonitor))
     };
-    // `None`: not in that pool.
-    let as_writer = excluded(primary.snapshot());
-    let as_reader = excluded(replicas.snapshot());
-    match role {
-        Ok(Role::Primary) => {
-            if let Some(Some(NOT_PRIMARY | ROLE_UNKNOWN)) = as_writer {
-                tracing::warn!(?node, "node is the primary: writes go to it");
-                let _ = primary.readmit(node);
+    let (as_writer, as_reader) = (ours(primary.snapshot()), ours(replicas.snapshot()));
+    let (writer, reader) = verdicts(role, as_writer.flatten(), as_reader.flatten());
+    if let Some(was) = as_writer.filter(|was| *was != writer) {
+        match (writer, role) {
+            (None, _) => tracing::warn!(?node, "node is the primary: writes go to it"),
+            (Some(_), Err(error)) => {
+                tracing::warn!(?node, %error, "primary's role unknown: writes fail fast")
             }
-            if matches!(as_reader, Some(reason) if reason != Some(IS_PRIMARY)) {
-                tracing::warn!(?node, "node is the primary: out of the read set");
-                let _ = replicas.exclude(node, IS_PRIMARY);
+            (Some(_), Ok(_)) if was.is_none() => {
+                tracing::warn!(?node, "node is a replica: no writes to it")
             }
+            (Some(_), Ok(_)) => {}
         }
-        Ok(Role::Replica) => {
-            if matches!(as_writer, Some(None | Some(ROLE_UNKNOWN))) {
-                tracing::warn!(?node, "node is a replica: no writes to it");
-                let _ = primary.exclude(node, NOT_PRIMARY);
+        let _ = primary.exclude_as(Excluder::RoleMonitor, node, writer);
+    }
+    if let Some(was) = as_reader.filter(|was| *was != reader) {
+        match reader {
+            Some(_) => tracing::warn!(?node, "node is the primary: out of the read set"),
+            None if was == Some(IS_PRIMARY) => {
+                tracing::warn!(?node, "node is a replica again: back in the read set")
             }
-            if let Some(Some(IS_PRIMARY)) = as_reader {
-                tracing::warn!(?node, "node is a replica again: back in the read set");
-                let _ = replicas.readmit(node);
-            }
+            None => {}
         }
-        Err(error) => {
-            if matches!(as_writer, Some(None)) {
-                tracing::warn!(?node, %error, "primary's role unknown: writes fail fast");
-                let _ = primary.exclude(node, ROLE_UNKNOWN);
-            }
-        }
+        let _ = replicas.exclude_as(Excluder::RoleMonitor, node, reader);
     }
 }
 
