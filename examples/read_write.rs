@@ -16,7 +16,7 @@ mod postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
 use tower_lb::policy::P2c;
-use tower_lb::replica::{ReplicaRouter, DEFAULT_POSITION_CAP};
+use tower_lb::replica::{PgRoleProbe, ReplicaRouter, RoleMonitor, DEFAULT_POSITION_CAP};
 use tower_lb::{Balance, BoxError};
 
 const WRITERS: i32 = 100;
@@ -53,14 +53,15 @@ async fn main() -> Result<(), BoxError> {
         ("window, 2 s (the default)", Mode::Window, 10_000),
         ("position (sqlx front)", Mode::Position, 20_000),
     ] {
-        let builder = ReplicaRouter::builder(
+        // Every node in both pools; the role monitor keeps each pool to the nodes of its role.
+        let nodes = [("db-1", primary.clone()), ("db-2", replica.clone())];
+        let pool = || {
             Balance::builder(P2c::new())
-                .endpoint("primary", primary.clone())
-                .build()?,
-            Balance::builder(P2c::new())
-                .endpoint("replica", replica.clone())
-                .build()?,
-        );
+                .endpoints(nodes.clone())
+                .build()
+        };
+        let builder = ReplicaRouter::builder(pool()?, pool()?)
+            .role_monitor(RoleMonitor::new(PgRoleProbe::new(nodes.clone())));
         let db = match mode {
             Mode::Off => builder.read_your_writes(Duration::ZERO).build(),
             Mode::Window => builder.read_your_writes(Duration::from_secs(2)).build(),
@@ -68,6 +69,8 @@ async fn main() -> Result<(), BoxError> {
                 .read_your_writes_by_position(DEFAULT_POSITION_CAP)
                 .build(),
         };
+        // Until the role monitor has found the primary, writes fail with NoPrimary.
+        db.ready(Duration::from_secs(10)).await?;
         let mut stale = 0;
         for user in first_user..first_user + WRITERS {
             let session = db.session(user);

@@ -98,6 +98,27 @@ pub enum Error {
         percent: u32,
     },
 
+    /// The nodes a statement was routed to left rotation (found dead by a monitor or by
+    /// health) while it waited for a connection to them, `times` times in a row; it was never
+    /// sent. One such node is routed around at once (a write to another primary, a read to
+    /// the primary, or the typed error of the pool that has none left); this is what is left
+    /// when node after node goes.
+    #[error(
+        "the nodes the statement was routed to left rotation {times} times before it was sent"
+    )]
+    NodesLeftRotation {
+        /// How many nodes left while the statement waited.
+        times: usize,
+    },
+
+    /// [`ReplicaRouter::ready`](crate::replica::ReplicaRouter::ready) waited `waited` and the
+    /// router's monitors had not all answered their first round.
+    #[error("the replica monitors had not finished their first round after {waited:?}")]
+    MonitorsNotReady {
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+
     /// The policy returned no endpoint (or one out of range) from a non-empty pool.
     #[error("the balancing policy picked no endpoint among {eligible}")]
     NoPick {

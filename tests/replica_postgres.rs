@@ -85,6 +85,9 @@ async fn wait_for_table(replica: &PgPool, table: &str) {
     }
 }
 
+/// A pool of PostgreSQL nodes for the sqlx front.
+type PgNodes = Balance<&'static str, PgPool, P2c>;
+
 /// A router whose endpoints are the two pools themselves (the sqlx front); replicas out of
 /// rotation fail fast, so reads fall back.
 #[cfg(feature = "sqlx-postgres")]
@@ -92,14 +95,10 @@ fn pg_router(
     primary: &PgPool,
     replica: &PgPool,
 ) -> tower_lb::replica::ReplicaRouterBuilder<
-    &'static str,
-    PgPool,
-    P2c,
-    P2c,
+    PgNodes,
+    PgNodes,
     tower_lb::replica::SqlClassifier,
     tower_lb::replica::WholeRouter,
-    tower::layer::util::Identity,
-    tower_lb::health::ErrorsFail,
 > {
     ReplicaRouter::builder(
         Balance::builder(P2c::new())
@@ -586,11 +585,11 @@ async fn sqlx_queries_run_through_the_router_as_an_executor() {
     // A transaction runs on the primary, on one connection; its commit pins the session.
     let mut tx = db.session(3).begin().await.unwrap();
     sqlx::query("INSERT INTO notes (author) VALUES (3)")
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .unwrap();
     let inside: i64 = sqlx::query_scalar("SELECT count(*) FROM notes WHERE author = 3")
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *tx)
         .await
         .unwrap();
     assert_eq!(inside, 1, "the transaction sees its own insert");
@@ -759,4 +758,96 @@ async fn position_mode_reads_own_writes_from_caught_up_replicas_and_tokens_carry
             .await
             .unwrap();
     }
+}
+
+/// A dead primary with both monitors on, through the sqlx front, on pools whose
+/// `acquire_timeout` (30 s) is far longer than any probe: a write already waiting for the
+/// dead primary stops waiting and fails with a typed `NoPrimary` within a few probe
+/// intervals, and reads keep going to the replica, whose lag is judged from its own side.
+#[cfg(feature = "sqlx-postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_primary_fails_writes_fast_and_leaves_reads_on_the_replica() {
+    use tower_lb::replica::{router_error, LagMonitor, PgLagProbe, PgRoleProbe, RoleMonitor};
+    use tower_lb::Error;
+
+    let Some(mut cluster) = postgres::Cluster::start() else {
+        return;
+    };
+    let patient = |url: String| async move {
+        PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(&url)
+            .await
+            .unwrap()
+    };
+    let (db1, db2) = (
+        patient(cluster.primary_url()).await,
+        patient(cluster.replica_url()).await,
+    );
+    let interval = Duration::from_millis(200);
+    let nodes = [("db-1", db1.clone()), ("db-2", db2.clone())];
+    let pool = |panic_threshold| {
+        Balance::builder(P2c::new())
+            .panic_threshold(panic_threshold)
+            .endpoints(nodes.clone())
+            .build()
+            .unwrap()
+    };
+    let lag = PgLagProbe::new(db1.clone(), nodes.clone());
+    let db = ReplicaRouter::builder(pool(0.5), pool(0.0))
+        .read_your_writes(Duration::ZERO)
+        .role_monitor(RoleMonitor::new(PgRoleProbe::new(nodes.clone())).every(interval))
+        .lag_monitor(LagMonitor::new(lag).every(interval))
+        .build();
+    db.ready(Duration::from_secs(10)).await.unwrap();
+    sqlx::query("CREATE TABLE t (id serial PRIMARY KEY)")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO t DEFAULT VALUES")
+        .execute(&db)
+        .await
+        .unwrap();
+    wait_for_table(&db2, "t").await;
+    let count = || sqlx::query_scalar::<_, i64>("SELECT count(*) FROM t").fetch_one(&db);
+    let started = Instant::now();
+    while !matches!(count().await, Ok(1)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "replica never in reads"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    cluster.stop_primary();
+    let stopped = Instant::now();
+    let write = sqlx::query("INSERT INTO t DEFAULT VALUES")
+        .execute(&db)
+        .await;
+    let failed_after = stopped.elapsed();
+    let error = write.expect_err("the primary is down");
+    assert!(
+        matches!(router_error(&error), Some(Error::NoPrimary { .. })),
+        "a typed NoPrimary, not {error}"
+    );
+    assert!(
+        failed_after < 10 * interval,
+        "the write waited {failed_after:?} (probe interval {interval:?})"
+    );
+
+    let (mut served, reads) = (0, 1000);
+    let reading = Instant::now();
+    for _ in 0..reads {
+        served += usize::from(matches!(count().await, Ok(1)));
+    }
+    println!(
+        "primary stopped: write failed with NoPrimary after {failed_after:?}; \
+         {served}/{reads} reads served in {:?}",
+        reading.elapsed()
+    );
+    assert!(
+        served * 1000 >= reads * 999,
+        "only {served} of {reads} reads served"
+    );
 }

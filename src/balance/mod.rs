@@ -11,7 +11,6 @@ mod striped;
 pub use builder::Builder;
 pub use future::ResponseFuture;
 pub use layer::BalanceLayer;
-#[cfg(feature = "sqlx-postgres")]
 pub(crate) use service::Lease;
 pub use stats::BalanceStats;
 
@@ -213,6 +212,12 @@ where
         self.exclude_as(Excluder::Application, key, None)
     }
 
+    /// Resolves once `endpoint` leaves rotation (see [`Pool::out_of_rotation`](crate::pool::Pool)).
+    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    pub(crate) async fn out_of_rotation(&self, endpoint: &Arc<crate::endpoint::EndpointStats>) {
+        self.inner.pool.out_of_rotation(endpoint).await
+    }
+
     /// Sets (`Some(reason)`) or lifts (`None`) `owner`'s exclusion of an endpoint, leaving
     /// every other owner's as it is: for the replica monitors.
     pub(crate) fn exclude_as(
@@ -326,10 +331,20 @@ where
 
 /// A handle that does not keep a balancer alive, for a background task above it (a replica
 /// lag monitor) that must end with the balancer's last handle.
-pub(crate) struct WeakBalance<K, S, P, L, C>(std::sync::Weak<Inner<K, S, P, L, C>>)
+pub struct WeakBalance<K, S, P, L, C>(std::sync::Weak<Inner<K, S, P, L, C>>)
 where
     P: Policy,
     L: Layer<S>;
+
+impl<K, S, P, L, C> Debug for WeakBalance<K, S, P, L, C>
+where
+    P: Policy,
+    L: Layer<S>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakBalance").finish_non_exhaustive()
+    }
+}
 
 impl<K, S, P, L, C> WeakBalance<K, S, P, L, C>
 where

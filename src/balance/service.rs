@@ -154,10 +154,19 @@ where
 
 /// An endpoint's service, handed out by [`Balance::lease`] with one call counted against the
 /// endpoint until [`complete`](Self::complete) (or drop, which counts as cancelled).
+///
+/// Public in a private module: the replica router's [`Nodes`](crate::replica::Nodes) trait
+/// names it, and nothing outside the crate can.
 #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
-pub(crate) struct Lease<S> {
+pub struct Lease<S> {
     pub(crate) service: S,
     guard: InFlight,
+}
+
+impl<S> std::fmt::Debug for Lease<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").finish_non_exhaustive()
+    }
 }
 
 impl<S> Lease<S> {

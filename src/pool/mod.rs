@@ -30,6 +30,7 @@ pub use slow_start::SlowStart;
 pub(crate) use snapshot::Snapshot;
 pub use state::{EndpointSnapshot, EndpointState};
 
+use crate::endpoint::EndpointStats;
 use crate::error::Error;
 use crate::locks::lock;
 use crate::policy::Policy;
@@ -52,6 +53,8 @@ pub(crate) struct Pool<K, S, P: Policy, R> {
     current: ArcSwap<Snapshot<K, S, P::Table>>,
     /// Bumped after every publish of `current`.
     generation: AtomicU64,
+    /// Wakes whoever waits for an endpoint to leave rotation, at every publish.
+    published: tokio::sync::Notify,
 }
 
 impl<K, S, P, R> Pool<K, S, P, R>
@@ -68,6 +71,7 @@ where
             members: Mutex::new(members),
             current,
             generation: AtomicU64::new(0),
+            published: tokio::sync::Notify::new(),
         }
     }
 
@@ -96,6 +100,26 @@ where
         // After the store, with Release: a handle that sees the new generation also sees the
         // new snapshot.
         self.generation.fetch_add(1, Ordering::Release);
+        self.published.notify_waiters();
+    }
+
+    /// Resolves once `endpoint` is no longer eligible in the published snapshot: excluded,
+    /// out of rotation for its health, or removed. For a caller that waits on the endpoint
+    /// outside a call (for a connection from a database pool) and must stop waiting when
+    /// the endpoint is known dead.
+    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    pub(crate) async fn out_of_rotation(&self, endpoint: &Arc<EndpointStats>) {
+        loop {
+            // Created before the check: a publish between the check and the await still wakes it.
+            let published = self.published.notified();
+            let snapshot = self.current.load();
+            let eligible = &snapshot.stats[..snapshot.eligible];
+            if !eligible.iter().any(|e| Arc::ptr_eq(e, endpoint)) {
+                return;
+            }
+            drop(snapshot);
+            published.await;
+        }
     }
 }
 

@@ -1,17 +1,15 @@
 //! Lag-aware exclusion: a background monitor measures every replica and holds out of reads
 //! those too far behind, through the replica pool's [`exclude`](crate::Balance::exclude).
 
-use super::probing::probe_rounds;
+use super::nodes::Nodes;
+use super::probing::{probe_rounds, Rounds};
 use crate::background::DriverStatus;
-use crate::balance::WeakBalance;
 use crate::error::BoxError;
-use crate::policy::Policy;
 use crate::pool::Excluder;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tower_layer::Layer;
 
 pub use crate::background::BoxFuture;
 
@@ -91,13 +89,17 @@ pub struct LagMonitor<K> {
     interval: Duration,
     max_lag: Duration,
     max_bytes: u64,
+    rounds: Rounds,
 }
 
 /// The reasons the monitor gives for its exclusions.
 pub(crate) const LAGGING: &str = "replica lagging";
 pub(crate) const LAG_UNKNOWN: &str = "replica lag unknown";
 
-impl<K> LagMonitor<K> {
+impl<K> LagMonitor<K>
+where
+    K: Clone + fmt::Debug + Eq + std::hash::Hash + Send + Sync + 'static,
+{
     /// Probes each replica with `probe`.
     pub fn new(probe: impl LagProbe<K>) -> Self {
         LagMonitor {
@@ -105,6 +107,7 @@ impl<K> LagMonitor<K> {
             interval: Duration::from_secs(1),
             max_lag: Duration::from_secs(1),
             max_bytes: 8 << 20,
+            rounds: Rounds::new(0),
         }
     }
 
@@ -112,6 +115,11 @@ impl<K> LagMonitor<K> {
     pub fn every(mut self, interval: Duration) -> Self {
         self.interval = interval.max(Duration::from_millis(50));
         self
+    }
+
+    /// How many rounds the monitor has finished, for [`ReplicaRouter::ready`](super::ReplicaRouter::ready).
+    pub(crate) fn rounds(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rounds.subscribe()
     }
 
     /// How long a replica that is behind may go without replaying.
@@ -139,47 +147,45 @@ impl<K> LagMonitor<K> {
     }
 
     /// The monitor's task over the replica pool: ends when the pool's last handle is dropped.
-    pub(crate) fn drive<S, P, L, C>(
+    pub(crate) fn drive<R>(
         self,
-        replicas: WeakBalance<K, S, P, L, C>,
+        replicas: R::Weak,
         status: &DriverStatus,
     ) -> impl Future<Output = ()> + Send + 'static
     where
-        K: Clone + fmt::Debug + Eq + std::hash::Hash + Send + Sync + 'static,
-        S: Send + 'static,
-        P: Policy,
-        L: Layer<S> + Send + Sync + 'static,
-        L::Service: Clone + Send + Sync + 'static,
-        C: Send + Sync + 'static,
+        R: Nodes<Key = K>,
     {
         status.supervise("replica lag monitor", async move {
             let keys = || {
-                let pool = replicas.upgrade()?;
-                Some(pool.snapshot().into_iter().map(|e| e.key).collect())
+                Some(
+                    R::upgrade(&replicas)?
+                        .nodes()
+                        .into_iter()
+                        .map(|e| e.key)
+                        .collect(),
+                )
             };
             let probe = |key: &K| self.probe.lag(key);
             let apply = |key: &K, lag| {
-                self.apply(&replicas.upgrade()?, key, &lag);
+                self.apply(&R::upgrade(&replicas)?, key, &lag);
                 Some(())
             };
-            probe_rounds(self.interval, &Notify::new(), keys, probe, apply).await;
+            probe_rounds(
+                self.interval,
+                &Notify::new(),
+                keys,
+                probe,
+                apply,
+                &self.rounds,
+            )
+            .await;
         })
     }
 
     /// Sets or lifts the monitor's own exclusion of `key`, leaving the application's and the
     /// role monitor's alone; logs each change.
-    fn apply<S, P, L, C>(
-        &self,
-        pool: &crate::balance::Balance<K, S, P, L, C>,
-        key: &K,
-        lag: &Result<Lag, BoxError>,
-    ) where
-        K: Clone + fmt::Debug + Eq + std::hash::Hash + Send + Sync + 'static,
-        P: Policy,
-        L: Layer<S>,
-        L::Service: Clone,
-    {
-        let Some(endpoint) = pool.snapshot().into_iter().find(|e| e.key == *key) else {
+    fn apply<R: Nodes<Key = K>>(&self, pool: &R, key: &K, lag: &Result<Lag, BoxError>) {
+        let Some(endpoint) = pool.nodes().into_iter().find(|e| e.key == *key) else {
             return; // gone since the round began
         };
         let verdict = self.verdict(lag);

@@ -13,6 +13,7 @@
 
 mod classify;
 mod lag;
+mod nodes;
 mod position;
 #[cfg(feature = "sqlx-postgres")]
 mod postgres;
@@ -24,9 +25,10 @@ mod sql;
 
 pub use classify::{Access, Classify, HttpMethods};
 pub use lag::{BoxFuture, Lag, LagMonitor, LagProbe};
+pub use nodes::Nodes;
 pub use position::{Token, TokenError, DEFAULT_POSITION_CAP};
 #[cfg(feature = "sqlx-postgres")]
-pub use postgres::{PgLagProbe, PgRoleProbe, PgRouter, PgSession, PgTransaction};
+pub use postgres::{router_error, PgLagProbe, PgRoleProbe, PgRouter, PgSession, PgTransaction};
 pub use role::{Role, RoleMonitor, RoleProbe};
 pub use router::{
     ReplicaRouter, ReplicaRouterBuilder, ResponseFuture, RouterStats, WholeRouter, DEFAULT_WINDOW,

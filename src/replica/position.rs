@@ -147,6 +147,9 @@ impl Token {
     /// [`TokenError::BadSignature`] for a missing, malformed or wrong signature (forged,
     /// altered, or signed with another key); the errors of [`FromStr`] for the rest.
     pub fn verify(text: &str, key: &[u8]) -> Result<Token, TokenError> {
+        if text.parse::<Token>().is_ok() {
+            return Err(TokenError::BadSignature); // a well-formed token without a signature
+        }
         let (body, signature) = text.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let token: Token = body.parse()?;
         let signature = decode_hex(signature).ok_or(TokenError::BadSignature)?;
@@ -320,8 +323,9 @@ mod tests {
             Token::verify(&forged, b"key"),
             Err(TokenError::BadSignature)
         );
-        assert!(
-            Token::verify(&token.to_string(), b"key").is_err(),
+        assert_eq!(
+            Token::verify(&token.to_string(), b"key"),
+            Err(TokenError::BadSignature),
             "unsigned"
         );
         assert_eq!(

@@ -6,8 +6,13 @@ use crate::error::BoxError;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// How many rounds a monitor has finished: [`ReplicaRouter::ready`](super::ReplicaRouter::ready)
+/// waits for the first.
+pub(crate) type Rounds = tokio::sync::watch::Sender<u64>;
+
 /// Probes every node `nodes` lists, once per `interval` or at once when `early` is notified,
-/// each with the interval as timeout, and hands each answer to `apply`. Ends when `nodes` or
+/// each with the interval as timeout, and hands each answer to `apply`; counts each round
+/// it finishes in `rounds`. Ends when `nodes` or
 /// `apply` returns `None` (the pools are gone). Missed ticks are delayed, not bunched: a slow
 /// round is not followed by a burst. A probe that panics answers with an error, as one that
 /// fails: the monitor keeps probing the other nodes, and that one next round.
@@ -17,6 +22,7 @@ pub(crate) async fn probe_rounds<K, T>(
     mut nodes: impl FnMut() -> Option<Vec<K>>,
     probe: impl Fn(&K) -> BoxFuture<Result<T, BoxError>>,
     mut apply: impl FnMut(&K, Result<T, BoxError>) -> Option<()>,
+    rounds: &Rounds,
 ) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -38,6 +44,7 @@ pub(crate) async fn probe_rounds<K, T>(
                 return;
             }
         }
+        rounds.send_modify(|finished| *finished += 1);
     }
 }
 
@@ -47,14 +54,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_probe_that_panics_answers_with_an_error_and_runs_again() {
-        let mut rounds = 0;
+        let mut round = 0;
+        let rounds = Rounds::new(0);
         let mut answers = Vec::new();
         probe_rounds(
             Duration::from_secs(1),
             &Notify::new(),
             || {
-                rounds += 1;
-                (rounds <= 2).then(|| vec![0_u8, 1])
+                round += 1;
+                (round <= 2).then(|| vec![0_u8, 1])
             },
             |&node| {
                 // Node 0 panics while its probe starts; node 1 once its probe runs.
@@ -72,8 +80,10 @@ mod tests {
                 answers.push((node, answer.map_err(|error| error.to_string())));
                 Some(())
             },
+            &rounds,
         )
         .await;
+        assert_eq!(*rounds.borrow(), 2, "two rounds finished");
         let failed = |message: &str| Err(format!("the probe panicked: {message}"));
         let round = [(0, failed("cannot start")), (1, failed("broke"))];
         assert_eq!(answers, [round.clone(), round].concat());

@@ -2,19 +2,16 @@
 //! to the nodes of its role, so writes follow a promoted replica.
 
 use super::lag::BoxFuture;
-use super::probing::probe_rounds;
+use super::nodes::Nodes;
+use super::probing::{probe_rounds, Rounds};
 use crate::background::DriverStatus;
-use crate::balance::{Balance, WeakBalance};
 use crate::error::BoxError;
-use crate::policy::Policy;
 use crate::pool::Excluder;
 use std::fmt;
 use std::future::Future;
-use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tower_layer::Layer;
 
 /// What a node is now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +74,7 @@ pub struct RoleMonitor<K> {
     interval: Duration,
     /// Wakes the monitor before its next tick ([`ReplicaRouter::reprobe_roles`](super::ReplicaRouter::reprobe_roles)).
     early: Arc<Notify>,
+    rounds: Rounds,
 }
 
 /// The reasons the monitor gives for its exclusions.
@@ -91,6 +89,7 @@ impl<K> RoleMonitor<K> {
             probe: Box::new(probe),
             interval: Duration::from_secs(1),
             early: Arc::new(Notify::new()),
+            rounds: Rounds::new(0),
         }
     }
 
@@ -100,36 +99,36 @@ impl<K> RoleMonitor<K> {
         self
     }
 
+    /// How many rounds the monitor has finished, for [`ReplicaRouter::ready`](super::ReplicaRouter::ready).
+    pub(crate) fn rounds(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rounds.subscribe()
+    }
+
     /// What wakes the monitor for a round before its next tick.
     pub(crate) fn waker(&self) -> Arc<Notify> {
         Arc::clone(&self.early)
     }
 
     /// The monitor's task: ends when either pool's last handle is dropped.
-    pub(crate) fn drive<S, PP, RP, L, C>(
+    pub(crate) fn drive<P, R>(
         self,
-        primary: WeakBalance<K, S, PP, L, C>,
-        replicas: WeakBalance<K, S, RP, L, C>,
+        primary: P::Weak,
+        replicas: R::Weak,
         status: &DriverStatus,
     ) -> impl Future<Output = ()> + Send + 'static
     where
-        K: Clone + fmt::Debug + Eq + Hash + Send + Sync + 'static,
-        S: Send + 'static,
-        PP: Policy,
-        RP: Policy,
-        L: Layer<S> + Send + Sync + 'static,
-        L::Service: Clone + Send + Sync + 'static,
-        C: Send + Sync + 'static,
+        P: Nodes<Key = K>,
+        R: Nodes<Key = K>,
+        K: Clone + fmt::Debug + Eq + std::hash::Hash + Send + Sync + 'static,
     {
         status.supervise("replica role monitor", async move {
             let nodes = || {
-                let mut nodes: Vec<K> = primary
-                    .upgrade()?
-                    .snapshot()
+                let mut nodes: Vec<K> = P::upgrade(&primary)?
+                    .nodes()
                     .into_iter()
                     .map(|e| e.key)
                     .collect();
-                for endpoint in replicas.upgrade()?.snapshot() {
+                for endpoint in R::upgrade(&replicas)?.nodes() {
                     if !nodes.contains(&endpoint.key) {
                         nodes.push(endpoint.key);
                     }
@@ -138,27 +137,26 @@ impl<K> RoleMonitor<K> {
             };
             let probe = |node: &K| self.probe.role(node);
             let apply = |node: &K, role| {
-                follow(&primary.upgrade()?, &replicas.upgrade()?, node, &role);
+                follow(&P::upgrade(&primary)?, &R::upgrade(&replicas)?, node, &role);
                 Some(())
             };
-            probe_rounds(self.interval, &self.early, nodes, probe, apply).await;
+            probe_rounds(
+                self.interval,
+                &self.early,
+                nodes,
+                probe,
+                apply,
+                &self.rounds,
+            )
+            .await;
         })
     }
 }
 
 /// Excludes from the primary pool every node in both pools, until its first probe answers.
-pub(crate) fn hold_ambiguous_nodes<K, S, PP, RP, L, C>(
-    primary: &Balance<K, S, PP, L, C>,
-    replicas: &Balance<K, S, RP, L, C>,
-) where
-    K: Clone + fmt::Debug + Eq + Hash + Send + Sync + 'static,
-    PP: Policy,
-    RP: Policy,
-    L: Layer<S>,
-    L::Service: Clone,
-{
-    let readers: Vec<K> = replicas.snapshot().into_iter().map(|e| e.key).collect();
-    for endpoint in primary.snapshot() {
+pub(crate) fn hold_ambiguous_nodes<P: Nodes, R: Nodes<Key = P::Key>>(primary: &P, replicas: &R) {
+    let readers: Vec<P::Key> = replicas.nodes().into_iter().map(|e| e.key).collect();
+    for endpoint in primary.nodes() {
         if readers.contains(&endpoint.key) {
             let _ = primary.exclude_as(Excluder::RoleMonitor, &endpoint.key, Some(ROLE_UNKNOWN));
         }
@@ -182,25 +180,19 @@ fn verdicts(
 
 /// Brings both pools in line with `node`'s role, through the role monitor's own exclusion
 /// slot only: the application's exclusions and the lag monitor's stay as they are.
-fn follow<K, S, PP, RP, L, C>(
-    primary: &Balance<K, S, PP, L, C>,
-    replicas: &Balance<K, S, RP, L, C>,
-    node: &K,
+fn follow<P: Nodes, R: Nodes<Key = P::Key>>(
+    primary: &P,
+    replicas: &R,
+    node: &P::Key,
     role: &Result<Role, BoxError>,
-) where
-    K: Clone + fmt::Debug + Eq + Hash + Send + Sync + 'static,
-    PP: Policy,
-    RP: Policy,
-    L: Layer<S>,
-    L::Service: Clone,
-{
+) {
     // The role monitor's current exclusion of the node in a pool; `None`: not in that pool.
-    let ours = |pool: Vec<crate::EndpointSnapshot<K>>| {
+    let ours = |pool: Vec<crate::EndpointSnapshot<P::Key>>| {
         pool.into_iter()
             .find(|e| e.key == *node)
             .map(|e| e.exclusions.by(Excluder::RoleMonitor))
     };
-    let (as_writer, as_reader) = (ours(primary.snapshot()), ours(replicas.snapshot()));
+    let (as_writer, as_reader) = (ours(primary.nodes()), ours(replicas.nodes()));
     let (writer, reader) = verdicts(role, as_writer.flatten(), as_reader.flatten());
     if let Some(was) = as_writer.filter(|was| *was != writer) {
         match (writer, role) {

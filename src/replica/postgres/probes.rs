@@ -1,10 +1,13 @@
 //! PostgreSQL probes for the replica monitors: lag and role.
 
 use crate::error::BoxError;
+use crate::replica::position::parse_lsn;
 use crate::replica::{BoxFuture, Lag, LagProbe, Role, RoleProbe};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Measures a PostgreSQL streaming replica's lag: WAL bytes the primary has written that the
@@ -14,10 +17,17 @@ use std::time::Duration;
 /// started, when it has replayed none since: a lower bound, and what makes a replica that
 /// stopped replaying right after a restart count as lagging).
 ///
-/// When the primary cannot be reached, the replica is measured against what it has received
-/// (`pg_last_wal_receive_lsn()`), so a dead primary does not take the replicas out of reads
-/// too. A node that is not in recovery (a promoted replica) has no replay position and counts
-/// as far behind: it leaves the read set.
+/// **A dead primary does not take the replicas down.** The primary is asked for its position
+/// with a deadline of its own ([`primary_timeout`](Self::primary_timeout), 100 ms by
+/// default), whatever its pool's `acquire_timeout`, while the replica is asked at the same
+/// time. When the primary does not answer in time, the replica is judged from its own side:
+/// against the higher of the primary's last known position and what the replica has
+/// received (`pg_last_wal_receive_lsn()`). A replica that has replayed everything it got is
+/// then 0 bytes behind and keeps serving reads; one that stops replaying WAL it has received
+/// is behind and, once it has not replayed for the monitor's `max_lag`, lagging.
+///
+/// A node that is not in recovery (a promoted replica) has no replay position and counts as
+/// far behind: it leaves the read set.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -27,14 +37,18 @@ use std::time::Duration;
 /// # async fn pools() -> Result<(), sqlx::Error> {
 /// let primary = PgPool::connect("postgres://postgres@127.0.0.1:5432/app").await?;
 /// let replica = PgPool::connect("postgres://postgres@127.0.0.1:5433/app").await?;
-/// let monitor = LagMonitor::new(PgLagProbe::new(primary, [("replica-a", replica)]))
-///     .max_lag(Duration::from_millis(500));
+/// let probe = PgLagProbe::new(primary, [("replica-a", replica)])
+///     .primary_timeout(Duration::from_millis(50));
+/// let monitor = LagMonitor::new(probe).max_lag(Duration::from_millis(500));
 /// # let _ = monitor; Ok(()) }
 /// ```
 #[derive(Debug)]
 pub struct PgLagProbe<K> {
     primary: PgPool,
     replicas: HashMap<K, PgPool>,
+    primary_timeout: Duration,
+    /// The highest position the primary has reported (0: none yet).
+    primary_position: Arc<AtomicU64>,
 }
 
 impl<K: Eq + Hash> PgLagProbe<K> {
@@ -43,7 +57,17 @@ impl<K: Eq + Hash> PgLagProbe<K> {
         PgLagProbe {
             primary,
             replicas: replicas.into_iter().collect(),
+            primary_timeout: Duration::from_millis(100),
+            primary_position: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How long a probe waits for the primary's position before it judges the replica from
+    /// the replica's side (default 100 ms). Keep it well under the monitor's interval: the
+    /// whole probe must answer within it.
+    pub fn primary_timeout(mut self, timeout: Duration) -> Self {
+        self.primary_timeout = timeout;
+        self
     }
 }
 
@@ -54,25 +78,32 @@ where
     fn lag(&self, replica: &K) -> BoxFuture<Result<Lag, BoxError>> {
         let primary = self.primary.clone();
         let replica = self.replicas.get(replica).cloned();
+        let (timeout, known) = (self.primary_timeout, Arc::clone(&self.primary_position));
         Box::pin(async move {
             let replica = replica.ok_or("no connection pool for this replica")?;
-            let written: Option<String> = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
-                .fetch_one(&primary)
-                .await
-                .ok();
-            let (bytes, seconds): (f64, f64) = sqlx::query_as(
-                "SELECT COALESCE(pg_wal_lsn_diff(COALESCE($1::pg_lsn, pg_last_wal_receive_lsn()), \
-                 pg_last_wal_replay_lsn()), 1e18)::float8, \
+            let written = async {
+                let asked =
+                    sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(&primary);
+                let text: String = tokio::time::timeout(timeout, asked).await.ok()?.ok()?;
+                let position = parse_lsn(&text)?;
+                Some(known.fetch_max(position, Relaxed).max(position))
+            };
+            let replayed = sqlx::query_as::<_, (Option<String>, Option<String>, f64)>(
+                "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
                  EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), \
                  pg_postmaster_start_time()))::float8",
             )
-            .bind(written)
-            .fetch_one(&replica)
-            .await?;
-            let bytes = if bytes.is_finite() {
-                bytes.max(0.0) as u64
-            } else {
-                u64::MAX
+            .fetch_one(&replica);
+            let (written, replayed) = tokio::join!(written, replayed);
+            let (received, replayed, seconds) = replayed?;
+            let received = received.as_deref().and_then(parse_lsn);
+            let target = written.or_else(|| {
+                let known = Some(known.load(Relaxed)).filter(|&p| p > 0);
+                known.max(received)
+            });
+            let bytes = match (target, replayed.as_deref().and_then(parse_lsn)) {
+                (Some(target), Some(replayed)) => target.saturating_sub(replayed),
+                _ => u64::MAX, // not in recovery (promoted), or nothing to compare
             };
             let since = Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX);
             Ok(Lag::new(bytes, since))

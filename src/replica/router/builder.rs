@@ -4,33 +4,25 @@ use super::shed::PrimaryReadCap;
 use super::stats::Counters;
 use super::{ReplicaRouter, Shared, WholeRouter};
 use crate::background::{DriverState, DriverStatus, StartFn, StartOnRuntime};
-use crate::balance::Balance;
-use crate::policy::Policy;
 use crate::replica::lag::LagMonitor;
+use crate::replica::nodes::Nodes;
 use crate::replica::position::SessionPositions;
 use crate::replica::role::{self, RoleMonitor};
 use crate::replica::session::{ReadYourWrites, SessionWindows, Sessions};
 use crate::replica::SqlClassifier;
 use std::fmt::{self, Debug};
-use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
-use tower_layer::Layer;
 
 /// Builds a [`ReplicaRouter`] ([`ReplicaRouter::builder`]).
-pub struct ReplicaRouterBuilder<K, S, PP, RP, Cl, X, L, C>
-where
-    PP: Policy,
-    RP: Policy,
-    L: Layer<S>,
-{
-    primary: Balance<K, S, PP, L, C>,
-    replicas: Balance<K, S, RP, L, C>,
+pub struct ReplicaRouterBuilder<P: Nodes, R, Cl, X> {
+    primary: P,
+    replicas: R,
     classify: Cl,
     session: X,
     consistency: Consistency,
-    lag_monitor: Option<LagMonitor<K>>,
-    role_monitor: Option<RoleMonitor<K>>,
+    lag_monitor: Option<LagMonitor<P::Key>>,
+    role_monitor: Option<RoleMonitor<P::Key>>,
     max_primary_read_share: Option<f64>,
 }
 
@@ -45,17 +37,16 @@ enum Consistency {
 /// The default read-your-own-writes window (Rails' `delay` of its database selector).
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(2);
 
-impl<K, S, PP, RP, L, C> ReplicaRouter<K, S, PP, RP, SqlClassifier, WholeRouter, L, C>
+impl<P, R> ReplicaRouter<P, R>
 where
-    PP: Policy,
-    RP: Policy,
-    L: Layer<S>,
+    P: Nodes,
+    R: Nodes<Key = P::Key, Service = P::Service, Classify = P::Classify>,
 {
     /// Starts a router over a pool of primaries (usually one) and a pool of replicas.
     pub fn builder(
-        primary: Balance<K, S, PP, L, C>,
-        replicas: Balance<K, S, RP, L, C>,
-    ) -> ReplicaRouterBuilder<K, S, PP, RP, SqlClassifier, WholeRouter, L, C> {
+        primary: P,
+        replicas: R,
+    ) -> ReplicaRouterBuilder<P, R, SqlClassifier, WholeRouter> {
         ReplicaRouterBuilder {
             primary,
             replicas,
@@ -69,14 +60,13 @@ where
     }
 }
 
-impl<K, S, PP, RP, Cl, X, L, C> ReplicaRouterBuilder<K, S, PP, RP, Cl, X, L, C>
+impl<P, R, Cl, X> ReplicaRouterBuilder<P, R, Cl, X>
 where
-    PP: Policy,
-    RP: Policy,
-    L: Layer<S>,
+    P: Nodes,
+    R: Nodes<Key = P::Key, Service = P::Service, Classify = P::Classify>,
 {
     /// How requests are classified (default [`SqlClassifier`] on `Req: AsRef<str>`).
-    pub fn classify<Cl2>(self, classify: Cl2) -> ReplicaRouterBuilder<K, S, PP, RP, Cl2, X, L, C> {
+    pub fn classify<Cl2>(self, classify: Cl2) -> ReplicaRouterBuilder<P, R, Cl2, X> {
         ReplicaRouterBuilder {
             primary: self.primary,
             replicas: self.replicas,
@@ -93,7 +83,7 @@ where
     /// [`sticky`](crate::sticky) key extractor (a header, a cookie, a user id through
     /// [`key_fn`](crate::sticky::key_fn)). A request without a key belongs to no session: it
     /// is never pinned and its writes pin nobody.
-    pub fn session<X2>(self, session: X2) -> ReplicaRouterBuilder<K, S, PP, RP, Cl, X2, L, C> {
+    pub fn session<X2>(self, session: X2) -> ReplicaRouterBuilder<P, R, Cl, X2> {
         ReplicaRouterBuilder {
             primary: self.primary,
             replicas: self.replicas,
@@ -130,7 +120,7 @@ where
     /// (see [`LagMonitor`]); reads they would have taken go to other replicas, or fall back to
     /// the primary. Started on the tokio runtime (at the first call if built outside one); it
     /// ends with the replica pool's last handle.
-    pub fn lag_monitor(mut self, monitor: LagMonitor<K>) -> Self {
+    pub fn lag_monitor(mut self, monitor: LagMonitor<P::Key>) -> Self {
         self.lag_monitor = Some(monitor);
         self
     }
@@ -138,7 +128,7 @@ where
     /// Finds the primary in the background and keeps each pool to the nodes of its role, so
     /// that writes follow a promoted replica and fail fast while there is no primary (see
     /// [`RoleMonitor`]; put every node in both pools). Started like the lag monitor.
-    pub fn role_monitor(mut self, monitor: RoleMonitor<K>) -> Self {
+    pub fn role_monitor(mut self, monitor: RoleMonitor<P::Key>) -> Self {
         self.role_monitor = Some(monitor);
         self
     }
@@ -179,14 +169,7 @@ where
     }
 
     /// The router.
-    pub fn build(self) -> ReplicaRouter<K, S, PP, RP, Cl, X, L, C>
-    where
-        K: Clone + Debug + Eq + Hash + Send + Sync + 'static,
-        S: Send + 'static,
-        L: Send + Sync + 'static,
-        L::Service: Clone + Send + Sync + 'static,
-        C: Send + Sync + 'static,
-    {
+    pub fn build(self) -> ReplicaRouter<P, R, Cl, X> {
         let mode = match self.consistency {
             Consistency::Window(window) if window.is_zero() => None,
             Consistency::Window(window) => {
@@ -197,13 +180,16 @@ where
             }
         };
         let mut spawns: Vec<StartFn> = Vec::new();
+        let first_rounds: Vec<_> = (self.lag_monitor.iter().map(LagMonitor::rounds))
+            .chain(self.role_monitor.iter().map(RoleMonitor::rounds))
+            .collect();
         let lag_monitor = match self.lag_monitor {
             None => DriverStatus::new(DriverState::NotNeeded),
             Some(monitor) => {
                 let status = DriverStatus::new(DriverState::WaitingForRuntime);
                 let (replicas, running) = (self.replicas.downgrade(), status.clone());
                 spawns.push(Box::new(move |runtime| {
-                    runtime.spawn(monitor.drive(replicas, &running));
+                    runtime.spawn(monitor.drive::<R>(replicas, &running));
                 }));
                 status
             }
@@ -217,7 +203,7 @@ where
                 let (primary, replicas) = (self.primary.downgrade(), self.replicas.downgrade());
                 let running = status.clone();
                 spawns.push(Box::new(move |runtime| {
-                    runtime.spawn(monitor.drive(primary, replicas, &running));
+                    runtime.spawn(monitor.drive::<P, R>(primary, replicas, &running));
                 }));
                 status
             }
@@ -240,18 +226,14 @@ where
                 lag_monitor,
                 role_monitor,
                 reprobe_roles,
+                first_rounds,
                 start_monitors,
             }),
         }
     }
 }
 
-impl<K, S, PP, RP, Cl, X, L, C> Debug for ReplicaRouterBuilder<K, S, PP, RP, Cl, X, L, C>
-where
-    PP: Policy,
-    RP: Policy,
-    L: Layer<S>,
-{
+impl<P: Nodes, R, Cl, X> Debug for ReplicaRouterBuilder<P, R, Cl, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplicaRouterBuilder")
             .field("consistency", &self.consistency)

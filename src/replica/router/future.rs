@@ -1,20 +1,20 @@
 //! The response future of a [`ReplicaRouter`](super::ReplicaRouter) call, and the mark a
 //! write leaves for its session.
 
+use super::route::Route;
 use super::Shared;
-use crate::balance::{Balance, ResponseFuture as CallFuture};
+use crate::balance::ResponseFuture as CallFuture;
 use crate::error::BoxError;
 use crate::health::Classify as FailureClassify;
-use crate::policy::{Pick, Policy};
+use crate::policy::Pick;
 use crate::replica::position::SessionPositions;
+use crate::replica::Nodes;
 use pin_project_lite::pin_project;
 use std::fmt::{self, Debug};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use tower_layer::Layer;
 use tower_service::Service;
 
 /// Pins the writing session when the write completes or is dropped (a dropped write may have
@@ -41,67 +41,55 @@ impl<Cl, X> Drop for WriteMark<Cl, X> {
 }
 
 /// A copy of a read sent to a replica, to send to the primary if the replica fails it.
-pub(super) struct ReadRetry<K, S, PP, L, C, Cl, X, Req>
-where
-    PP: Policy,
-    L: Layer<S>,
-{
-    pub(super) primary: Balance<K, S, PP, L, C>,
+pub(super) struct ReadRetry<P, Cl, X, Req> {
+    pub(super) primary: P,
     pub(super) shared: Arc<Shared<Cl, X>>,
     pub(super) request: Req,
 }
 
 pin_project! {
-    /// The response future of a [`ReplicaRouter`] call: the chosen pool's call; for a write,
-    /// the mark that starts its session's read-your-own-writes window; for a read on a
-    /// replica, a copy to send to the primary if the replica fails it.
-    pub struct ResponseFuture<K, S, PP, L, C, Cl, X, Req>
+    /// The response future of a [`ReplicaRouter`](super::ReplicaRouter) call: the chosen
+    /// pool's call, and the route it carries out (for a write, the mark that starts its
+    /// session's read-your-own-writes window); for a read on a replica, a copy to send to
+    /// the primary if the replica fails it.
+    pub struct ResponseFuture<P, Cl, X, Req>
     where
-        PP: Policy,
-        L: Layer<S>,
-        L::Service: Service<Req>,
+        P: Nodes,
+        P::Service: Service<Req>,
     {
         #[pin]
-        call: CallFuture<L::Service, Req, C>,
-        write: Option<WriteMark<Cl, X>>,
-        retry: Option<ReadRetry<K, S, PP, L, C, Cl, X, Req>>,
+        call: CallFuture<P::Service, Req, P::Classify>,
+        route: Route<Cl, X>,
+        retry: Option<ReadRetry<P, Cl, X, Req>>,
     }
 }
 
-impl<K, S, PP, L, C, Cl, X, Req> ResponseFuture<K, S, PP, L, C, Cl, X, Req>
+impl<P, Cl, X, Req> ResponseFuture<P, Cl, X, Req>
 where
-    PP: Policy,
-    L: Layer<S>,
-    L::Service: Service<Req>,
+    P: Nodes,
+    P::Service: Service<Req>,
 {
     pub(super) fn new(
-        call: CallFuture<L::Service, Req, C>,
-        write: Option<WriteMark<Cl, X>>,
+        call: CallFuture<P::Service, Req, P::Classify>,
+        route: Route<Cl, X>,
+        retry: Option<ReadRetry<P, Cl, X, Req>>,
     ) -> Self {
-        ResponseFuture {
-            call,
-            write,
-            retry: None,
-        }
-    }
-
-    /// If the call fails, sends this copy of the request to the primary.
-    pub(super) fn or_retry(mut self, retry: ReadRetry<K, S, PP, L, C, Cl, X, Req>) -> Self {
-        self.retry = Some(retry);
-        self
+        ResponseFuture { call, route, retry }
     }
 }
 
-impl<K, S, PP, L, C, Cl, X, Req> Future for ResponseFuture<K, S, PP, L, C, Cl, X, Req>
+impl<P, Cl, X, Req> Future for ResponseFuture<P, Cl, X, Req>
 where
-    K: Debug,
-    PP: Pick<Req>,
-    L: Layer<S>,
-    L::Service: Service<Req> + Clone,
-    <L::Service as Service<Req>>::Error: Into<BoxError>,
-    C: FailureClassify<<L::Service as Service<Req>>::Response, <L::Service as Service<Req>>::Error>,
+    P: Nodes,
+    P::Policy: Pick<Req>,
+    P::Service: Service<Req>,
+    <P::Service as Service<Req>>::Error: Into<BoxError>,
+    P::Classify: FailureClassify<
+        <P::Service as Service<Req>>::Response,
+        <P::Service as Service<Req>>::Error,
+    >,
 {
-    type Output = Result<<L::Service as Service<Req>>::Response, BoxError>;
+    type Output = Result<<P::Service as Service<Req>>::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -113,29 +101,34 @@ where
                     shared,
                     request,
                 } = retry;
-                shared.counters.retried_reads.fetch_add(1, Relaxed);
-                tracing::debug!(%reason, "read failed on a replica: retried on the primary");
-                if let Ok(call) = primary.try_call(request) {
-                    this.call.set(call);
-                    continue;
+                if shared.resend(this.route, reason) {
+                    let mut request = Some(request);
+                    let call = shared.take(this.route, |_| {
+                        let request = request.take().ok_or(crate::Error::NoEndpoints)?;
+                        primary.try_call(request).map_err(|(error, _)| error)
+                    });
+                    if let Ok(call) = call {
+                        this.call.set(call);
+                        continue;
+                    }
                 }
             }
             // The write is over: start its window now rather than when the future is dropped.
-            drop(this.write.take());
+            drop(this.route.mark.take());
             return Poll::Ready(result);
         }
     }
 }
 
-impl<K, S, PP, L, C, Cl, X, Req> Debug for ResponseFuture<K, S, PP, L, C, Cl, X, Req>
+impl<P, Cl, X, Req> Debug for ResponseFuture<P, Cl, X, Req>
 where
-    PP: Policy,
-    L: Layer<S>,
-    L::Service: Service<Req>,
+    P: Nodes,
+    P::Service: Service<Req>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("replica::ResponseFuture")
-            .field("write", &self.write.is_some())
+            .field("to", &self.route.to)
+            .field("why", &self.route.why)
             .field("may_retry", &self.retry.is_some())
             .finish_non_exhaustive()
     }

@@ -1,0 +1,71 @@
+//! What a PostgreSQL error means for routing, and how the router's own errors travel inside
+//! sqlx's.
+
+use crate::error::Error;
+
+/// Whether a failed statement is the statement's fault (an SQL error, a missing row, a type
+/// mismatch) rather than the node's: only the node's faults count against it.
+pub(super) fn is_query_fault(error: &sqlx::Error) -> bool {
+    !matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
+/// SQLSTATE 25006, `read_only_sql_transaction`: a write reached a node in recovery or fenced
+/// read-only.
+pub(super) fn is_read_only(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("25006"))
+}
+
+/// Whether a read that failed on a replica is worth sending to the primary: the replica
+/// failed (a connection-level error), or cancelled it in a conflict with recovery (SQLSTATE
+/// 40001 on a standby), not the statement itself.
+pub(super) fn worth_resending(error: &sqlx::Error) -> bool {
+    !is_query_fault(error)
+        || matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("40001"))
+}
+
+/// The router's own error, as sqlx reports errors: an I/O error that never reached a node,
+/// whose inner error is the router's ([`router_error`] gets it back).
+pub(super) fn unavailable(error: Error) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::NotConnected, error))
+}
+
+/// The router's own error inside an error from a query through a
+/// [`PgRouter`](super::PgRouter): [`Error::NoPrimary`] when no primary could take a write,
+/// [`Error::PrimaryReadShare`] when a read was shed, and so on. `None` for an error from the
+/// database or from sqlx itself (those are the node's or the statement's).
+///
+/// sqlx's `Executor` can only return a `sqlx::Error`, so the router's errors travel as an
+/// `Io` error of kind `NotConnected` (the statement never reached a node) that wraps them.
+///
+/// ```
+/// use sqlx::postgres::PgPool;
+/// use tower_lb::{policy::P2c, replica::{router_error, ReplicaRouter}, Balance, Error};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Lazy pools connect at their first use: nothing is reached here.
+/// let node = || PgPool::connect_lazy("postgres://postgres@127.0.0.1:5432/app");
+/// let primary = Balance::builder(P2c::new()).endpoint("primary", node()?).build()?;
+/// let replicas = Balance::builder(P2c::new()).endpoint("replica", node()?).build()?;
+/// let db = ReplicaRouter::builder(primary, replicas).build();
+/// db.primary().exclude(&"primary", "switchover")?;
+///
+/// let error = sqlx::query("UPDATE accounts SET balance = 0").execute(&db).await.unwrap_err();
+/// assert!(matches!(router_error(&error), Some(Error::NoPrimary { .. })));
+/// # Ok(()) }
+/// ```
+pub fn router_error(error: &sqlx::Error) -> Option<&Error> {
+    match error {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::NotConnected => {
+            io.get_ref()?.downcast_ref::<Error>()
+        }
+        _ => None,
+    }
+}

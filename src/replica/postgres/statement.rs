@@ -1,0 +1,267 @@
+//! One statement through the router: routed by the router's decision, run on a connection
+//! of the pool it was routed to, accounted against that node, and sent once more to the
+//! primary if a replica fails a read before its first row.
+//!
+//! The connection is acquired here rather than by running the statement on the pool, so
+//! that a statement waiting for a connection to a node stops waiting as soon as the node
+//! leaves rotation (a monitor found it dead, health ejected it) instead of waiting out the
+//! pool's `acquire_timeout`: it was not sent, so even a write may go elsewhere.
+
+use super::position::{capture_position, replayed};
+use super::rows::Rows;
+use super::session::{PgNodes, PgRouter};
+use super::sqlstate::{is_query_fault, is_read_only, unavailable, worth_resending};
+use crate::balance::Lease;
+use crate::error::Error;
+use crate::replica::router::route::{caught_up, Route, Why};
+use crate::replica::router::Shared;
+use crate::replica::{Nodes, Role, SqlClassifier};
+use futures_core::Stream;
+use sqlx::error::BoxDynError;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement};
+use sqlx::{Either, Execute, Executor, PgPool, Postgres};
+use tokio::sync::mpsc::Sender;
+
+/// One result of a statement, as sqlx's `fetch_many` yields it.
+pub(super) type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
+
+/// What a statement fetches: every result, or only its first row (`fetch_optional`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fetch {
+    Many,
+    Optional,
+}
+
+/// How many times one statement may be routed: its route, a resend to the primary, and
+/// nodes that left rotation while it waited for them.
+const MAX_ROUTES: usize = 4;
+
+/// The results of `query` from the session in `slot`, routed and run as a stream.
+pub(super) fn results<'e, 'q: 'e, P, R, X>(
+    router: &'e PgRouter<P, R, X>,
+    slot: Option<usize>,
+    query: impl Execute<'q, Postgres> + 'q,
+    fetch: Fetch,
+) -> impl Stream<Item = Item> + Send + 'e
+where
+    P: PgNodes,
+    R: PgNodes,
+    X: Send + Sync + 'static,
+{
+    let statement = Statement::take(query);
+    Rows::new(move |results| async move {
+        let ran = match statement {
+            Ok(statement) => run(router, slot, statement, fetch, &results).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = ran {
+            let _ = results.send(Err(error)).await;
+        }
+    })
+}
+
+/// Routes `statement`, runs it and sends its results; the error that ends it, if any.
+async fn run<P, R, X>(
+    router: &PgRouter<P, R, X>,
+    slot: Option<usize>,
+    statement: Statement<'_>,
+    fetch: Fetch,
+    results: &Sender<Item>,
+) -> Result<(), sqlx::Error>
+where
+    P: PgNodes,
+    R: PgNodes,
+    X: Send + Sync + 'static,
+{
+    let shared = router.shared();
+    let access = shared.classify.classify(statement.sql);
+    let mut route = shared.decide(access, slot, true);
+    for _ in 0..MAX_ROUTES {
+        let lease = lease(router, &mut route).await.map_err(unavailable)?;
+        let acquired = match route.to {
+            Role::Primary => acquire(router.primary(), &lease).await,
+            Role::Replica => acquire(router.replicas(), &lease).await,
+        };
+        let mut connection = match acquired {
+            Acquired::Connection(connection) => connection,
+            Acquired::NodeLeft => {
+                // Not sent: a read moves to the primary, anything else takes its pool again
+                // (which no longer offers that node).
+                drop(lease);
+                shared.resend(&mut route, &"the node left rotation");
+                continue;
+            }
+            Acquired::Failed(error) => {
+                fail(shared, lease, &route, &error);
+                if worth_resending(&error) && shared.resend(&mut route, &error) {
+                    continue;
+                }
+                return Err(error);
+            }
+        };
+        match execute(&mut connection, statement.clone(), fetch, results).await {
+            Ok(()) => {
+                drop(connection);
+                let pool = lease.service.clone();
+                lease.complete(true);
+                capture_position(&pool, route.mark.as_ref()).await;
+                return Ok(());
+            }
+            Err(Failure { error, sent_any }) => {
+                fail(shared, lease, &route, &error);
+                if !sent_any && worth_resending(&error) && shared.resend(&mut route, &error) {
+                    continue;
+                }
+                return Err(error);
+            }
+        }
+    }
+    Err(unavailable(Error::NodesLeftRotation { times: MAX_ROUTES }))
+}
+
+/// Takes a node for `route` from its pool; in position mode, first asks the replicas which
+/// has replayed the session's write.
+async fn lease<P, R, X>(
+    router: &PgRouter<P, R, X>,
+    route: &mut Route<SqlClassifier, X>,
+) -> Result<Lease<PgPool>, Error>
+where
+    P: PgNodes,
+    R: PgNodes,
+{
+    let mut caught_up = match (route.to, route.position()) {
+        (Role::Replica, Some(position)) => {
+            let replayed = |replica: &PgPool| {
+                let replica = replica.clone();
+                async move { replayed(&replica).await }
+            };
+            Some(caught_up(router.replicas(), position, replayed).await)
+        }
+        _ => None,
+    };
+    router
+        .shared()
+        .take(route, |role| match (role, caught_up.take()) {
+            (Role::Primary, _) => router.primary().lease(&(), &[]),
+            (Role::Replica, None) => router.replicas().lease(&(), &[]),
+            (Role::Replica, Some(replica)) => replica.ok_or(Error::NoEndpoints),
+        })
+}
+
+/// A connection to the leased node, unless it leaves rotation first.
+enum Acquired {
+    Connection(PoolConnection<Postgres>),
+    NodeLeft,
+    Failed(sqlx::Error),
+}
+
+async fn acquire<N: Nodes>(pool: &N, lease: &Lease<PgPool>) -> Acquired {
+    tokio::select! {
+        biased;
+        connection = lease.service.acquire() => match connection {
+            Ok(connection) => Acquired::Connection(connection),
+            Err(error) => Acquired::Failed(error),
+        },
+        () = pool.out_of_rotation(lease.endpoint()) => {
+            tracing::debug!("the node left rotation while a statement waited for it");
+            Acquired::NodeLeft
+        }
+    }
+}
+
+/// A statement's failure, and whether any of its results had been handed on (then it is
+/// not sent again: half a read is not answered twice).
+struct Failure {
+    error: sqlx::Error,
+    sent_any: bool,
+}
+
+/// Runs `statement` on `connection`, sending each result on.
+async fn execute(
+    connection: &mut PoolConnection<Postgres>,
+    statement: Statement<'_>,
+    fetch: Fetch,
+    results: &Sender<Item>,
+) -> Result<(), Failure> {
+    let failed = |error, sent_any| Failure { error, sent_any };
+    if fetch == Fetch::Optional {
+        return match (&mut **connection).fetch_optional(statement).await {
+            Ok(Some(row)) => {
+                let _ = results.send(Ok(Either::Right(row))).await;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(error) => Err(failed(error, false)),
+        };
+    }
+    let mut rows = (&mut **connection).fetch_many(statement);
+    let mut sent_any = false;
+    while let Some(result) = std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await {
+        match result {
+            Ok(result) => {
+                sent_any = true;
+                if results.send(Ok(result)).await.is_err() {
+                    return Ok(()); // the caller dropped the stream
+                }
+            }
+            Err(error) => return Err(failed(error, sent_any)),
+        }
+    }
+    Ok(())
+}
+
+/// Accounts for a statement that failed: against its node only for a connection-level
+/// error (not the statement's own); a write refused as read-only (SQLSTATE 25006) wakes the
+/// role monitor, since the node believed primary is not (any more).
+fn fail<X>(
+    shared: &Shared<SqlClassifier, X>,
+    lease: Lease<PgPool>,
+    route: &Route<SqlClassifier, X>,
+    error: &sqlx::Error,
+) {
+    if let (Why::Write, true, Some(reprobe)) =
+        (route.why, is_read_only(error), &shared.reprobe_roles)
+    {
+        tracing::warn!("a write reached a read-only node: re-probing roles");
+        reprobe.notify_one();
+    }
+    lease.complete(is_query_fault(error));
+}
+
+/// A statement that can be sent more than once. sqlx's `Execute` is consumed by the send, so
+/// it is taken apart into its text and arguments (which clone) first.
+#[derive(Clone)]
+pub(super) struct Statement<'q> {
+    sql: &'q str,
+    arguments: Option<PgArguments>,
+    persistent: bool,
+}
+
+impl<'q> Statement<'q> {
+    fn take(mut query: impl Execute<'q, Postgres>) -> Result<Self, sqlx::Error> {
+        Ok(Statement {
+            sql: query.sql(),
+            persistent: query.persistent(),
+            arguments: query.take_arguments().map_err(sqlx::Error::Encode)?,
+        })
+    }
+}
+
+impl<'q> Execute<'q, Postgres> for Statement<'q> {
+    fn sql(&self) -> &'q str {
+        self.sql
+    }
+
+    fn statement(&self) -> Option<&PgStatement<'q>> {
+        None // sqlx prepares it again, from its statement cache when persistent
+    }
+
+    fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
+        Ok(self.arguments.take())
+    }
+
+    fn persistent(&self) -> bool {
+        self.persistent
+    }
+}

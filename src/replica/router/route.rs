@@ -1,0 +1,231 @@
+//! The router's one routing decision ([`Route`]) and the one way a front carries it out
+//! ([`Shared::take`]), with the one read fallback and the one resend to the primary.
+//!
+//! A front (tower's `Service`, sqlx's `Executor`) classifies a request, asks
+//! [`Shared::decide`] where it goes, and hands [`Shared::take`] a closure that takes a node
+//! from a pool its own way (calls it with the request, or leases its connection pool). If
+//! the node then fails a read, [`Shared::resend`] says whether and where to send it again.
+//! The counters, the events and the primary's read cap live here, not in the fronts.
+
+use super::{Shared, WriteMark};
+use crate::balance::Lease;
+use crate::endpoint::EndpointStats;
+use crate::error::Error;
+use crate::policy::Pick;
+use crate::replica::{Access, Nodes, Role};
+use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// Why a request goes where it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// A write (or anything not surely a read): the primary.
+    Write,
+    /// A read: a replica in rotation.
+    Read,
+    /// A read by a session that wrote within the read-your-own-writes window: the primary.
+    Pinned,
+    /// Position mode: a read that only a replica that replayed the session's last write may
+    /// serve; else the primary.
+    ReadAt(u64),
+    /// A read with no replica in rotation: the primary.
+    Fallback,
+    /// Position mode: no replica had replayed the session's write: the primary.
+    Behind,
+    /// A read a replica failed, sent once more: the primary.
+    Resent,
+}
+
+/// Where one request goes, why, and what its end must do: the router's decision, carried
+/// out by a front through [`Shared::take`].
+pub(crate) struct Route<Cl, X> {
+    /// The pool to take a node from.
+    pub(crate) to: Role,
+    pub(crate) why: Why,
+    /// A write's mark: pins its session once the write is over (or dropped).
+    pub(crate) mark: Option<WriteMark<Cl, X>>,
+}
+
+impl<Cl, X> Route<Cl, X> {
+    /// Whether a failure may send the request again, to the primary: a read on a replica.
+    pub(crate) fn may_resend(&self) -> bool {
+        self.to == Role::Replica
+    }
+
+    /// Position mode: the position a replica must have replayed to serve this read.
+    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    pub(crate) fn position(&self) -> Option<u64> {
+        match self.why {
+            Why::ReadAt(position) => Some(position),
+            _ => None,
+        }
+    }
+}
+
+impl<Cl, X> Shared<Cl, X> {
+    /// Where a request with `access` from the session in `slot` goes: the one place every
+    /// front decides it. `checks_positions`: whether the front can ask a replica how far it
+    /// has replayed (the sqlx front can; the tower front cannot, so position-mode reads by a
+    /// session that wrote go to the primary there).
+    pub(crate) fn decide(
+        self: &Arc<Self>,
+        access: Access,
+        slot: Option<usize>,
+        checks_positions: bool,
+    ) -> Route<Cl, X> {
+        self.start_monitors.start_if_waiting();
+        let route = |to, why| Route {
+            to,
+            why,
+            mark: None,
+        };
+        if access == Access::Write {
+            self.counters.writes.fetch_add(1, Relaxed);
+            return Route {
+                mark: slot.map(|slot| WriteMark {
+                    shared: Arc::clone(self),
+                    slot,
+                }),
+                ..route(Role::Primary, Why::Write)
+            };
+        }
+        let Some(slot) = slot else {
+            return route(Role::Replica, Why::Read);
+        };
+        if self.sessions.windows().is_some_and(|w| w.pinned(slot)) {
+            self.counters.pinned_reads.fetch_add(1, Relaxed);
+            self.count_read(true);
+            return route(Role::Primary, Why::Pinned);
+        }
+        match self.sessions.positions().and_then(|p| p.required(slot)) {
+            None => route(Role::Replica, Why::Read),
+            Some(position) if checks_positions => route(Role::Replica, Why::ReadAt(position)),
+            Some(_) => {
+                self.count_behind();
+                route(Role::Primary, Why::Behind)
+            }
+        }
+    }
+
+    /// Carries out `route`: `take` takes a node from the pool it is given (calls it, or
+    /// leases it). A read with no replica to take falls back to the primary: a plain read
+    /// unless the primary serves its capped share already, a position-mode read always (it
+    /// is an own-read). A write or read the primary cannot take fails with
+    /// [`Error::NoPrimary`].
+    pub(crate) fn take<T>(
+        &self,
+        route: &mut Route<Cl, X>,
+        mut take: impl FnMut(Role) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        if route.to == Role::Replica {
+            match take(Role::Replica) {
+                Ok(taken) => {
+                    self.counters.replica_reads.fetch_add(1, Relaxed);
+                    self.count_read(false);
+                    return Ok(taken);
+                }
+                Err(reason) => {
+                    route.why = match route.why {
+                        Why::ReadAt(_) => {
+                            self.count_behind();
+                            Why::Behind
+                        }
+                        _ => {
+                            self.fall_back(&reason)?;
+                            Why::Fallback
+                        }
+                    };
+                    route.to = Role::Primary;
+                }
+            }
+        }
+        take(Role::Primary).map_err(|reason| {
+            if route.why == Why::Write {
+                self.counters.writes_without_primary.fetch_add(1, Relaxed);
+                tracing::warn!(%reason, "write refused: no primary in rotation");
+            }
+            Error::NoPrimary {
+                reason: Box::new(reason),
+            }
+        })
+    }
+
+    /// After the node failed the request with `reason`: whether to send it once more, and
+    /// if so `route` now leads to the primary. Only a read on a replica is resent (a write
+    /// may have committed), and only once.
+    pub(crate) fn resend(&self, route: &mut Route<Cl, X>, reason: &dyn std::fmt::Display) -> bool {
+        if !route.may_resend() {
+            return false;
+        }
+        self.counters.retried_reads.fetch_add(1, Relaxed);
+        tracing::debug!(%reason, "read failed on a replica: sent again to the primary");
+        route.to = Role::Primary;
+        route.why = Why::Resent;
+        true
+    }
+
+    fn count_behind(&self) {
+        self.counters.reads_behind.fetch_add(1, Relaxed);
+        self.count_read(true);
+        tracing::debug!("no replica has replayed the session's write: read on the primary");
+    }
+
+    /// Counts a read against the primary's share, when that is capped.
+    fn count_read(&self, on_primary: bool) {
+        if let Some(cap) = &self.read_cap {
+            cap.count(on_primary);
+        }
+    }
+
+    /// A read with no replica in rotation (`reason`) may fall back to the primary, unless the
+    /// primary already serves its capped share of reads.
+    fn fall_back(&self, reason: &Error) -> Result<(), Error> {
+        if let Some(cap) = &self.read_cap {
+            if !cap.admits_fallback() {
+                // A refused read is still a read: the primary's share is of all of them.
+                cap.count(false);
+                self.counters.shed_reads.fetch_add(1, Relaxed);
+                tracing::debug!(%reason, "no replica in rotation, primary at its read share: read refused");
+                return Err(Error::PrimaryReadShare {
+                    percent: cap.percent(),
+                });
+            }
+        }
+        self.counters.fallback_reads.fetch_add(1, Relaxed);
+        self.count_read(true);
+        tracing::debug!(%reason, "no replica in rotation: read falls back to the primary");
+        Ok(())
+    }
+}
+
+/// Position mode: a replica that has replayed `position`, asking each eligible one at most
+/// once how far it has (`replayed`, one round trip); `None` when none has, or none is in
+/// rotation. The lease counts as the read's call on that replica.
+#[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+pub(crate) async fn caught_up<N, F, Fut>(
+    replicas: &N,
+    position: u64,
+    replayed: F,
+) -> Option<Lease<N::Service>>
+where
+    N: Nodes,
+    N::Policy: Pick<()>,
+    F: Fn(&N::Service) -> Fut,
+    Fut: Future<Output = Option<u64>>,
+{
+    let mut behind: Vec<Arc<EndpointStats>> = Vec::new();
+    loop {
+        let lease = replicas.lease(&(), &behind).ok()?;
+        if behind
+            .iter()
+            .any(|asked| Arc::ptr_eq(asked, lease.endpoint()))
+        {
+            return None; // every eligible replica was asked
+        }
+        match replayed(&lease.service).await {
+            Some(replayed) if replayed >= position => return Some(lease),
+            _ => behind.push(Arc::clone(lease.endpoint())),
+        }
+    }
+}
