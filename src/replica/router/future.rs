@@ -49,9 +49,10 @@ pub(super) struct ReadRetry<P, Cl, X, Req> {
 
 pin_project! {
     /// The response future of a [`ReplicaRouter`](super::ReplicaRouter) call: the chosen
-    /// pool's call, and the route it carries out (for a write, the mark that starts its
-    /// session's read-your-own-writes window); for a read on a replica, a copy to send to
-    /// the primary if the replica fails it.
+    /// pool's call; for a write, the mark that starts its session's read-your-own-writes
+    /// window; for a read on a replica, a copy to send to the primary if the replica fails
+    /// it. (Only what the request's end needs of its route: a write is as large as before
+    /// the route existed.)
     pub struct ResponseFuture<P, Cl, X, Req>
     where
         P: Nodes,
@@ -59,7 +60,7 @@ pin_project! {
     {
         #[pin]
         call: CallFuture<P::Service, Req, P::Classify>,
-        route: Route<Cl, X>,
+        mark: Option<WriteMark<Cl, X>>,
         retry: Option<ReadRetry<P, Cl, X, Req>>,
     }
 }
@@ -71,10 +72,10 @@ where
 {
     pub(super) fn new(
         call: CallFuture<P::Service, Req, P::Classify>,
-        route: Route<Cl, X>,
+        mark: Option<WriteMark<Cl, X>>,
         retry: Option<ReadRetry<P, Cl, X, Req>>,
     ) -> Self {
-        ResponseFuture { call, route, retry }
+        ResponseFuture { call, mark, retry }
     }
 }
 
@@ -101,9 +102,11 @@ where
                     shared,
                     request,
                 } = retry;
-                if shared.resend(this.route, reason) {
+                // Its route: a read on a replica (the tower front never reads at a position).
+                let mut route = Route::<Cl, X>::read_on_replica();
+                if shared.resend(&mut route, reason) {
                     let mut request = Some(request);
-                    let call = shared.take(this.route, |_| {
+                    let call = shared.take(&mut route, |_| {
                         let request = request.take().ok_or(crate::Error::NoEndpoints)?;
                         primary.try_call(request).map_err(|(error, _)| error)
                     });
@@ -114,7 +117,7 @@ where
                 }
             }
             // The write is over: start its window now rather than when the future is dropped.
-            drop(this.route.mark.take());
+            drop(this.mark.take());
             return Poll::Ready(result);
         }
     }
@@ -127,8 +130,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("replica::ResponseFuture")
-            .field("to", &self.route.to)
-            .field("why", &self.route.why)
+            .field("write", &self.mark.is_some())
             .field("may_retry", &self.retry.is_some())
             .finish_non_exhaustive()
     }

@@ -48,6 +48,15 @@ pub(crate) struct Route<Cl, X> {
 }
 
 impl<Cl, X> Route<Cl, X> {
+    /// The route of a plain read sent to a replica.
+    pub(crate) fn read_on_replica() -> Self {
+        Route {
+            to: Role::Replica,
+            why: Why::Read,
+            mark: None,
+        }
+    }
+
     /// Whether a failure may send the request again, to the primary: a read on a replica.
     pub(crate) fn may_resend(&self) -> bool {
         self.to == Role::Replica

@@ -64,18 +64,17 @@ where
             })
         });
         match call {
-            Ok(call) => {
+            Ok(call) if route.may_resend() => {
                 // A read on a replica that fails is sent once more, to the primary.
-                let retry = copy
-                    .filter(|_| route.may_resend())
-                    .map(|request| ReadRetry {
-                        primary: self.primary.clone(),
-                        shared: Arc::clone(&self.shared),
-                        request,
-                    });
-                ResponseFuture::new(call, route, retry)
+                let retry = copy.map(|request| ReadRetry {
+                    primary: self.primary.clone(),
+                    shared: Arc::clone(&self.shared),
+                    request,
+                });
+                ResponseFuture::new(call, None, retry)
             }
-            Err(error) => ResponseFuture::new(self.primary.fail_fast(error), route, None),
+            Ok(call) => ResponseFuture::new(call, route.mark, None),
+            Err(error) => ResponseFuture::new(self.primary.fail_fast(error), route.mark, None),
         }
     }
 }
