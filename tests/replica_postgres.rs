@@ -86,6 +86,7 @@ async fn wait_for_table(replica: &PgPool, table: &str) {
 }
 
 /// A pool of PostgreSQL nodes for the sqlx front.
+#[cfg(feature = "sqlx-postgres")]
 type PgNodes = Balance<&'static str, PgPool, P2c>;
 
 /// A router whose endpoints are the two pools themselves (the sqlx front); replicas out of

@@ -21,6 +21,8 @@ pub const DEFAULT_POSITION_CAP: Duration = Duration::from_secs(30);
 /// nanoseconds after `epoch`) it holds. Lock-free.
 pub(crate) struct SessionPositions {
     cap: Duration,
+    /// How long a read may wait for a replica to replay its session's position.
+    wait: Duration,
     epoch: Instant,
     positions: Box<[AtomicU64]>,
     until: Box<[AtomicU64]>,
@@ -30,10 +32,22 @@ impl SessionPositions {
     pub(crate) fn new(cap: Duration) -> Self {
         SessionPositions {
             cap,
+            wait: Duration::ZERO,
             epoch: Instant::now(),
             positions: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             until: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// With reads waiting up to `wait` for a replica to replay their session's position.
+    pub(crate) fn waiting(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// How long a read may wait for a replica to replay its session's position.
+    pub(crate) fn wait(&self) -> Duration {
+        self.wait
     }
 
     /// Records that the session in `slot` wrote up to `position`, now.

@@ -21,6 +21,7 @@ use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement};
 use sqlx::{Either, Execute, Executor, PgPool, Postgres};
+use std::time::Duration;
 use tokio::sync::mpsc::Sender;
 
 /// One result of a statement, as sqlx's `fetch_many` yields it.
@@ -136,7 +137,12 @@ where
                 let replica = replica.clone();
                 async move { replayed(&replica).await }
             };
-            Some(caught_up(router.replicas(), position, replayed).await)
+            let wait = router
+                .shared()
+                .sessions
+                .positions()
+                .map_or(Duration::ZERO, |p| p.wait());
+            Some(caught_up(router.replicas(), position, wait, replayed).await)
         }
         _ => None,
     };

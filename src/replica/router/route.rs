@@ -16,6 +16,8 @@ use crate::replica::{Access, Nodes, Role};
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Why a request goes where it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,13 +210,16 @@ impl<Cl, X> Shared<Cl, X> {
     }
 }
 
-/// Position mode: a replica that has replayed `position`, asking each eligible one at most
-/// once how far it has (`replayed`, one round trip); `None` when none has, or none is in
-/// rotation. The lease counts as the read's call on that replica.
+/// Position mode: a replica that has replayed `position`, asking the eligible ones in turn
+/// how far they have (`replayed`, one round trip; `None` if it could not tell) until one has
+/// or `wait` is spent (with no wait, each is asked once). A replica that cannot tell is not
+/// asked again. `None` when none has, or none is in rotation. The lease counts as the read's
+/// call on that replica.
 #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
 pub(crate) async fn caught_up<N, F, Fut>(
     replicas: &N,
     position: u64,
+    wait: Duration,
     replayed: F,
 ) -> Option<Lease<N::Service>>
 where
@@ -223,18 +228,30 @@ where
     F: Fn(&N::Service) -> Fut,
     Fut: Future<Output = Option<u64>>,
 {
-    let mut behind: Vec<Arc<EndpointStats>> = Vec::new();
-    loop {
-        let lease = replicas.lease(&(), &behind).ok()?;
-        if behind
-            .iter()
-            .any(|asked| Arc::ptr_eq(asked, lease.endpoint()))
-        {
-            return None; // every eligible replica was asked
+    let deadline = Instant::now() + wait;
+    // Asked this round (behind), and never to be asked again (could not tell).
+    let (mut asked, mut failed): (Vec<Arc<EndpointStats>>, Vec<Arc<EndpointStats>>) =
+        (vec![], vec![]);
+    for _ in 0..MAX_REPLAY_CHECKS {
+        let avoid = [asked.as_slice(), failed.as_slice()].concat();
+        let lease = replicas.lease(&(), &avoid).ok()?;
+        if avoid.iter().any(|a| Arc::ptr_eq(a, lease.endpoint())) {
+            // Every eligible replica was asked this round.
+            if asked.is_empty() || Instant::now() >= deadline {
+                return None;
+            }
+            asked.clear();
+            continue;
         }
         match replayed(&lease.service).await {
             Some(replayed) if replayed >= position => return Some(lease),
-            _ => behind.push(Arc::clone(lease.endpoint())),
+            Some(_) => asked.push(Arc::clone(lease.endpoint())),
+            None => failed.push(Arc::clone(lease.endpoint())),
         }
     }
+    None
 }
+
+/// A bound on the replay checks of one read, whatever its wait: at a round trip each,
+/// seconds of checking.
+const MAX_REPLAY_CHECKS: usize = 10_000;

@@ -1,0 +1,190 @@
+//! Read-your-own-writes under write load, on a throwaway PostgreSQL primary and streaming
+//! replica started from the system's binaries (`apt-get install -y postgresql`): how many of
+//! a session's reads right after its write a replica serves, whether any is stale, and what
+//! waiting for the replica to replay the write adds to the read.
+//!
+//! Four writers keep the primary busy; each trial is one session's `INSERT` followed at once
+//! by its `SELECT` of what it wrote, through the router.
+//!
+//! ```sh
+//! cargo run --release --example own_reads --features sqlx-postgres
+//! ```
+
+#[path = "../tests/support/postgres.rs"]
+mod postgres;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower_lb::policy::P2c;
+use tower_lb::replica::{ReplicaRouter, DEFAULT_POSITION_CAP};
+use tower_lb::{Balance, BoxError};
+
+const TRIALS: i32 = 2000;
+const WRITERS: usize = 4;
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Window,
+    Position { wait: Duration },
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let Some(cluster) = postgres::Cluster::start() else {
+        println!("PostgreSQL's server binaries are not installed: nothing to show.");
+        return Ok(());
+    };
+    let connect =
+        |url: String| async move { PgPoolOptions::new().max_connections(8).connect(&url).await };
+    let primary = connect(cluster.primary_url()).await?;
+    let replica = connect(cluster.replica_url()).await?;
+    sqlx::raw_sql(
+        "CREATE TABLE posts (author int NOT NULL); CREATE INDEX ON posts (author); \
+         CREATE TABLE load (pad text)",
+    )
+    .execute(&primary)
+    .await?;
+    let started = Instant::now();
+    while sqlx::raw_sql("SELECT 1 FROM load")
+        .execute(&replica)
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "replica never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let (primary, stop) = (primary.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut writes = 0_u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let insert =
+                        "INSERT INTO load SELECT repeat('x', 200) FROM generate_series(1, 4)";
+                    if sqlx::raw_sql(insert).execute(&primary).await.is_ok() {
+                        writes += 1;
+                    }
+                }
+                writes
+            })
+        })
+        .collect();
+
+    let plain = plain_replica_reads(&replica).await?;
+    println!("{WRITERS} writers busy on the primary; {TRIALS} write-then-read trials per mode\n");
+    println!("| read-your-own-writes | own-reads on the replica | stale | read p50 | read p99 | p99 over a plain replica read |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| (plain replica read, for reference) | | | {} | {} | |",
+        micros(plain.0),
+        micros(plain.1)
+    );
+    let mut first_user = 0;
+    for (name, mode) in [
+        ("window, 2 s (Rails)", Mode::Window),
+        (
+            "position, no wait",
+            Mode::Position {
+                wait: Duration::ZERO,
+            },
+        ),
+        (
+            "position, wait ≤ 2 ms",
+            Mode::Position {
+                wait: Duration::from_millis(2),
+            },
+        ),
+        (
+            "position, wait ≤ 5 ms",
+            Mode::Position {
+                wait: Duration::from_millis(5),
+            },
+        ),
+        (
+            "position, wait ≤ 20 ms",
+            Mode::Position {
+                wait: Duration::from_millis(20),
+            },
+        ),
+    ] {
+        let builder = ReplicaRouter::builder(
+            Balance::builder(P2c::new())
+                .endpoint("primary", primary.clone())
+                .build()?,
+            Balance::builder(P2c::new())
+                .endpoint("replica", replica.clone())
+                .build()?,
+        );
+        let db = match mode {
+            Mode::Window => builder.read_your_writes(Duration::from_secs(2)).build(),
+            Mode::Position { wait } => builder
+                .read_your_writes_by_position(DEFAULT_POSITION_CAP)
+                .replay_wait(wait)
+                .build(),
+        };
+        let (mut stale, mut latencies) = (0, Vec::with_capacity(TRIALS as usize));
+        let before = db.stats();
+        for user in first_user..first_user + TRIALS {
+            let session = db.session(user);
+            sqlx::query("INSERT INTO posts (author) VALUES ($1)")
+                .bind(user)
+                .execute(&session)
+                .await?;
+            let reading = Instant::now();
+            let mine: i64 = sqlx::query_scalar("SELECT count(*) FROM posts WHERE author = $1")
+                .bind(user)
+                .fetch_one(&session)
+                .await?;
+            latencies.push(reading.elapsed());
+            stale += usize::from(mine != 1);
+        }
+        first_user += TRIALS;
+        let on_replica = db.stats().replica_reads - before.replica_reads;
+        let (p50, p99) = percentiles(&mut latencies);
+        println!(
+            "| {name} | {:.1} % | {stale} | {} | {} | {} |",
+            100.0 * on_replica as f64 / f64::from(TRIALS),
+            micros(p50),
+            micros(p99),
+            micros(p99.saturating_sub(plain.1)),
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut writes = 0;
+    for writer in writers {
+        writes += writer.await?;
+    }
+    println!("\n({writes} writes by the writers meanwhile)");
+    Ok(())
+}
+
+/// p50 and p99 of the same read sent straight to the replica, under the same load.
+async fn plain_replica_reads(replica: &PgPool) -> Result<(Duration, Duration), BoxError> {
+    let mut latencies = Vec::with_capacity(TRIALS as usize);
+    for user in 0..TRIALS {
+        let reading = Instant::now();
+        let _: i64 = sqlx::query_scalar("SELECT count(*) FROM posts WHERE author = $1")
+            .bind(-user)
+            .fetch_one(replica)
+            .await?;
+        latencies.push(reading.elapsed());
+    }
+    Ok(percentiles(&mut latencies))
+}
+
+fn percentiles(latencies: &mut [Duration]) -> (Duration, Duration) {
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+fn micros(duration: Duration) -> String {
+    format!("{} µs", duration.as_micros())
+}
