@@ -852,3 +852,63 @@ async fn a_dead_primary_fails_writes_fast_and_leaves_reads_on_the_replica() {
         "only {served} of {reads} reads served"
     );
 }
+
+/// Position mode's replay wait on a replica that applies each commit 100 ms late: without a
+/// wait the session's read goes to the primary; with a budget it waits for the replica and
+/// reads its own write there, and a budget shorter than the delay gives up in time.
+#[cfg(feature = "sqlx-postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn position_mode_waits_for_the_replica_within_its_budget() {
+    use tower_lb::replica::DEFAULT_POSITION_CAP;
+
+    let delay = Duration::from_millis(100);
+    let Some(cluster) = postgres::Cluster::start_with_apply_delay(delay) else {
+        return;
+    };
+    let (primary_pool, replica_pool) = (
+        pool(&cluster.primary_url()).await,
+        pool(&cluster.replica_url()).await,
+    );
+    sqlx::raw_sql("CREATE TABLE t (author int)")
+        .execute(&primary_pool)
+        .await
+        .unwrap();
+    wait_for_table(&replica_pool, "t").await;
+    for (user, wait, on_replica) in [
+        (1, Duration::ZERO, false),
+        (2, Duration::from_secs(5), true),
+        (3, Duration::from_millis(10), false),
+    ] {
+        let db = pg_router(&primary_pool, &replica_pool)
+            .read_your_writes_by_position(DEFAULT_POSITION_CAP)
+            .replay_wait(wait)
+            .build();
+        let session = db.session(user);
+        sqlx::query("INSERT INTO t VALUES ($1)")
+            .bind(user)
+            .execute(&session)
+            .await
+            .unwrap();
+        let reading = Instant::now();
+        let mine: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE author = $1")
+            .bind(user)
+            .fetch_one(&session)
+            .await
+            .unwrap();
+        let took = reading.elapsed();
+        let stats = db.stats();
+        assert_eq!(mine, 1, "wait {wait:?}: the session reads its own write");
+        assert_eq!(
+            (stats.replica_reads, stats.reads_behind),
+            if on_replica { (1, 0) } else { (0, 1) },
+            "wait {wait:?}: served by the replica: {on_replica}"
+        );
+        assert!(
+            took < wait + delay + Duration::from_secs(1),
+            "wait {wait:?}: the read took {took:?}"
+        );
+        if on_replica {
+            assert!(took >= delay / 2, "it waited for the replay: {took:?}");
+        }
+    }
+}
