@@ -1,0 +1,409 @@
+//! A conservative read/write classifier for PostgreSQL statement text.
+//!
+//! It answers [`Access::Read`] only for text a hot standby runs as it would on the primary;
+//! everything else, and everything it is not sure of, goes to the primary. It tokenizes just
+//! enough of PostgreSQL's lexical syntax to never be fooled by comments, literals, quoted
+//! identifiers or dollar quotes ([`scan`]); it does not parse.
+//!
+//! - [`query`]: the rules of one plain read, run first on every text;
+//! - [`calls`]: which functions a read may call (an allowlist: [`pg_functions`], generated
+//!   from `pg_proc` of a hot standby, plus the application's declared ones);
+//! - [`script`]: the rules for several statements, `EXPLAIN`, `COPY … TO STDOUT`, `CALL`,
+//!   run only when the plain-read rules stop between statements.
+
+mod calls;
+mod pg_functions;
+mod query;
+mod scan;
+mod script;
+
+use super::Access;
+use query::Query;
+use scan::scan;
+use script::Script;
+
+/// Classifies SQL text for a PostgreSQL primary and its streaming replicas.
+///
+/// Text is a read, and may go to a replica, only if each of its statements is one of:
+/// - a plain query: it starts with `SELECT`, `WITH`, `VALUES` or `TABLE` (after any opening
+///   parentheses); no `INSERT`, `UPDATE`, `DELETE`, `MERGE` anywhere (a writable CTE), no
+///   `INTO` (`SELECT … INTO` creates a table), no locking clause (`FOR UPDATE`, `FOR NO KEY
+///   UPDATE`, `FOR SHARE`, `FOR KEY SHARE`); and every function it calls is known to be
+///   safe on a standby: one of PostgreSQL's own (`IMMUTABLE` or `STABLE` in `pg_catalog`, as
+///   listed from `pg_proc` of a hot standby, with the few volatile ones that only read),
+///   or one the application declares with [`read_functions`](Self::read_functions). **A
+///   function it does not know goes to the primary**: it may write. So do the connection's
+///   own state (`current_setting`, `pg_backend_pid`, …) and the node's (`pg_is_in_recovery`);
+/// - `EXPLAIN` of any statement without `ANALYZE` (it is only planned), or `EXPLAIN
+///   ANALYZE` of a plain query;
+/// - `COPY (plain query) TO STDOUT` or `COPY table TO STDOUT` (never to a file or program:
+///   those write on the replica's host);
+/// - `CALL` of a procedure declared with [`read_functions`](Self::read_functions), with
+///   arguments a plain query could have;
+/// - an empty statement; and the whole text may be wrapped in one transaction (`BEGIN`,
+///   `BEGIN READ ONLY`, `START TRANSACTION ISOLATION LEVEL REPEATABLE READ` … `COMMIT`).
+///
+/// Everything else is a write: DML, DDL, `SET`, `SHOW`, `LISTEN`, `NOTIFY`, `LOCK`, `COPY …
+/// FROM`, `DO`, an undeclared `CALL`, transaction control on its own, an unterminated
+/// string or comment.
+///
+/// ```
+/// use tower_lb::replica::{Access, SqlClassifier};
+///
+/// let sql = SqlClassifier::new();
+/// assert_eq!(sql.classify("SELECT name FROM users WHERE id = $1"), Access::Read);
+/// assert_eq!(sql.classify("SELECT * FROM jobs FOR UPDATE SKIP LOCKED"), Access::Write);
+/// assert_eq!(sql.classify("WITH moved AS (DELETE FROM a RETURNING *) SELECT * FROM moved"), Access::Write);
+/// assert_eq!(sql.classify("SELECT nextval('ids')"), Access::Write);
+/// assert_eq!(sql.classify("SELECT lower(name), count(*) FROM users GROUP BY 1"), Access::Read);
+/// assert_eq!(sql.classify("SELECT record_visit(42)"), Access::Write); // unknown: may write
+/// assert_eq!(sql.classify("SELECT 'DELETE FROM users' AS text -- UPDATE"), Access::Read);
+/// assert_eq!(sql.classify("SELECT 1; SELECT 2"), Access::Read);
+/// assert_eq!(sql.classify("SELECT 1; DROP TABLE users"), Access::Write);
+/// assert_eq!(sql.classify("EXPLAIN UPDATE users SET name = ''"), Access::Read);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SqlClassifier {
+    /// Lower-cased names of the application's own functions that write.
+    write_functions: Vec<Box<str>>,
+    /// Lower-cased names of the application's own functions and procedures that only read.
+    read_functions: Vec<Box<str>>,
+}
+
+fn lowered<I, N>(names: I) -> impl Iterator<Item = Box<str>>
+where
+    I: IntoIterator<Item = N>,
+    N: AsRef<str>,
+{
+    names
+        .into_iter()
+        .map(|name| name.as_ref().to_ascii_lowercase().into_boxed_str())
+}
+
+impl SqlClassifier {
+    /// The built-in rules.
+    pub fn new() -> Self {
+        SqlClassifier::default()
+    }
+
+    /// Declares the application's own functions and procedures that only read and that a
+    /// standby can run (no writes, no temporary tables, no session settings): calls of them
+    /// may go to a replica, and so may a `CALL` of such a procedure. Names are matched
+    /// case-insensitively, in any schema.
+    ///
+    /// ```
+    /// use tower_lb::replica::{Access, SqlClassifier};
+    ///
+    /// let sql = SqlClassifier::new().read_functions(["app.visible_posts", "report"]);
+    /// assert_eq!(sql.classify("SELECT * FROM app.visible_posts($1)"), Access::Read);
+    /// assert_eq!(sql.classify("CALL report(2026)"), Access::Read);
+    /// assert_eq!(sql.classify("CALL refresh_cache()"), Access::Write);
+    /// ```
+    pub fn read_functions<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        let names = lowered(names).map(|name| match name.rsplit_once('.') {
+            Some((_, bare)) => bare.into(),
+            None => name,
+        });
+        self.read_functions.extend(names);
+        self
+    }
+
+    /// Treats calls of these functions as writes, whatever else says (a function of the
+    /// application's that shadows a built-in name, or one declared read-only by mistake).
+    /// Names are matched case-insensitively, without schema.
+    ///
+    /// ```
+    /// use tower_lb::replica::{Access, SqlClassifier};
+    ///
+    /// let sql = SqlClassifier::new().write_functions(["lower"]);
+    /// assert_eq!(sql.classify("SELECT app.lower(name) FROM t"), Access::Write);
+    /// ```
+    pub fn write_functions<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        self.write_functions.extend(lowered(names));
+        self
+    }
+
+    /// Whether `sql` is a read ([`Access::Read`]) or must go to the primary.
+    pub fn classify(&self, sql: &str) -> Access {
+        let sql = sql.as_bytes();
+        let mut query = Query::new(self, sql);
+        match scan(sql, &mut query) {
+            None => return Access::Write, // unterminated: no server reads it
+            Some(true) if query.started() => return Access::Read,
+            _ if !query.stopped_between_statements() => return Access::Write,
+            _ => {}
+        }
+        let mut script = Script::new(self, sql);
+        match scan(sql, &mut script) {
+            Some(true) if script.is_read() => Access::Read,
+            _ => Access::Write,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read(sql: &str) -> bool {
+        SqlClassifier::new().classify(sql) == Access::Read
+    }
+
+    #[test]
+    fn plain_reads_go_to_replicas() {
+        for sql in [
+            "SELECT 1",
+            "select * from users where id = $1;",
+            "  -- a comment\n SELECT name FROM users /* a /* nested */ comment */ LIMIT 1",
+            "WITH recent AS (SELECT * FROM orders) SELECT count(*) FROM recent",
+            "(SELECT 1) UNION (SELECT 2)",
+            "VALUES (1, 'a')",
+            "TABLE users",
+            "SELECT 'it''s', E'\\'; DELETE', $$ UPDATE x $$, $fn$ INSERT $fn$ FROM t",
+            "SELECT \"update_count\", \"update\" FROM stats",
+            "SELECT coalesce(a, b), lower(name), now() FROM t",
+            "SELECT substring(name FOR 3) FROM t",
+            "SELECT * FROM t; -- done",
+            // Several statements, empty ones, a transaction around them.
+            "",
+            ";",
+            " ; ; ",
+            "-- nothing\n",
+            "SELECT 1; SELECT 2",
+            "SELECT 1;; SELECT 2;",
+            "BEGIN; SELECT 1; COMMIT",
+            "BEGIN READ ONLY; SELECT * FROM t; SELECT 2; COMMIT;",
+            "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; TABLE t; END",
+            "begin; select 1; rollback",
+            // EXPLAIN plans without running; with ANALYZE it runs a read.
+            "EXPLAIN SELECT * FROM t",
+            "EXPLAIN UPDATE t SET a = 1",
+            "EXPLAIN (FORMAT JSON, COSTS false) DELETE FROM t",
+            "EXPLAIN VERBOSE INSERT INTO t VALUES (nextval('s'))",
+            "EXPLAIN ANALYZE SELECT * FROM t",
+            "EXPLAIN (ANALYZE, BUFFERS) SELECT count(*) FROM t",
+            "explain analyse verbose (select 1)",
+            // COPY to the client.
+            "COPY t TO STDOUT",
+            "COPY public.t (a, b) TO STDOUT WITH (FORMAT csv, HEADER)",
+            "COPY (SELECT * FROM t WHERE a > 1) TO STDOUT",
+            "COPY (SELECT lower(x) FROM (SELECT 'A' x) s) TO STDOUT (FORMAT binary)",
+            // Known functions, syntax that looks like a call, column lists.
+            "SELECT pg_catalog.lower(name), upper(name), length(name) FROM t",
+            "SELECT count(*) FILTER (WHERE a > 0) OVER (PARTITION BY b) FROM t",
+            "SELECT x FROM t WHERE a IN (1, 2) AND EXISTS (SELECT 1) OR NOT (a = ANY (ARRAY[1]))",
+            "SELECT CAST(a AS numeric(10, 2)), a::varchar(20), COALESCE(a, 0), NULLIF(a, 1) FROM t",
+            "SELECT * FROM generate_series(1, 3) AS g(n)",
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) SELECT * FROM r",
+            "SELECT date_trunc('day', now()), to_char(now(), 'YYYY'), random(), gen_random_uuid()",
+            "SELECT json_build_object('a', 1), jsonb_agg(t) FROM t",
+            "SELECT \"lower\"('A')",
+        ] {
+            assert!(read(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn anything_else_goes_to_the_primary() {
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * FROM t FOR NO KEY UPDATE",
+            "SELECT * FROM t FOR SHARE",
+            "SELECT * FROM t FOR KEY SHARE",
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            "WITH u AS (UPDATE t SET a = 1 RETURNING *) SELECT 1",
+            "SELECT nextval('s')",
+            "SELECT NEXTVAL('s')",
+            "SELECT \"nextval\"('s')",
+            "SELECT pg_catalog.setval('s', 1)",
+            "SELECT currval('s'), lastval()",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT pg_try_advisory_xact_lock(1)",
+            "SELECT set_config('a.b', 'c', false)",
+            "SELECT pg_notify('ch', 'x')",
+            "SELECT pg_current_wal_lsn()",
+            "SELECT lo_create(0)",
+            "SELECT * INTO new_table FROM t",
+            "SELECT 1; DROP TABLE t",
+            "SELECT 1; INSERT INTO t VALUES (1)",
+            // Functions it does not know may write; the session's and the node's own state.
+            "SELECT record_visit(1)",
+            "SELECT * FROM t WHERE a = my_function(b)",
+            "SELECT CASE WHEN a THEN f() ELSE 0 END FROM t",
+            "SELECT (SELECT g(a) FROM u) FROM t",
+            "SELECT app.lower(name) FROM t",
+            "SELECT current_setting('search_path')",
+            "SELECT pg_backend_pid(), pg_is_in_recovery()",
+            "SELECT txid_current(), pg_current_xact_id()",
+            "SELECT pg_catalog.nextval('s')",
+            // Transactions that are not wholly in the text, or that a standby refuses.
+            "BEGIN",
+            "BEGIN; SELECT 1",
+            "SELECT 1; COMMIT",
+            "SELECT 1; BEGIN; SELECT 2; COMMIT",
+            "BEGIN; SELECT 1; COMMIT; SELECT 2",
+            "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT 1; COMMIT",
+            "BEGIN READ WRITE; SELECT 1; COMMIT",
+            "BEGIN; SELECT 1; COMMIT AND CHAIN",
+            "BEGIN; SAVEPOINT a; SELECT 1; COMMIT",
+            // EXPLAIN ANALYZE runs what it explains; COPY elsewhere than the client.
+            "EXPLAIN ANALYZE UPDATE t SET a = 1",
+            "EXPLAIN (ANALYZE) DELETE FROM t",
+            "EXPLAIN (ANALYZE false) INSERT INTO t VALUES (1)",
+            "EXPLAIN ANALYZE SELECT nextval('s')",
+            "EXPLAIN",
+            "COPY t TO '/tmp/t.csv'",
+            "COPY t TO PROGRAM 'cat'",
+            "COPY (DELETE FROM t RETURNING *) TO STDOUT",
+            "COPY (SELECT nextval('s')) TO STDOUT",
+            "COPY t FROM STDIN",
+            "CALL undeclared()",
+            "SET search_path = x",
+            "LISTEN ch",
+            "NOTIFY ch",
+            "LOCK TABLE t",
+            "CALL proc()",
+            "DO $$ BEGIN END $$",
+            "CREATE TABLE t (a int)",
+            "BEGIN",
+            "COMMIT",
+            "EXPLAIN ANALYZE DELETE FROM t",
+            "SHOW transaction_read_only",
+            "SELECT 'unterminated",
+            "SELECT /* unterminated",
+            "SELECT $tag$ unterminated",
+            "SELECT \"unterminated",
+            "SELECT E'\\'",
+        ] {
+            assert!(!read(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn application_functions_can_be_declared_reads() {
+        let sql = SqlClassifier::new().read_functions(["App.Visible_Posts", "report"]);
+        assert_eq!(sql.classify("SELECT * FROM visible_posts(1)"), Access::Read);
+        assert_eq!(
+            sql.classify("SELECT * FROM app.visible_posts(1)"),
+            Access::Read
+        );
+        assert_eq!(sql.classify("CALL report(1, lower('A'))"), Access::Read);
+        assert_eq!(sql.classify("CALL app.report(1)"), Access::Read);
+        assert_eq!(sql.classify("CALL report(nextval('s'))"), Access::Write);
+        assert_eq!(sql.classify("CALL report(1); DELETE FROM t"), Access::Write);
+        let both = sql.write_functions(["report"]);
+        assert_eq!(
+            both.classify("SELECT report()"),
+            Access::Write,
+            "a write wins"
+        );
+    }
+
+    #[test]
+    fn application_functions_can_be_declared_writes() {
+        let sql = SqlClassifier::new().write_functions(["Record_Visit"]);
+        assert_eq!(sql.classify("SELECT record_visit(1)"), Access::Write);
+        assert_eq!(sql.classify("SELECT record_visits FROM t"), Access::Read);
+    }
+
+    /// Tokens a plain read may hold, several of them a keyword in disguise.
+    const READ_PIECES: &[&str] = &[
+        "a",
+        "id",
+        "x1",
+        "users",
+        "inserted",
+        "updates",
+        "into_",
+        "_into",
+        "deleted_at",
+        "for_update",
+        "selectivity",
+        "a_very_long_column_name",
+        "sixteen_bytes_ab",
+        "seven_7",
+        "eight_88",
+        "nine_9999",
+        "insert$1",
+        "café_update",
+        "updaté",
+        "t.delete_flag",
+        "\"update\"",
+        "\"INSERT INTO\"",
+        "'delete from t'",
+        "E'it\\'s into'",
+        "$$ update $$",
+        "$q$ insert $q$",
+        "-- update\n",
+        "/* delete /* into */ */",
+        "$1",
+        "500",
+        "1.5e3",
+        ",",
+        "=",
+        "<>",
+        "+ (",
+        ")",
+        "::text",
+        "count(*)",
+        "lower(name)",
+        "share",
+        "no",
+        "key",
+        "\t",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// No input panics or hangs, and whatever follows a second statement is never read.
+        #[test]
+        fn any_text_is_classified(text in ".{0,200}") {
+            let sql = SqlClassifier::new();
+            let _ = sql.classify(&text);
+            prop_assert_eq!(sql.classify(&format!("SELECT 1; {text}\nX")), Access::Write);
+        }
+
+        /// Words of every length around the eight-byte scan, keywords hidden in literals,
+        /// comments and longer names: a read stays a read, and one bare write keyword
+        /// anywhere in it makes it a write.
+        #[test]
+        fn words_of_any_length_are_read_whole(
+            pieces in proptest::collection::vec(0usize..READ_PIECES.len(), 0..24),
+            write in proptest::option::of((0usize..24, 0usize..4)),
+        ) {
+            let mut text: Vec<&str> = pieces.iter().map(|&i| READ_PIECES[i]).collect();
+            let sql = SqlClassifier::new();
+            let read = format!("SELECT {}", text.join(" "));
+            prop_assert_eq!(sql.classify(&read), Access::Read, "{}", read);
+            if let Some((at, keyword)) = write {
+                let keyword = ["insert", "UPDATE", "Delete", "into"][keyword];
+                text.insert(at.min(text.len()), keyword);
+                let write = format!("SELECT {}", text.join(" "));
+                prop_assert_eq!(sql.classify(&write), Access::Write, "{}", write);
+            }
+        }
+
+        /// Bytes from SQL's own alphabet, where the tokenizer's cases meet.
+        #[test]
+        fn sql_like_text_is_classified(text in "[ -~\n]{0,120}", cut in 0usize..120) {
+            let sql = SqlClassifier::new();
+            let _ = sql.classify(&text);
+            let cut = text.char_indices().nth(cut).map_or(text.len(), |(i, _)| i);
+            let _ = sql.classify(&text[..cut]);
+        }
+    }
+}
