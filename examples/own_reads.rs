@@ -3,11 +3,13 @@
 //! a session's reads right after its write a replica serves, whether any is stale, and what
 //! waiting for the replica to replay the write adds to the read.
 //!
-//! Four writers keep the primary busy; each trial is one session's `INSERT` followed at once
-//! by its `SELECT` of what it wrote, through the router.
+//! Four writers keep the primary busy (each `INSERT` adds `ROWS` rows of 200 bytes, 4 by
+//! default); each trial is one session's `INSERT` followed at once by its `SELECT` of what it
+//! wrote, through the router.
 //!
 //! ```sh
 //! cargo run --release --example own_reads --features sqlx-postgres
+//! ROWS=200 cargo run --release --example own_reads --features sqlx-postgres # heavier writes
 //! ```
 
 #[path = "../tests/support/postgres.rs"]
@@ -23,6 +25,14 @@ use tower_lb::{Balance, BoxError};
 
 const TRIALS: i32 = 2000;
 const WRITERS: usize = 4;
+
+/// One mode's router and what its trials saw.
+struct Run {
+    name: &'static str,
+    db: tower_lb::replica::PgRouter<Balance<&'static str, PgPool, P2c>>,
+    stale: usize,
+    latencies: Vec<Duration>,
+}
 
 #[derive(Clone, Copy)]
 enum Mode {
@@ -59,16 +69,20 @@ async fn main() -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
+    let rows: u32 = std::env::var("ROWS")
+        .ok()
+        .and_then(|rows| rows.parse().ok())
+        .unwrap_or(4);
+    let insert =
+        format!("INSERT INTO load SELECT repeat('x', 200) FROM generate_series(1, {rows})");
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..WRITERS)
         .map(|_| {
-            let (primary, stop) = (primary.clone(), Arc::clone(&stop));
+            let (primary, stop, insert) = (primary.clone(), Arc::clone(&stop), insert.clone());
             tokio::spawn(async move {
                 let mut writes = 0_u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let insert =
-                        "INSERT INTO load SELECT repeat('x', 200) FROM generate_series(1, 4)";
-                    if sqlx::raw_sql(insert).execute(&primary).await.is_ok() {
+                    if sqlx::raw_sql(&insert).execute(&primary).await.is_ok() {
                         writes += 1;
                     }
                 }
@@ -78,7 +92,7 @@ async fn main() -> Result<(), BoxError> {
         .collect();
 
     let plain = plain_replica_reads(&replica).await?;
-    println!("{WRITERS} writers busy on the primary; {TRIALS} write-then-read trials per mode\n");
+    println!("{WRITERS} writers busy on the primary ({rows} rows per insert); {TRIALS} write-then-read trials per mode\n");
     println!("| read-your-own-writes | own-reads on the replica | stale | read p50 | read p99 | p99 over a plain replica read |");
     println!("|---|---:|---:|---:|---:|---:|");
     println!(
@@ -86,8 +100,7 @@ async fn main() -> Result<(), BoxError> {
         micros(plain.0),
         micros(plain.1)
     );
-    let mut first_user = 0;
-    for (name, mode) in [
+    let modes = [
         ("window, 2 s (Rails)", Mode::Window),
         (
             "position, no wait",
@@ -113,7 +126,9 @@ async fn main() -> Result<(), BoxError> {
                 wait: Duration::from_millis(20),
             },
         ),
-    ] {
+    ];
+    let mut runs = Vec::new();
+    for (name, mode) in modes {
         let builder = ReplicaRouter::builder(
             Balance::builder(P2c::new())
                 .endpoint("primary", primary.clone())
@@ -129,10 +144,21 @@ async fn main() -> Result<(), BoxError> {
                 .replay_wait(wait)
                 .build(),
         };
-        let (mut stale, mut latencies) = (0, Vec::with_capacity(TRIALS as usize));
-        let before = db.stats();
-        for user in first_user..first_user + TRIALS {
-            let session = db.session(user);
+        runs.push(Run {
+            name,
+            db,
+            stale: 0,
+            latencies: Vec::with_capacity(TRIALS as usize),
+        });
+    }
+    // The modes take turns, trial by trial: the replica's lag drifts over a run, and each
+    // mode must see the same drift.
+    let mut user = 0;
+    for trial in 0..TRIALS {
+        for turn in 0..runs.len() {
+            let run = &mut runs[(trial as usize + turn) % 5];
+            user += 1;
+            let session = run.db.session(user);
             sqlx::query("INSERT INTO posts (author) VALUES ($1)")
                 .bind(user)
                 .execute(&session)
@@ -142,15 +168,18 @@ async fn main() -> Result<(), BoxError> {
                 .bind(user)
                 .fetch_one(&session)
                 .await?;
-            latencies.push(reading.elapsed());
-            stale += usize::from(mine != 1);
+            run.latencies.push(reading.elapsed());
+            run.stale += usize::from(mine != 1);
         }
-        first_user += TRIALS;
-        let on_replica = db.stats().replica_reads - before.replica_reads;
-        let (p50, p99) = percentiles(&mut latencies);
+    }
+    for run in &mut runs {
+        let on_replica = run.db.stats().replica_reads;
+        let (p50, p99) = percentiles(&mut run.latencies);
         println!(
-            "| {name} | {:.1} % | {stale} | {} | {} | {} |",
+            "| {} | {:.1} % | {} | {} | {} | {} |",
+            run.name,
             100.0 * on_replica as f64 / f64::from(TRIALS),
+            run.stale,
             micros(p50),
             micros(p99),
             micros(p99.saturating_sub(plain.1)),

@@ -112,6 +112,14 @@ fn pg_router(
             .build()
             .unwrap(),
     )
+    .classify(which_node())
+}
+
+/// The tests ask a node whether it is in recovery to tell which node served a read. The
+/// node's own state goes to the primary by default; declared a read here, it may go to a
+/// replica, as an application would declare it.
+fn which_node() -> tower_lb::replica::SqlClassifier {
+    tower_lb::replica::SqlClassifier::new().read_functions(["pg_is_in_recovery"])
 }
 
 fn one_i64(rows: &[PgRow]) -> i64 {
@@ -145,6 +153,7 @@ async fn writes_go_to_the_primary_reads_to_the_replica_and_sessions_read_their_w
             .build()
             .unwrap();
         ReplicaRouter::builder(primary, replicas)
+            .classify(which_node())
             .session(key_fn(|query: &Query| Some(query.session)))
             .read_your_writes(window)
             .build()
@@ -255,6 +264,7 @@ async fn a_replica_that_stops_replaying_is_taken_out_of_reads_and_returns() {
         .unwrap();
     let probe = PgLagProbe::new(primary_pool.clone(), [("replica", replica_pool.clone())]);
     let db = ReplicaRouter::builder(primary, replicas)
+        .classify(which_node())
         .session(key_fn(|query: &Query| Some(query.session)))
         .lag_monitor(LagMonitor::new(probe).every(interval).max_lag(max_lag))
         .build();
