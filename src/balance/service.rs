@@ -209,6 +209,38 @@ fn steer_clear(
         .unwrap_or(picked)
 }
 
+/// For a retry whose drawn zone holds only endpoints it failed on: the policy's pick, steered
+/// clear of those, in the first other zone (traffic zones in order, then the reserve) that
+/// has one it has not failed on.
+#[cold]
+fn spill<K, S, P, L, C, Req>(
+    inner: &Inner<K, S, P, L, C>,
+    snapshot: &Snapshot<K, L::Service, P::Table>,
+    req: &Req,
+    avoid: &[Arc<EndpointStats>],
+) -> Option<usize>
+where
+    K: Debug,
+    P: Pick<Req>,
+    L: Layer<S>,
+{
+    let avoided = |i: usize| avoid.iter().any(|a| Arc::ptr_eq(a, &snapshot.stats[i]));
+    snapshot.parts().find_map(|(part, table)| {
+        if part.clone().all(avoided) {
+            return None;
+        }
+        let endpoints = &snapshot.stats[part.clone()];
+        let candidates = Candidates::new(endpoints);
+        let pick = || inner.pool.policy().pick(req, table, &candidates);
+        let picked = pick().filter(|&i| i < endpoints.len())?;
+        let index = part.start + steer_clear(picked, endpoints, avoid, pick);
+        (!avoided(index)).then(|| {
+            tracing::debug!(endpoint = ?snapshot.keys[index], "a retry spills to another zone");
+            index
+        })
+    })
+}
+
 /// Picks an endpoint from `snapshot` for `req` and starts counting a call against it; with
 /// nothing to pick, the reason.
 #[inline]
@@ -225,11 +257,15 @@ where
     L::Service: Clone,
 {
     let eligible = snapshot.eligible;
-    // An endpoint on probation takes exactly one request, whichever comes first.
-    let probe = snapshot.stats[eligible..]
+    // An endpoint on probation takes exactly one request, whichever comes first (not a retry
+    // of a request it failed).
+    let on_probation = snapshot.probation();
+    let probe = snapshot.stats[on_probation.clone()]
         .iter()
-        .position(|endpoint| endpoint.try_claim_probe())
-        .map(|offset| eligible + offset);
+        .position(|endpoint| {
+            !avoid.iter().any(|a| Arc::ptr_eq(a, endpoint)) && endpoint.try_claim_probe()
+        })
+        .map(|offset| on_probation.start + offset);
     let share = snapshot.share();
     let part = share.as_ref().map_or(0..0, |(part, _)| part.clone());
     let candidates = Candidates::new(&snapshot.stats[part.clone()]);
@@ -253,7 +289,12 @@ where
                 }
                 _ => return Err(Error::NoPick { eligible }),
             };
-            part.start + in_part
+            let index = part.start + in_part;
+            match avoid.iter().any(|a| Arc::ptr_eq(a, &snapshot.stats[index])) {
+                // Every candidate of the drawn zone failed this request: another zone's.
+                true => spill(inner, snapshot, req, avoid).unwrap_or(index),
+                false => index,
+            }
         }
     };
     tracing::trace!(endpoint = ?snapshot.keys[index], eligible, "picked");

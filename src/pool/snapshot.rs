@@ -15,22 +15,30 @@ use std::sync::Arc;
 
 pub(crate) struct Snapshot<K, S, T> {
     /// Eligible endpoints first (`..eligible`, zone by zone), then endpoints on probation (in
-    /// panic mode these are eligible as well, and listed twice).
+    /// panic mode these are eligible as well, and listed twice), then the reserve: the
+    /// endpoints of zones that take no traffic now (with locality, while nearer zones are
+    /// healthy enough), which only a retry goes to.
     pub(crate) keys: Box<[K]>,
     pub(crate) services: Box<[S]>,
     pub(crate) stats: Box<[Arc<EndpointStats>]>,
     pub(crate) eligible: usize,
+    /// Where the endpoints on probation end (they start at `eligible`).
+    probation_end: usize,
     /// The eligible endpoints in consecutive parts, one per zone that takes traffic (one part
-    /// without locality). Empty exactly when no endpoint is eligible: policies are never asked
-    /// about an empty set.
+    /// without locality), then one per zone of the reserve. No part is empty, and there are
+    /// none exactly when no endpoint is eligible: policies are never asked about an empty
+    /// set.
     pub(crate) shares: Box<[Share<T>]>,
+    /// How many of `shares` take traffic.
+    traffic: usize,
     /// Endpoints in the pool, eligible or not (draining ones aside).
     pub(crate) members: usize,
 }
 
 /// One zone's part of the eligible endpoints and its policy table.
 pub(crate) struct Share<T> {
-    /// Where the part ends; it starts where the previous one ends.
+    /// Where the part is in the snapshot's endpoints.
+    start: usize,
     end: usize,
     /// A request goes to the first part whose bound is above its 32-bit random draw.
     below: u64,
@@ -42,23 +50,32 @@ impl<K, S, T> Snapshot<K, S, T> {
     /// when no endpoint is eligible. Draws a random number only when zones share traffic.
     #[inline]
     pub(crate) fn share(&self) -> Option<(std::ops::Range<usize>, &T)> {
-        let (i, share) = match &*self.shares {
+        let share = match &self.shares[..self.traffic] {
             [] => return None,
-            [only] => (0, only),
+            [only] => only,
             shares => {
                 let draw = Rng::Thread.u64() >> 32;
                 let i = shares
                     .iter()
                     .position(|share| draw < share.below)
                     .unwrap_or(shares.len() - 1);
-                (i, &shares[i])
+                &shares[i]
             }
         };
-        let start = match i {
-            0 => 0,
-            i => self.shares[i - 1].end,
-        };
-        Some((start..share.end, &share.table))
+        Some((share.start..share.end, &share.table))
+    }
+
+    /// Every part, traffic first (zone by zone), then the reserve: where a retry looks once
+    /// the part it drew holds only endpoints it must avoid.
+    pub(crate) fn parts(&self) -> impl Iterator<Item = (std::ops::Range<usize>, &T)> {
+        self.shares
+            .iter()
+            .map(|share| (share.start..share.end, &share.table))
+    }
+
+    /// The endpoints on probation.
+    pub(crate) fn probation(&self) -> std::ops::Range<usize> {
+        self.eligible..self.probation_end
     }
 }
 
@@ -153,8 +170,8 @@ impl<K: Clone + std::fmt::Debug, S: Clone, R> Members<K, S, R> {
 }
 
 impl<K, S, T> Snapshot<K, S, T> {
-    /// `parts`: each zone's eligible endpoints and share of traffic (parts with no endpoint
-    /// or no share take no traffic and are left out).
+    /// `parts`: each zone's eligible endpoints and share of traffic. Parts with no endpoint
+    /// are left out; parts with no share go to the reserve.
     fn build<'a, P>(
         policy: &P,
         parts: Vec<(Vec<Entry<'a, K, S>>, f64)>,
@@ -166,46 +183,59 @@ impl<K, S, T> Snapshot<K, S, T> {
         K: Clone + 'a,
         S: Clone + 'a,
     {
-        let parts: Vec<_> = parts
+        let (traffic, reserve): (Vec<_>, Vec<_>) = parts
             .into_iter()
-            .filter(|(part, share)| !part.is_empty() && *share > 0.0)
-            .collect();
-        let n = parts.iter().map(|(part, _)| part.len()).sum::<usize>() + probation.len();
+            .filter(|(part, _)| !part.is_empty())
+            .partition(|(_, share)| *share > 0.0);
+        let n = traffic
+            .iter()
+            .chain(&reserve)
+            .map(|(part, _)| part.len())
+            .sum::<usize>()
+            + probation.len();
         let (mut keys, mut services, mut stats) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let mut ends = Vec::with_capacity(parts.len());
-        let mut cumulative = 0.0;
-        let total: f64 = parts.iter().map(|(_, share)| share).sum();
-        let last = parts.len().saturating_sub(1);
-        for (i, (part, share)) in parts.into_iter().enumerate() {
-            for (key, service, stat) in part {
+        let mut push = |entries: Vec<Entry<'a, K, S>>| {
+            for (key, service, stat) in entries {
                 keys.push(key.clone());
                 services.push(service.clone());
                 stats.push(Arc::clone(stat));
             }
+            stats.len()
+        };
+        // Each part as (start, end, bound of the draw that picks it).
+        let mut ranges = Vec::with_capacity(traffic.len() + reserve.len());
+        let total: f64 = traffic.iter().map(|(_, share)| share).sum();
+        let (mut cumulative, last) = (0.0, traffic.len().saturating_sub(1));
+        let mut start = 0;
+        for (i, (part, share)) in traffic.into_iter().enumerate() {
+            let end = push(part);
             cumulative += share / total;
             let below = match i == last {
                 true => u64::MAX,
                 false => (cumulative * 4_294_967_296.0) as u64,
             };
-            ends.push((stats.len(), below));
+            ranges.push((start, end, below));
+            start = end;
         }
-        let eligible = stats.len();
-        for (key, service, stat) in probation {
-            keys.push(key.clone());
-            services.push(service.clone());
-            stats.push(Arc::clone(stat));
+        let (eligible, traffic_parts) = (start, ranges.len());
+        let probation_end = push(probation);
+        start = probation_end;
+        for (part, _) in reserve {
+            let end = push(part);
+            ranges.push((start, end, 0));
+            start = end;
         }
-        let mut start = 0;
-        let shares = ends
+        let shares = ranges
             .into_iter()
-            .map(|(end, below)| {
-                let table = policy.table(&stats[start..end]);
-                start = end;
-                Share { end, below, table }
+            .map(|(start, end, below)| Share {
+                start,
+                end,
+                below,
+                table: policy.table(&stats[start..end]),
             })
             .collect();
         Snapshot {
@@ -213,7 +243,9 @@ impl<K, S, T> Snapshot<K, S, T> {
             services: services.into(),
             stats: stats.into(),
             eligible,
+            probation_end,
             shares,
+            traffic: traffic_parts,
             members,
         }
     }
