@@ -152,3 +152,100 @@ async fn wait_for(mut condition: impl FnMut() -> bool) {
     }
     panic!("condition not reached within 10 s");
 }
+
+/// Two zones, the local one (two backends) killed whole under load: with outlier detection
+/// (at most 10 % ejected, so the second local backend stays in rotation until its checks
+/// fail), active checks and retries, not one request fails, because a retry never returns to
+/// a backend its request failed on and spills to the remote zone once it failed on both
+/// local ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_whole_local_zone_loses_no_request() {
+    use tower_lb::Locality;
+
+    const PACED: usize = 6_000;
+    let mut backends = backend::start_many(5).await.unwrap();
+    backends
+        .iter()
+        .for_each(|b| b.set_delay(Duration::from_micros(500)));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let local: Vec<String> = backends[..2].iter().map(|b| b.url()).collect();
+    let zone = {
+        let local = local.clone();
+        move |url: &String| {
+            if local.contains(url) {
+                "local"
+            } else {
+                "remote"
+            }
+        }
+    };
+    let lb = Balance::builder(P2c::new())
+        .endpoints(
+            backends
+                .iter()
+                .map(|b| (b.url(), backend::text_endpoint(&client, b.url()))),
+        )
+        .outlier(Outlier::consecutive_failures(5))
+        .health_check(
+            ActiveChecks::new(HttpCheck::with_client(client.clone(), "/healthz"))
+                .every(Duration::from_millis(50))
+                .timeout(Duration::from_millis(200)),
+        )
+        .locality(Locality::new(["local", "remote"]), zone)
+        .build()
+        .unwrap();
+    let retries = RetryPolicy::new(3)
+        .retry_if(RetryErrors)
+        .backoff(Duration::from_millis(1), Duration::from_millis(20));
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(retries))
+        .service(lb.clone());
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let (service, done) = (service.clone(), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while done.fetch_add(1, Ordering::Relaxed) < PACED {
+                    if let Err(error) = service.clone().oneshot(()).await {
+                        failures.push(error.to_string());
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                failures
+            })
+        })
+        .collect();
+    wait_for(|| done.load(Ordering::Relaxed) >= PACED / 3).await;
+    for backend in &mut backends[..2] {
+        backend.stop();
+    }
+    let mut failures = Vec::new();
+    for worker in workers {
+        failures.extend(worker.await.unwrap());
+    }
+    let picks = |zone_urls: &dyn Fn(&str) -> bool| -> u64 {
+        lb.snapshot()
+            .iter()
+            .filter(|e| zone_urls(&e.key))
+            .map(|e| e.picks)
+            .sum()
+    };
+    println!(
+        "{PACED} requests, local zone killed after {}: {} failed; picks local {}, remote {}",
+        PACED / 3,
+        failures.len(),
+        picks(&|url| local.iter().any(|l| l == url)),
+        picks(&|url| !local.iter().any(|l| l == url)),
+    );
+    assert!(
+        failures.is_empty(),
+        "{} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
