@@ -339,7 +339,7 @@ fn dollar_end(sql: &[u8], start: usize) -> Option<usize> {
 ///
 /// The scan takes eight bytes at a time, and a word shorter than that is read from the one
 /// load: each word's position depends on the last word's, so loads are the scan's latency.
-#[inline]
+#[inline(always)]
 fn word_end(sql: &[u8], start: usize) -> (usize, usize, u64) {
     let first = eight_bytes(sql, start);
     let ends = !word_bytes(first) & HIGH_BITS;
