@@ -146,3 +146,31 @@ async fn peak_ewma_p2c_tail_beats_round_robin_and_matches_tower() {
         );
     }
 }
+
+/// Two endpoints of equal speed, weights 2 : 1, one call at a time, on the real clock:
+/// peak-EWMA follows the weights (its latency noise between identical endpoints must not
+/// decide), as the load-only policies do.
+#[tokio::test(flavor = "current_thread")]
+async fn peak_ewma_follows_weights_between_endpoints_of_equal_speed() {
+    let endpoint = || service_fn(|()| async { Ok::<_, std::io::Error>(()) });
+    for policy in [P2c::peak_ewma(), P2c::new()] {
+        let mut lb = Balance::builder(policy)
+            .weighted_endpoint("heavy", endpoint(), 2)
+            .and_then(|b| b.weighted_endpoint("light", endpoint(), 1))
+            .and_then(|b| b.build())
+            .unwrap();
+        let picks = 100_000;
+        for _ in 0..picks {
+            lb.ready().await.unwrap().call(()).await.unwrap();
+        }
+        let heavy = lb
+            .snapshot()
+            .iter()
+            .find(|e| e.key == "heavy")
+            .unwrap()
+            .picks;
+        let share = heavy as f64 / f64::from(picks);
+        println!("heavy share {share:.4}");
+        assert!((share - 2.0 / 3.0).abs() <= 0.01, "heavy share {share:.4}");
+    }
+}

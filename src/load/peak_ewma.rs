@@ -12,6 +12,14 @@ use std::time::Duration;
 /// that is avoided is eventually retried. A failed call counts as a sample of at least
 /// `failure_penalty`: an endpoint that fails fast must not look fast.
 ///
+/// **Latency differences below `resolution` (1 ms by default) are noise.** Two endpoints
+/// whose estimates differ by less are compared on their load per unit of weight alone, so
+/// equally fast endpoints share traffic by their weights (at equal load, the weighted draw
+/// of the two candidates decides); one that is slower by more than the resolution loses
+/// traffic as its cost `rtt × (in flight + 1)` says. Without it, the jitter of identical
+/// endpoints (a peak that one scheduler hiccup leaves for seconds) decided between them: a
+/// 2 : 1 weighting gave the heavy endpoint 44–86 % of the picks.
+///
 /// ```
 /// use std::time::Duration;
 /// use tower_lb::{load::PeakEwma, policy::P2c};
@@ -29,6 +37,8 @@ pub struct PeakEwma {
     pub(crate) decay_rate: f64,
     pub(crate) default_ns: f64,
     pub(crate) penalty_ns: f64,
+    /// Estimates closer than this (in nanoseconds) count as equal.
+    pub(crate) resolution_ns: f64,
     pub(crate) clock: LatencyClock,
 }
 
@@ -57,12 +67,14 @@ pub enum LatencyClock {
 }
 
 impl Default for PeakEwma {
-    /// Decay 10 s, default RTT 30 ms (Finagle's defaults), failure penalty 1 s.
+    /// Decay 10 s, default RTT 30 ms (Finagle's defaults), failure penalty 1 s, resolution
+    /// 1 ms.
     fn default() -> Self {
         PeakEwma {
             decay_rate: 1.0 / nanos(Duration::from_secs(10)),
             default_ns: nanos(Duration::from_millis(30)),
             penalty_ns: nanos(Duration::from_secs(1)),
+            resolution_ns: nanos(Duration::from_millis(1)),
             clock: LatencyClock::Tokio,
         }
     }
@@ -85,6 +97,22 @@ impl PeakEwma {
     /// The clock that times calls (default [`LatencyClock::Tokio`]).
     pub fn clock(mut self, clock: LatencyClock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Latency differences below which two endpoints count as equally fast (default 1 ms;
+    /// see above). `Duration::ZERO` compares every difference, as Finagle does.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_lb::{load::PeakEwma, policy::P2c};
+    ///
+    /// // Sub-millisecond backends whose differences of 100 µs matter.
+    /// let policy = P2c::peak_ewma_with(PeakEwma::default().resolution(Duration::from_micros(50)));
+    /// # let _ = policy;
+    /// ```
+    pub fn resolution(mut self, resolution: Duration) -> Self {
+        self.resolution_ns = nanos(resolution);
         self
     }
 

@@ -104,6 +104,10 @@ impl P2c {
                 let load_b = Pending::of(b);
                 let rtt_a = a.decayed_rtt_ns(candidates.now_ns(a), ewma);
                 let rtt_b = b.decayed_rtt_ns(candidates.now_ns(b), ewma);
+                // Within the resolution the latencies are noise: load per weight decides.
+                if (rtt_a - rtt_b).abs() < ewma.resolution_ns {
+                    return load_b.cmp_load(&load_a).is_lt();
+                }
                 load_b.cmp_scaled(rtt_b, &load_a, rtt_a, unit).is_lt()
             }
         }
