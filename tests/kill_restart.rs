@@ -55,20 +55,7 @@ async fn killing_and_restarting_backends_loses_no_request() {
         .service(lb.clone());
 
     let done = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..WORKERS)
-        .map(|_| {
-            let (service, done) = (service.clone(), Arc::clone(&done));
-            tokio::spawn(async move {
-                let mut failures = Vec::new();
-                while done.fetch_add(1, Ordering::Relaxed) < REQUESTS {
-                    if let Err(error) = service.clone().oneshot(()).await {
-                        failures.push(error.to_string());
-                    }
-                }
-                failures
-            })
-        })
-        .collect();
+    let workers = send_all(service, &done, REQUESTS, Duration::ZERO);
 
     let endpoint = |url: &str| lb.snapshot().into_iter().find(|e| e.key == url);
     let picks = |url: &str| endpoint(url).map_or(0, |e| e.picks);
@@ -142,6 +129,38 @@ async fn killing_and_restarting_backends_loses_no_request() {
     );
 }
 
+/// `WORKERS` tasks that send requests through `service` until `total` have been sent
+/// (counted in `done`), pausing `pace` after each; each task ends with its failures.
+fn send_all<S>(
+    service: S,
+    done: &Arc<AtomicUsize>,
+    total: usize,
+    pace: Duration,
+) -> Vec<tokio::task::JoinHandle<Vec<String>>>
+where
+    S: tower::Service<()> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Display,
+{
+    (0..WORKERS)
+        .map(|_| {
+            let (service, done) = (service.clone(), Arc::clone(done));
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while done.fetch_add(1, Ordering::Relaxed) < total {
+                    if let Err(error) = service.clone().oneshot(()).await {
+                        failures.push(error.to_string());
+                    }
+                    if !pace.is_zero() {
+                        tokio::time::sleep(pace).await;
+                    }
+                }
+                failures
+            })
+        })
+        .collect()
+}
+
 /// Polls `condition` every 5 ms for at most 10 s.
 async fn wait_for(mut condition: impl FnMut() -> bool) {
     for _ in 0..2_000 {
@@ -205,21 +224,7 @@ async fn killing_the_whole_local_zone_loses_no_request() {
         .service(lb.clone());
 
     let done = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..WORKERS)
-        .map(|_| {
-            let (service, done) = (service.clone(), Arc::clone(&done));
-            tokio::spawn(async move {
-                let mut failures = Vec::new();
-                while done.fetch_add(1, Ordering::Relaxed) < PACED {
-                    if let Err(error) = service.clone().oneshot(()).await {
-                        failures.push(error.to_string());
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                failures
-            })
-        })
-        .collect();
+    let workers = send_all(service, &done, PACED, Duration::from_millis(1));
     wait_for(|| done.load(Ordering::Relaxed) >= PACED / 3).await;
     for backend in &mut backends[..2] {
         backend.stop();

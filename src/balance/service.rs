@@ -183,30 +183,34 @@ impl<S> Lease<S> {
     }
 }
 
-/// A retry's pick: the policy's choice unless it is to be avoided; then up to two fresh picks
-/// (random policies usually move on), then the next eligible endpoint not to be avoided
-/// (deterministic ones, like a sticky hash, would pick the same again). If every eligible
-/// endpoint is to be avoided, the policy's choice stands.
+/// Whether `endpoint` is one of `avoid` (the endpoints a retried request failed on).
+fn avoids(avoid: &[Arc<EndpointStats>], endpoint: &Arc<EndpointStats>) -> bool {
+    avoid.iter().any(|a| Arc::ptr_eq(a, endpoint))
+}
+
+/// A retry's pick among `endpoints` (one zone's part): the policy's choice unless it is to be
+/// avoided; then up to two fresh picks (random policies usually move on), then the next
+/// endpoint not to be avoided (deterministic ones, like a sticky hash, would pick the same
+/// again). `None` when every one of them is to be avoided.
 fn steer_clear(
     picked: usize,
-    eligible: &[Arc<EndpointStats>],
+    endpoints: &[Arc<EndpointStats>],
     avoid: &[Arc<EndpointStats>],
     mut pick_again: impl FnMut() -> Option<usize>,
-) -> usize {
-    let avoided = |i: usize| avoid.iter().any(|a| Arc::ptr_eq(a, &eligible[i]));
+) -> Option<usize> {
+    let avoided = |i: usize| avoids(avoid, &endpoints[i]);
     if !avoided(picked) {
-        return picked;
+        return Some(picked);
     }
     for _ in 0..2 {
         match pick_again() {
-            Some(i) if i < eligible.len() && !avoided(i) => return i,
+            Some(i) if i < endpoints.len() && !avoided(i) => return Some(i),
             _ => {}
         }
     }
-    (1..eligible.len())
-        .map(|step| (picked + step) % eligible.len())
+    (1..endpoints.len())
+        .map(|step| (picked + step) % endpoints.len())
         .find(|&i| !avoided(i))
-        .unwrap_or(picked)
 }
 
 /// For a retry whose drawn zone holds only endpoints it failed on: the policy's pick, steered
@@ -224,21 +228,15 @@ where
     P: Pick<Req>,
     L: Layer<S>,
 {
-    let avoided = |i: usize| avoid.iter().any(|a| Arc::ptr_eq(a, &snapshot.stats[i]));
-    snapshot.parts().find_map(|(part, table)| {
-        if part.clone().all(avoided) {
-            return None;
-        }
+    let index = snapshot.parts().find_map(|(part, table)| {
         let endpoints = &snapshot.stats[part.clone()];
         let candidates = Candidates::new(endpoints);
         let pick = || inner.pool.policy().pick(req, table, &candidates);
         let picked = pick().filter(|&i| i < endpoints.len())?;
-        let index = part.start + steer_clear(picked, endpoints, avoid, pick);
-        (!avoided(index)).then(|| {
-            tracing::debug!(endpoint = ?snapshot.keys[index], "a retry spills to another zone");
-            index
-        })
-    })
+        Some(part.start + steer_clear(picked, endpoints, avoid, pick)?)
+    })?;
+    tracing::debug!(endpoint = ?snapshot.keys[index], "a retry spills to another zone");
+    Some(index)
 }
 
 /// Picks an endpoint from `snapshot` for `req` and starts counting a call against it; with
@@ -262,9 +260,7 @@ where
     let on_probation = snapshot.probation();
     let probe = snapshot.stats[on_probation.clone()]
         .iter()
-        .position(|endpoint| {
-            !avoid.iter().any(|a| Arc::ptr_eq(a, endpoint)) && endpoint.try_claim_probe()
-        })
+        .position(|endpoint| !avoids(avoid, endpoint) && endpoint.try_claim_probe())
         .map(|offset| on_probation.start + offset);
     let share = snapshot.share();
     let part = share.as_ref().map_or(0..0, |(part, _)| part.clone());
@@ -280,20 +276,18 @@ where
             return Err(Error::AllUnhealthy { endpoints });
         }
         (None, Some((_, table))) => {
-            let in_part = match inner.pool.policy().pick(req, table, &candidates) {
-                Some(index) if index < part.len() && avoid.is_empty() => index,
+            match inner.pool.policy().pick(req, table, &candidates) {
+                Some(index) if index < part.len() && avoid.is_empty() => part.start + index,
                 Some(index) if index < part.len() => {
-                    steer_clear(index, &snapshot.stats[part.clone()], avoid, || {
-                        inner.pool.policy().pick(req, table, &candidates)
-                    })
+                    let again = || inner.pool.policy().pick(req, table, &candidates);
+                    match steer_clear(index, &snapshot.stats[part.clone()], avoid, again) {
+                        Some(clear) => part.start + clear,
+                        // Every candidate of the drawn zone failed this request: another
+                        // zone's, or (none left anywhere) the policy's choice.
+                        None => spill(inner, snapshot, req, avoid).unwrap_or(part.start + index),
+                    }
                 }
                 _ => return Err(Error::NoPick { eligible }),
-            };
-            let index = part.start + in_part;
-            match avoid.iter().any(|a| Arc::ptr_eq(a, &snapshot.stats[index])) {
-                // Every candidate of the drawn zone failed this request: another zone's.
-                true => spill(inner, snapshot, req, avoid).unwrap_or(index),
-                false => index,
             }
         }
     };

@@ -103,8 +103,9 @@ where
         self.published.notify_waiters();
     }
 
-    /// Resolves once `endpoint` is no longer eligible in the published snapshot: excluded,
-    /// out of rotation for its health, or removed. For a caller that waits on the endpoint
+    /// Resolves once the published snapshot no longer offers `endpoint` to any pick (as
+    /// eligible, on probation, or in a reserve zone a retry may spill to): excluded, out of
+    /// rotation for its health, or removed. For a caller that waits on the endpoint
     /// outside a call (for a connection from a database pool) and must stop waiting when
     /// the endpoint is known dead.
     #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
@@ -113,8 +114,7 @@ where
             // Created before the check: a publish between the check and the await still wakes it.
             let published = self.published.notified();
             let snapshot = self.current.load();
-            let eligible = &snapshot.stats[..snapshot.eligible];
-            if !eligible.iter().any(|e| Arc::ptr_eq(e, endpoint)) {
+            if !snapshot.stats.iter().any(|e| Arc::ptr_eq(e, endpoint)) {
                 return;
             }
             drop(snapshot);

@@ -5,7 +5,7 @@ use super::position::capture_position;
 use super::sqlstate::{is_query_fault, unavailable};
 use crate::error::Error;
 use crate::replica::router::WriteMark;
-use crate::replica::{Access, ReplicaRouter, Role, SqlClassifier, Token, WholeRouter};
+use crate::replica::{Access, ReplicaRouter, SqlClassifier, Token, WholeRouter};
 use sqlx::{PgConnection, PgPool, Postgres};
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -142,7 +142,6 @@ async fn begin<P: PgNodes, R: PgNodes, X>(
             () = router.primary().out_of_rotation(lease.endpoint()) => continue,
         };
         lease.complete(begun.as_ref().map_or_else(is_query_fault, |_| true));
-        debug_assert_eq!(route.to, Role::Primary);
         return Ok(PgTransaction {
             transaction: begun?,
             pool,

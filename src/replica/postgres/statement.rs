@@ -78,6 +78,7 @@ where
     let shared = router.shared();
     let access = shared.classify.classify(statement.sql);
     let mut route = shared.decide(access, slot, true);
+    let mut statement = Some(statement);
     for _ in 0..MAX_ROUTES {
         let lease = lease(router, &mut route).await.map_err(unavailable)?;
         let acquired = match route.to {
@@ -101,7 +102,14 @@ where
                 return Err(error);
             }
         };
-        match execute(&mut connection, statement.clone(), fetch, results).await {
+        // Only a read on a replica may be sent again, so only it is copied (its arguments
+        // cloned): anything else is sent itself, and whatever comes of it is the answer.
+        let sent = match (route.may_resend(), statement.take()) {
+            (true, Some(kept)) => statement.insert(kept).clone(),
+            (false, Some(last)) => last,
+            (_, None) => break, // never: only the last send takes it
+        };
+        match execute(&mut connection, sent, fetch, results).await {
             Ok(()) => {
                 drop(connection);
                 let pool = lease.service.clone();

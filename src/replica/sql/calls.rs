@@ -106,22 +106,21 @@ pub(super) fn may_call(classifier: &SqlClassifier, sql: &[u8], name: Span) -> bo
         Some(_) => return false, // another schema's function of the same name is not ours
         None => {}
     }
-    if !word.quoted {
-        let mut buffer = [0u8; 64];
-        let Some(lower) = lowered(word.text, &mut buffer) else {
-            return false;
-        };
-        if SYNTAX.binary_search(&lower).is_ok() {
-            return true;
-        }
-        if READ_FUNCTIONS.binary_search(&lower).is_ok() {
-            return true;
-        }
-        // `FROM f(x) AS g(a, b)`, `WITH RECURSIVE t(n) AS (…)`: column names, no call.
-        return preceding_word(sql, name.0)
-            .is_some_and(|before| before.is("as") || before.is("with") || before.is("recursive"));
-    }
-    is_builtin(word)
+    let syntax = !word.quoted && (is_syntax(word) || names_columns(sql, name.0));
+    syntax || is_builtin(word)
+}
+
+/// SQL syntax before `(` that calls nothing (`IN (`, `COALESCE(`, `numeric(10, 2)`).
+fn is_syntax(word: Word<'_>) -> bool {
+    let mut buffer = [0u8; 64];
+    lowered(word.text, &mut buffer).is_some_and(|lower| SYNTAX.binary_search(&lower).is_ok())
+}
+
+/// Whether the name starting at `start` is followed by a column list rather than arguments:
+/// `FROM f(x) AS g(a, b)`, `WITH RECURSIVE t(n) AS (…)`.
+fn names_columns(sql: &[u8], start: usize) -> bool {
+    preceding_word(sql, start)
+        .is_some_and(|before| before.is("as") || before.is("with") || before.is("recursive"))
 }
 
 /// A `pg_catalog` function a hot standby runs.
