@@ -82,7 +82,11 @@ async fn main() -> Result<(), BoxError> {
             tokio::spawn(async move {
                 let mut writes = 0_u64;
                 while !stop.load(Ordering::Relaxed) {
-                    if sqlx::raw_sql(&insert).execute(&primary).await.is_ok() {
+                    if sqlx::raw_sql(sqlx::AssertSqlSafe(insert.as_str()))
+                        .execute(&primary)
+                        .await
+                        .is_ok()
+                    {
                         writes += 1;
                     }
                 }

@@ -179,10 +179,10 @@ where
     }
 }
 
-#[cfg(feature = "reqwest")]
+#[cfg(any(feature = "reqwest", feature = "reqwest-0_12"))]
 pub use self::reqwest_endpoint::HttpEndpoint;
 
-#[cfg(feature = "reqwest")]
+#[cfg(any(feature = "reqwest", feature = "reqwest-0_12"))]
 mod reqwest_endpoint {
     use super::BaseUrl;
     use std::future::Future;
@@ -193,8 +193,9 @@ mod reqwest_endpoint {
     /// One server of a pool: a shared `reqwest::Client` and the server's [`BaseUrl`]. A
     /// `Service<reqwest::Request>` that sends each request there, path and query kept.
     ///
-    /// Cheap to clone (the client is an `Arc`). Build a pool of them with
-    /// [`Builder::http_endpoints`](crate::Builder::http_endpoints).
+    /// `C` is the client: `reqwest::Client` of reqwest 0.13 (feature `reqwest`) or 0.12
+    /// (feature `reqwest-0_12`). Cheap to clone (the client is an `Arc`). Build a pool of them
+    /// with [`Builder::http_endpoints`](crate::Builder::http_endpoints).
     ///
     /// ```
     /// use tower_lb::base_url::HttpEndpoint;
@@ -204,14 +205,14 @@ mod reqwest_endpoint {
     /// # Ok::<(), tower_lb::Error>(())
     /// ```
     #[derive(Debug, Clone)]
-    pub struct HttpEndpoint {
-        client: reqwest::Client,
+    pub struct HttpEndpoint<C> {
+        client: C,
         base: BaseUrl,
     }
 
-    impl HttpEndpoint {
+    impl<C> HttpEndpoint<C> {
         /// Sends requests to `base` through `client`.
-        pub fn new(client: reqwest::Client, base: BaseUrl) -> Self {
+        pub fn new(client: C, base: BaseUrl) -> Self {
             HttpEndpoint { client, base }
         }
 
@@ -221,31 +222,42 @@ mod reqwest_endpoint {
         }
     }
 
-    impl Service<reqwest::Request> for HttpEndpoint {
-        type Response = reqwest::Response;
-        type Error = reqwest::Error;
-        type Future =
-            Pin<Box<dyn Future<Output = Result<reqwest::Response, reqwest::Error>> + Send>>;
+    /// The endpoint as a `Service` of one reqwest major (`$reqwest`: the dependency's name).
+    macro_rules! http_endpoint_service {
+        ($reqwest:ident) => {
+            impl Service<$reqwest::Request> for HttpEndpoint<$reqwest::Client> {
+                type Response = $reqwest::Response;
+                type Error = $reqwest::Error;
+                type Future = Pin<
+                    Box<dyn Future<Output = Result<$reqwest::Response, $reqwest::Error>> + Send>,
+                >;
 
-        /// Always ready: reqwest's client pools its own connections.
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), reqwest::Error>> {
-            Poll::Ready(Ok(()))
-        }
+                /// Always ready: reqwest's client pools its own connections.
+                fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), $reqwest::Error>> {
+                    Poll::Ready(Ok(()))
+                }
 
-        fn call(&mut self, mut req: reqwest::Request) -> Self::Future {
-            let base = &self.base;
-            let url = req.url_mut();
-            // Each setter accepts what `BaseUrl` validated (http or https, a host, a port).
-            let _ = url.set_scheme(base.scheme.as_str());
-            let _ = url.set_host(Some(base.authority.host()));
-            let _ = url.set_port(base.authority.port_u16());
-            if !base.prefix.is_empty() {
-                let path = format!("{}{}", base.prefix, url.path());
-                url.set_path(&path);
+                fn call(&mut self, mut req: $reqwest::Request) -> Self::Future {
+                    let base = &self.base;
+                    let url = req.url_mut();
+                    // Each setter accepts what `BaseUrl` validated (http or https, a host, a port).
+                    let _ = url.set_scheme(base.scheme.as_str());
+                    let _ = url.set_host(Some(base.authority.host()));
+                    let _ = url.set_port(base.authority.port_u16());
+                    if !base.prefix.is_empty() {
+                        let path = format!("{}{}", base.prefix, url.path());
+                        url.set_path(&path);
+                    }
+                    Box::pin(self.client.execute(req))
+                }
             }
-            Box::pin(self.client.execute(req))
-        }
+        };
     }
+
+    #[cfg(feature = "reqwest")]
+    http_endpoint_service!(reqwest);
+    #[cfg(feature = "reqwest-0_12")]
+    http_endpoint_service!(reqwest_0_12);
 }
 
 #[cfg(test)]

@@ -67,11 +67,13 @@
 //!
 //! - `reqwest`: [`base_url::HttpEndpoint`] and [`Builder::http_endpoints`] (a pool of HTTP
 //!   servers behind one `reqwest::Client`), `health::HttpCheck`, and retry support for
-//!   `reqwest::Request`.
-//! - `sqlx-postgres`: the PostgreSQL side of [`replica`]: the router as a sqlx `Executor`,
-//!   position-based read-your-own-writes, and the lag and role probes.
+//!   `reqwest::Request`, on reqwest 0.13; `reqwest-0_12`: the same on reqwest 0.12.
+//! - `sqlx-postgres`: the PostgreSQL side of [`replica`] on sqlx 0.9: the router as a sqlx
+//!   `Executor`, position-based read-your-own-writes, and the lag and role probes;
+//!   `sqlx-0_8`: the same on sqlx 0.8 (`replica::sqlx_0_8`).
 //!
-//! The minimum supported Rust version is 1.85 (`rust-version` in Cargo.toml, checked in CI).
+//! The minimum supported Rust version is 1.85 (`rust-version` in Cargo.toml) for the crate
+//! and every feature but `sqlx-postgres`, which needs sqlx 0.9's, 1.94; CI checks both.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

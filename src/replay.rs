@@ -16,7 +16,7 @@ use http::Method;
 ///   idempotent by method (RFC 9110 §9.2.2), by an [`Idempotent`] extension, or by an
 ///   `Idempotency-Key` header. A streaming body (hyper's `Incoming`) cannot be copied: collect
 ///   it into `Full<Bytes>` first;
-/// - `reqwest::Request` (feature `reqwest`): copied with `try_clone`, which is `None` for a
+/// - `reqwest::Request` (features `reqwest`, `reqwest-0_12`): copied with `try_clone`, which is `None` for a
 ///   streaming body; idempotent by method or an `Idempotency-Key` header.
 ///
 /// For a type of your own, implement it (for a foreign type, wrap it in a newtype):
@@ -95,16 +95,26 @@ impl<B: Clone> Replay for http::Request<B> {
     }
 }
 
-#[cfg(feature = "reqwest")]
-impl Replay for reqwest::Request {
-    fn replay(&self) -> Option<Self> {
-        self.try_clone()
-    }
+/// A reqwest request of one major (`$reqwest`: the dependency's name).
+#[cfg(any(feature = "reqwest", feature = "reqwest-0_12"))]
+macro_rules! replay_reqwest {
+    ($reqwest:ident) => {
+        impl Replay for $reqwest::Request {
+            fn replay(&self) -> Option<Self> {
+                self.try_clone()
+            }
 
-    fn is_idempotent(&self) -> bool {
-        idempotent_method(self.method()) || has_idempotency_key(self.headers())
-    }
+            fn is_idempotent(&self) -> bool {
+                idempotent_method(self.method()) || has_idempotency_key(self.headers())
+            }
+        }
+    };
 }
+
+#[cfg(feature = "reqwest")]
+replay_reqwest!(reqwest);
+#[cfg(feature = "reqwest-0_12")]
+replay_reqwest!(reqwest_0_12);
 
 /// Plain values are copied and are not idempotent: only the application knows what an
 /// endpoint does with them.

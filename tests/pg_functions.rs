@@ -152,7 +152,10 @@ async fn the_read_functions_are_pg_procs_safe_functions_and_run_on_a_hot_standby
             .map(|t| format!("NULL::{t}"))
             .collect();
         let sql = format!("SELECT pg_catalog.\"{name}\"({})", arguments.join(", "));
-        match sqlx::raw_sql(&sql).execute(&standby).await {
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql.as_str()))
+            .execute(&standby)
+            .await
+        {
             Ok(_) => answered += 1,
             Err(sqlx::Error::Database(error))
                 if matches!(error.code().as_deref(), Some("25006" | "55000")) =>

@@ -59,7 +59,11 @@ fn node(
        + Sync {
     service_fn(move |query: Query| {
         let pool = pool.clone();
-        async move { sqlx::raw_sql(&query.sql).fetch_all(&pool).await }
+        async move {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(query.sql.clone()))
+                .fetch_all(&pool)
+                .await
+        }
     })
 }
 
@@ -76,7 +80,11 @@ async fn pool(url: &str) -> PgPool {
 async fn wait_for_table(replica: &PgPool, table: &str) {
     let started = Instant::now();
     let probe = format!("SELECT 1 FROM {table}");
-    while sqlx::raw_sql(&probe).execute(replica).await.is_err() {
+    while sqlx::raw_sql(sqlx::AssertSqlSafe(probe.as_str()))
+        .execute(replica)
+        .await
+        .is_err()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "replica never caught up"

@@ -212,7 +212,10 @@ async fn run(node: &PgPool, url: &str, sql: &str) -> Result<(), String> {
         // On a connection of its own: a script may leave a transaction open, which the
         // ROLLBACK after it ends.
         let mut connection = node.acquire().await?;
-        let ran = sqlx::raw_sql(sql).execute(&mut *connection).await.map(drop);
+        let ran = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *connection)
+            .await
+            .map(drop);
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *connection).await;
         ran
     };

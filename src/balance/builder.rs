@@ -2,7 +2,7 @@
 
 use super::{Balance, Drivers, Inner, StartDrivers};
 use crate::background::{DriverState, DriverStatus};
-#[cfg(feature = "reqwest")]
+#[cfg(any(feature = "reqwest", feature = "reqwest-0_12"))]
 use crate::base_url::{BaseUrl, HttpEndpoint};
 use crate::discover::{self, BoxDiscover};
 use crate::endpoint::{Accounting, HealthSink};
@@ -297,10 +297,11 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
     }
 }
 
-#[cfg(feature = "reqwest")]
-impl<P, L, C> Builder<String, HttpEndpoint, P, L, C> {
+#[cfg(any(feature = "reqwest", feature = "reqwest-0_12"))]
+impl<Client: Clone, P, L, C> Builder<String, HttpEndpoint<Client>, P, L, C> {
     /// Adds one [`HttpEndpoint`](crate::base_url::HttpEndpoint) per base URL, all sharing
-    /// `client`, keyed by the URL as given (feature `reqwest`).
+    /// `client` (a `reqwest::Client`, features `reqwest` and `reqwest-0_12`), keyed by the
+    /// URL as given.
     ///
     /// ```no_run
     /// use tower::ServiceExt;
@@ -319,7 +320,7 @@ impl<P, L, C> Builder<String, HttpEndpoint, P, L, C> {
     /// [`Error::InvalidUrl`] for the first URL that is not a valid base URL.
     pub fn http_endpoints<U>(
         self,
-        client: &reqwest::Client,
+        client: &Client,
         urls: impl IntoIterator<Item = U>,
     ) -> Result<Self, Error>
     where

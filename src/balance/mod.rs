@@ -213,7 +213,10 @@ where
     }
 
     /// Resolves once `endpoint` leaves rotation (see [`Pool::out_of_rotation`](crate::pool::Pool)).
-    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        allow(dead_code)
+    )]
     pub(crate) async fn out_of_rotation(&self, endpoint: &Arc<crate::endpoint::EndpointStats>) {
         self.inner.pool.out_of_rotation(endpoint).await
     }

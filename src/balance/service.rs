@@ -112,7 +112,10 @@ where
     /// Takes `&self` and reads the current snapshot directly, as a fresh handle's first call
     /// does: its callers share one handle (`&PgRouter`), so a per-handle cache would need a
     /// clone of the handle per lease, two more atomic writes on the balancer's count.
-    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        allow(dead_code)
+    )]
     pub(crate) fn lease<Req>(
         &self,
         req: &Req,
@@ -157,7 +160,10 @@ where
 ///
 /// Public in a private module: the replica router's [`Nodes`](crate::replica::Nodes) trait
 /// names it, and nothing outside the crate can.
-#[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+    allow(dead_code)
+)]
 pub struct Lease<S> {
     pub(crate) service: S,
     guard: InFlight,
@@ -171,13 +177,19 @@ impl<S> std::fmt::Debug for Lease<S> {
 
 impl<S> Lease<S> {
     /// The endpoint the lease counts against.
-    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        allow(dead_code)
+    )]
     pub(crate) fn endpoint(&self) -> &Arc<EndpointStats> {
         self.guard.stats()
     }
 
     /// Ends the call: its outcome feeds load accounting and outlier detection.
-    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        allow(dead_code)
+    )]
     pub(crate) fn complete(self, succeeded: bool) {
         self.guard.complete(succeeded);
     }

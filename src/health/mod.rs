@@ -21,7 +21,7 @@ mod checking;
 mod classify;
 pub(crate) mod driver;
 mod ejection;
-#[cfg(feature = "reqwest")]
+#[cfg(any(feature = "reqwest", feature = "reqwest-0_12"))]
 mod http;
 mod outlier;
 mod record;
@@ -31,7 +31,7 @@ pub use active::{
     check_fn, check_service, ActiveChecks, BoxFuture, CheckFn, CheckService, HealthCheck,
 };
 pub use classify::{classify_fn, Classify, ClassifyFn, ErrorsFail, ServerErrors};
-#[cfg(feature = "reqwest")]
+#[cfg(any(feature = "reqwest", feature = "reqwest-0_12"))]
 pub use http::HttpCheck;
 pub use outlier::{FailurePercentage, Outlier, SuccessRate};
 pub(crate) use record::MemberHealth;

@@ -108,7 +108,10 @@ where
     /// rotation for its health, or removed. For a caller that waits on the endpoint
     /// outside a call (for a connection from a database pool) and must stop waiting when
     /// the endpoint is known dead.
-    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        allow(dead_code)
+    )]
     pub(crate) async fn out_of_rotation(&self, endpoint: &Arc<EndpointStats>) {
         loop {
             // Created before the check: a publish between the check and the await still wakes it.

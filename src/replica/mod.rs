@@ -15,7 +15,7 @@ mod classify;
 mod lag;
 mod nodes;
 mod position;
-#[cfg(feature = "sqlx-postgres")]
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
 mod postgres;
 mod probing;
 mod role;
@@ -27,8 +27,12 @@ pub use classify::{Access, Classify, HttpMethods};
 pub use lag::{BoxFuture, Lag, LagMonitor, LagProbe};
 pub use nodes::Nodes;
 pub use position::{Token, TokenError, DEFAULT_POSITION_CAP};
+#[cfg(feature = "sqlx-0_8")]
+pub use postgres::sqlx_0_8;
 #[cfg(feature = "sqlx-postgres")]
-pub use postgres::{router_error, PgLagProbe, PgRoleProbe, PgRouter, PgSession, PgTransaction};
+pub use postgres::{router_error, PgLagProbe, PgRoleProbe, PgTransaction};
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
+pub use postgres::{PgRouter, PgSession, SqlxPgPool};
 pub use role::{Role, RoleMonitor, RoleProbe};
 pub use router::{
     ReplicaRouter, ReplicaRouterBuilder, ResponseFuture, RouterStats, WholeRouter, DEFAULT_WINDOW,

@@ -1,7 +1,10 @@
 //! Read-your-own-writes by position: after a session's write, its reads may go to a replica
 //! only once that replica has replayed the write. Positions are captured and checked by the
 //! sqlx front (feature `sqlx-postgres`); without it only the token type is used.
-#![cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+#![cfg_attr(
+    not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+    allow(dead_code)
+)]
 
 use std::fmt;
 use std::str::FromStr;

@@ -82,8 +82,8 @@ where
 /// An error that can tell whether the request it ended was never sent to a backend, so that
 /// resending it cannot apply it twice.
 ///
-/// Implemented for [`BoxError`], [`std::io::Error`], this crate's [`Error`] and (feature
-/// `reqwest`) `reqwest::Error`, through [`never_sent`]. Implement it for an error type of your
+/// Implemented for [`BoxError`], [`std::io::Error`], this crate's [`Error`] and (features
+/// `reqwest`, `reqwest-0_12`) `reqwest::Error`, through [`never_sent`]. Implement it for an error type of your
 /// own to let [`RetrySafe`] retry more.
 pub trait NeverSent {
     /// `true` only when the request surely never reached a backend.
@@ -108,12 +108,22 @@ impl NeverSent for Error {
     }
 }
 
-#[cfg(feature = "reqwest")]
-impl NeverSent for reqwest::Error {
-    fn never_sent(&self) -> bool {
-        never_sent(self)
-    }
+/// A reqwest error of one major (`$reqwest`: the dependency's name).
+#[cfg(any(feature = "reqwest", feature = "reqwest-0_12"))]
+macro_rules! reqwest_never_sent {
+    ($reqwest:ident) => {
+        impl NeverSent for $reqwest::Error {
+            fn never_sent(&self) -> bool {
+                never_sent(self)
+            }
+        }
+    };
 }
+
+#[cfg(feature = "reqwest")]
+reqwest_never_sent!(reqwest);
+#[cfg(feature = "reqwest-0_12")]
+reqwest_never_sent!(reqwest_0_12);
 
 /// Whether `error`, or any error in its `source` chain, proves that the request never reached
 /// a backend:
@@ -121,7 +131,8 @@ impl NeverSent for reqwest::Error {
 ///   [`Error::AllUnhealthy`], [`Error::NoPick`]);
 /// - the connection was refused (`io::ErrorKind::ConnectionRefused`, which is also what
 ///   reqwest and hyper-util carry in their chains);
-/// - reqwest failed while connecting (`reqwest::Error::is_connect`, feature `reqwest`).
+/// - reqwest failed while connecting (`reqwest::Error::is_connect`, features `reqwest`,
+///   `reqwest-0_12`).
 ///
 /// A timeout, a reset connection or an unexpected end of the response prove nothing: the
 /// backend may have applied the request.
@@ -164,6 +175,10 @@ fn proves_not_sent(error: &(dyn StdError + 'static)) -> bool {
     }
     #[cfg(feature = "reqwest")]
     if let Some(error) = error.downcast_ref::<reqwest::Error>() {
+        return error.is_connect();
+    }
+    #[cfg(feature = "reqwest-0_12")]
+    if let Some(error) = error.downcast_ref::<reqwest_0_12::Error>() {
         return error.is_connect();
     }
     false

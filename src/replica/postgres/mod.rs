@@ -1,22 +1,75 @@
-//! PostgreSQL through sqlx (feature `sqlx-postgres`): the router as a sqlx `Executor`, and
-//! the probes the replica monitors use.
+//! PostgreSQL through sqlx: the router as a sqlx `Executor`, and the probes the replica
+//! monitors use, for each supported sqlx major (features `sqlx-postgres` for sqlx 0.9,
+//! `sqlx-0_8` for 0.8).
 //!
-//! - `session`: [`PgRouter`], its sessions and transactions (what a user holds);
-//! - `executor`: the `Executor` impls, glue only (sqlx-core's `pool/executor.rs` shape);
-//! - `statement`: one statement routed, run on a connection, accounted, resent if it may be;
-//! - `rows`: a statement's results as the stream sqlx expects;
-//! - `sqlstate`: what a server's error means for routing, and the router's errors in sqlx's;
-//! - `position`: WAL positions, captured after a commit and read on a replica;
-//! - `probes`: lag and role.
+//! The front is written once. What holds no sqlx type is compiled once:
+//! - `session`: [`PgRouter`], [`PgSession`] (what a user holds) and [`SqlxPgPool`], through
+//!   which `begin` reaches the major of the router's pools;
+//! - `rows`: a statement's results as a stream.
+//!
+//! The files in `front/` are compiled once per major, each time against that major's sqlx:
+//! `sqlx_0_9.rs` and `sqlx_0_8.rs` are their roots, with the little that differs between
+//! majors (how a statement's text is held, the signatures of `prepare` and `describe`):
+//! - `front/executor`: the `Executor` impls, glue only (sqlx-core's `pool/executor.rs` shape);
+//! - `front/statement`: one statement routed, run on a connection, accounted, resent if it may be;
+//! - `front/transaction`: [`PgTransaction`], on the primary;
+//! - `front/sqlstate`: what a server's error means for routing, and the router's errors in sqlx's;
+//! - `front/position`: WAL positions, captured after a commit and read on a replica;
+//! - `front/probes`: lag and role.
 
-mod executor;
-mod position;
-mod probes;
 mod rows;
 mod session;
-mod sqlstate;
-mod statement;
+#[cfg(feature = "sqlx-0_8")]
+pub mod sqlx_0_8;
+#[cfg(feature = "sqlx-postgres")]
+mod sqlx_0_9;
 
-pub use probes::{PgLagProbe, PgRoleProbe};
-pub use session::{PgRouter, PgSession, PgTransaction};
-pub use sqlstate::router_error;
+use session::Sealed;
+pub use session::{PgRouter, PgSession, SqlxPgPool};
+#[cfg(feature = "sqlx-postgres")]
+pub use sqlx_0_9::{router_error, PgLagProbe, PgRoleProbe, PgTransaction};
+
+/// The front's files, declared in the root of each major's front (`use … as sqlx;` there
+/// names the major they compile against), and what it offers.
+macro_rules! sqlx_front_modules {
+    () => {
+        // Loaded once per major, by design: each time against another sqlx.
+        #[path = "front/executor.rs"]
+        #[allow(clippy::duplicate_mod)]
+        mod executor;
+        #[path = "front/position.rs"]
+        #[allow(clippy::duplicate_mod)]
+        mod position;
+        #[path = "front/probes.rs"]
+        #[allow(clippy::duplicate_mod)]
+        mod probes;
+        #[path = "front/sqlstate.rs"]
+        #[allow(clippy::duplicate_mod)]
+        mod sqlstate;
+        #[path = "front/statement.rs"]
+        #[allow(clippy::duplicate_mod)]
+        mod statement;
+        #[path = "front/transaction.rs"]
+        #[allow(clippy::duplicate_mod)]
+        mod transaction;
+
+        pub use probes::{PgLagProbe, PgRoleProbe};
+        pub use sqlstate::router_error;
+        pub use transaction::PgTransaction;
+
+        mod nodes {
+            use super::sqlx::PgPool;
+            use crate::policy::Pick;
+            use crate::replica::Nodes;
+
+            /// A pool of PostgreSQL nodes, as the sqlx front needs each of the router's
+            /// pools: a [`Balance`](crate::Balance) of `PgPool`s whose policy picks without a
+            /// request.
+            pub trait PgNodes: Nodes<Service = PgPool, Policy: Pick<()>> {}
+
+            impl<N: Nodes<Service = PgPool, Policy: Pick<()>>> PgNodes for N {}
+        }
+        use nodes::PgNodes;
+    };
+}
+use sqlx_front_modules;

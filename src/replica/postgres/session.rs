@@ -1,19 +1,19 @@
-//! What a sqlx user holds: the router as an executor ([`PgRouter`]), one session of it
-//! ([`PgSession`]), and a transaction on the primary ([`PgTransaction`]).
+//! What a sqlx user holds, whatever their sqlx major: the router as an executor
+//! ([`PgRouter`]) and one session of it ([`PgSession`]). Neither holds a sqlx type; their
+//! `Executor` impls and transactions are in each major's front.
 
-use super::position::capture_position;
-use super::sqlstate::{is_query_fault, unavailable};
-use crate::error::Error;
-use crate::replica::router::WriteMark;
-use crate::replica::{Access, ReplicaRouter, SqlClassifier, Token, WholeRouter};
-use sqlx::{PgConnection, PgPool, Postgres};
+use crate::policy::Pick;
+use crate::replica::{Nodes, ReplicaRouter, SqlClassifier, Token, WholeRouter};
 use std::fmt::Debug;
+use std::future::Future;
 use std::hash::Hash;
 
 /// The sqlx front: a [`ReplicaRouter`] whose endpoints are `PgPool`s is a sqlx `Executor`, so
 /// `sqlx::query("…").fetch_all(&db)` runs on the primary or a replica according to the
 /// statement's text ([`SqlClassifier`]). Moving from one `PgPool` to a primary and replicas
-/// changes the construction, not the queries.
+/// changes the construction, not the queries. sqlx 0.9's pools with the feature
+/// `sqlx-postgres`, 0.8's with `sqlx-0_8` (the same router; its probes and transaction types
+/// are in [`replica::sqlx_0_8`](crate::replica#modules)).
 ///
 /// - `&db` is the router-wide session (read-your-own-writes for everyone);
 ///   [`db.session(key)`](ReplicaRouter::session) narrows it to one user or request chain.
@@ -55,17 +55,41 @@ use std::hash::Hash;
 pub type PgRouter<P, R = P, X = WholeRouter> = ReplicaRouter<P, R, SqlClassifier, X>;
 
 mod sealed {
-    use crate::policy::Pick;
-    use crate::replica::Nodes;
-    use sqlx::PgPool;
-
-    /// A pool of PostgreSQL nodes, as the sqlx front needs each of the router's pools: a
-    /// [`Balance`](crate::Balance) of `PgPool`s whose policy picks without a request.
-    pub trait PgNodes: Nodes<Service = PgPool, Policy: Pick<()>> {}
-
-    impl<N: Nodes<Service = PgPool, Policy: Pick<()>>> PgNodes for N {}
+    pub trait Sealed {}
 }
-pub(super) use sealed::PgNodes;
+pub(super) use sealed::Sealed;
+
+/// A `PgPool` of one of the sqlx majors the router speaks (0.9's with the feature
+/// `sqlx-postgres`, 0.8's with `sqlx-0_8`): what [`ReplicaRouter::begin`] begins a
+/// transaction on, and in which sqlx's types it answers. Sealed.
+///
+/// ```no_run
+/// use sqlx::postgres::PgPool;
+/// use tower_lb::replica::{PgTransaction, SqlxPgPool};
+///
+/// // sqlx 0.9's transactions are this crate's `PgTransaction`.
+/// fn is_0_9<X>(_: Option<<PgPool as SqlxPgPool>::Transaction<X>>) -> Option<PgTransaction<X>> {
+///     None
+/// }
+/// # let _ = is_0_9::<()>;
+/// ```
+pub trait SqlxPgPool: Sealed + Clone + Send + Sync + 'static {
+    /// A transaction on one of these pools ([`PgTransaction`](crate::replica::PgTransaction)
+    /// for sqlx 0.9's, `replica::sqlx_0_8::PgTransaction` for 0.8's).
+    type Transaction<X>;
+    /// This major's `sqlx::Error`.
+    type Error;
+
+    #[doc(hidden)]
+    fn begin<P, R, X>(
+        router: &PgRouter<P, R, X>,
+        slot: Option<usize>,
+    ) -> impl Future<Output = Result<Self::Transaction<X>, Self::Error>> + Send + '_
+    where
+        P: Nodes<Service = Self, Policy: Pick<()>>,
+        R: Nodes,
+        X: Send + Sync + 'static;
+}
 
 /// One session of a [`PgRouter`]: an `Executor` whose writes pin this session's reads to the
 /// primary for the read-your-own-writes window ([`ReplicaRouter::session`]).
@@ -74,16 +98,7 @@ pub struct PgSession<'r, P, R, X> {
     pub(super) slot: Option<usize>,
 }
 
-/// A transaction on the primary ([`ReplicaRouter::begin`]): derefs to the connection it runs
-/// on, so sqlx's usual `query(..).execute(&mut *tx)` runs inside it; its commit starts the
-/// session's read-your-own-writes window.
-pub struct PgTransaction<X> {
-    transaction: sqlx::Transaction<'static, Postgres>,
-    pool: PgPool,
-    mark: Option<WriteMark<SqlClassifier, X>>,
-}
-
-impl<P: PgNodes, R: PgNodes, X> PgRouter<P, R, X> {
+impl<P: Nodes, R: Nodes, X> PgRouter<P, R, X> {
     /// The session `key` (a user id, a session cookie): an executor whose reads see this
     /// session's own writes.
     pub fn session(&self, key: impl Hash) -> PgSession<'_, P, R, X> {
@@ -103,13 +118,22 @@ impl<P: PgNodes, R: PgNodes, X> PgRouter<P, R, X> {
         session
     }
 
-    /// Starts a transaction on the primary for the router-wide session.
-    pub async fn begin(&self) -> Result<PgTransaction<X>, sqlx::Error> {
-        begin(self, self.session_slot(())).await
+    /// Starts a transaction on the primary for the router-wide session: a
+    /// [`PgTransaction`](crate::replica::PgTransaction) (of sqlx 0.8's
+    /// `replica::sqlx_0_8` for 0.8's pools).
+    pub async fn begin(
+        &self,
+    ) -> Result<<P::Service as SqlxPgPool>::Transaction<X>, <P::Service as SqlxPgPool>::Error>
+    where
+        P: Nodes<Policy: Pick<()>>,
+        P::Service: SqlxPgPool,
+        X: Send + Sync + 'static,
+    {
+        P::Service::begin(self, self.session_slot(())).await
     }
 }
 
-impl<P: PgNodes, R: PgNodes, X> PgSession<'_, P, R, X> {
+impl<P: Nodes, R: Nodes, X> PgSession<'_, P, R, X> {
     /// This session's consistency state, to hand to another application server (a cookie,
     /// a header): `None` in window mode or before the session writes.
     pub fn token(&self) -> Option<Token> {
@@ -117,74 +141,15 @@ impl<P: PgNodes, R: PgNodes, X> PgSession<'_, P, R, X> {
     }
 
     /// Starts a transaction on the primary for this session.
-    pub async fn begin(&self) -> Result<PgTransaction<X>, sqlx::Error> {
-        begin(self.router, self.slot).await
-    }
-}
-
-/// A transaction on a primary: routed as a write, begun on a connection of the primary the
-/// route takes; if that primary leaves rotation before the transaction has begun, on
-/// another one, or [`Error::NoPrimary`].
-async fn begin<P: PgNodes, R: PgNodes, X>(
-    router: &PgRouter<P, R, X>,
-    slot: Option<usize>,
-) -> Result<PgTransaction<X>, sqlx::Error> {
-    let shared = router.shared();
-    let mut route = shared.decide(Access::Write, slot, true);
-    for _ in 0..MAX_BEGINS {
-        let lease = shared
-            .take(&mut route, |_| router.primary().lease(&(), &[]))
-            .map_err(unavailable)?;
-        let pool = lease.service.clone();
-        let begun = tokio::select! {
-            biased;
-            begun = pool.begin() => begun,
-            () = router.primary().out_of_rotation(lease.endpoint()) => continue,
-        };
-        lease.complete(begun.as_ref().map_or_else(is_query_fault, |_| true));
-        return Ok(PgTransaction {
-            transaction: begun?,
-            pool,
-            mark: route.mark.take(),
-        });
-    }
-    Err(unavailable(Error::NodesLeftRotation { times: MAX_BEGINS }))
-}
-
-/// How many primaries a transaction may try to begin on, when they leave rotation under it.
-const MAX_BEGINS: usize = 3;
-
-impl<X> PgTransaction<X> {
-    /// Commits; the session reads its own writes from now on (in position mode, once the
-    /// commit's position is captured).
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let PgTransaction {
-            transaction,
-            pool,
-            mark,
-        } = self;
-        transaction.commit().await?;
-        capture_position(&pool, mark.as_ref()).await;
-        Ok(())
-    }
-
-    /// Rolls back.
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.transaction.rollback().await
-    }
-}
-
-impl<X> std::ops::Deref for PgTransaction<X> {
-    type Target = PgConnection;
-
-    fn deref(&self) -> &PgConnection {
-        &self.transaction
-    }
-}
-
-impl<X> std::ops::DerefMut for PgTransaction<X> {
-    fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.transaction
+    pub async fn begin(
+        &self,
+    ) -> Result<<P::Service as SqlxPgPool>::Transaction<X>, <P::Service as SqlxPgPool>::Error>
+    where
+        P: Nodes<Policy: Pick<()>>,
+        P::Service: SqlxPgPool,
+        X: Send + Sync + 'static,
+    {
+        P::Service::begin(self.router, self.slot).await
     }
 }
 
@@ -192,14 +157,6 @@ impl<P, R, X> Debug for PgSession<'_, P, R, X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgSession")
             .field("slot", &self.slot)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<X> Debug for PgTransaction<X> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgTransaction")
-            .field("marks_session", &self.mark.is_some())
             .finish_non_exhaustive()
     }
 }

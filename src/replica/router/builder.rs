@@ -29,7 +29,10 @@ pub struct ReplicaRouterBuilder<P: Nodes, R, Cl, X> {
 
 /// How sessions read their own writes.
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+    allow(dead_code)
+)]
 enum Consistency {
     Window(Duration),
     Position(Duration),
@@ -107,7 +110,7 @@ where
         self
     }
 
-    #[cfg(feature = "sqlx-postgres")]
+    #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
     /// Read-your-own-writes by position instead of by window (the sqlx front,
     /// [`PgRouter`](crate::replica::PgRouter), feature `sqlx-postgres`): after a session's write
     /// commits, the router captures the primary's WAL position, and the session's reads go to
@@ -120,7 +123,7 @@ where
         self
     }
 
-    #[cfg(feature = "sqlx-postgres")]
+    #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
     /// Position mode: how long a read may wait for a replica to replay the session's write
     /// before it goes to the primary (default zero: each replica is asked once, at once).
     ///

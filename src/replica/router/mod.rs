@@ -220,13 +220,19 @@ impl<P, R, Cl, X> ReplicaRouter<P, R, Cl, X> {
     }
 
     /// What the clones share: the decision's state and counters.
-    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        allow(dead_code)
+    )]
     pub(crate) fn shared(&self) -> &Arc<Shared<Cl, X>> {
         &self.shared
     }
 
     /// The read-your-own-writes slot of a session, when read-your-own-writes is on.
-    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        allow(dead_code)
+    )]
     pub(crate) fn session_slot(&self, session: impl Hash) -> Option<usize> {
         self.shared.sessions.slot(session)
     }

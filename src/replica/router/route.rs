@@ -65,7 +65,10 @@ impl<Cl, X> Route<Cl, X> {
     }
 
     /// Position mode: the position a replica must have replayed to serve this read.
-    #[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        allow(dead_code)
+    )]
     pub(crate) fn position(&self) -> Option<u64> {
         match self.why {
             Why::ReadAt(position) => Some(position),
@@ -215,7 +218,10 @@ impl<Cl, X> Shared<Cl, X> {
 /// or `wait` is spent (with no wait, each is asked once). A replica that cannot tell is not
 /// asked again. `None` when none has, or none is in rotation. The lease counts as the read's
 /// call on that replica.
-#[cfg_attr(not(feature = "sqlx-postgres"), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+    allow(dead_code)
+)]
 pub(crate) async fn caught_up<N, F, Fut>(
     replicas: &N,
     position: u64,

@@ -1,13 +1,15 @@
-//! The router and its sessions as sqlx `Executor`s: glue only. Each statement is routed,
+//! The router and its sessions as sqlx `Executor`s: glue only (the methods whose
+//! signatures differ between sqlx majors are in the front's root, `prepare_and_describe!`). Each statement is routed,
 //! run and accounted in [`statement`](super::statement); preparing and describing run on the
 //! primary, which knows every table a replica does.
 
-use super::session::{PgNodes, PgRouter, PgSession};
 use super::sqlstate::unavailable;
 use super::statement::{results, Fetch, Item};
+use super::{prepare_and_describe, sqlx, PgNodes};
+use crate::replica::postgres::{PgRouter, PgSession};
 use futures_core::Stream;
-use sqlx::postgres::{PgRow, PgStatement, PgTypeInfo};
-use sqlx::{Describe, Either, Execute, Executor, PgPool, Postgres};
+use sqlx::postgres::PgRow;
+use sqlx::{Either, Execute, Executor, PgPool, Postgres};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -68,30 +70,7 @@ macro_rules! executor {
                 Box::pin(first_row(results($router, $slot, query, Fetch::Optional)))
             }
 
-            fn prepare_with<'e, 'q: 'e>(
-                self,
-                sql: &'q str,
-                parameters: &'e [PgTypeInfo],
-            ) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
-            where
-                'c: 'e,
-            {
-                let $this = self;
-                let pool = primary_pool($router);
-                Box::pin(async move { (&pool?).prepare_with(sql, parameters).await })
-            }
-
-            fn describe<'e, 'q: 'e>(
-                self,
-                sql: &'q str,
-            ) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
-            where
-                'c: 'e,
-            {
-                let $this = self;
-                let pool = primary_pool($router);
-                Box::pin(async move { (&pool?).describe(sql).await })
-            }
+            prepare_and_describe!(|$this| $router);
         }
     };
 }

@@ -1,5 +1,6 @@
 //! PostgreSQL probes for the replica monitors: lag and role.
 
+use super::sqlx;
 use crate::error::BoxError;
 use crate::replica::position::parse_lsn;
 use crate::replica::{BoxFuture, Lag, LagProbe, Role, RoleProbe};
@@ -118,7 +119,7 @@ where
 /// So a primary fenced for a switchover (`default_transaction_read_only = on`) leaves the
 /// primary pool at the next probe, or at once when a write it refuses with SQLSTATE 25006
 /// wakes the monitor. It then counts as a replica and may serve reads; pair the role monitor
-/// with a [`LagMonitor`](super::super::LagMonitor) over [`PgLagProbe`], which holds out a node
+/// with a [`LagMonitor`](crate::replica::LagMonitor) over [`PgLagProbe`], which holds out a node
 /// that replays nothing.
 ///
 /// ```no_run

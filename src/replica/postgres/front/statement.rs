@@ -8,18 +8,18 @@
 //! pool's `acquire_timeout`: it was not sent, so even a write may go elsewhere.
 
 use super::position::{capture_position, replayed};
-use super::rows::Rows;
-use super::session::{PgNodes, PgRouter};
 use super::sqlstate::{is_query_fault, is_read_only, unavailable, worth_resending};
+use super::{sqlx, PgNodes, Statement};
 use crate::balance::Lease;
 use crate::error::Error;
+use crate::replica::postgres::rows::Rows;
+use crate::replica::postgres::PgRouter;
 use crate::replica::router::route::{caught_up, Route, Why};
 use crate::replica::router::Shared;
 use crate::replica::{Nodes, Role, SqlClassifier};
 use futures_core::Stream;
-use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement};
+use sqlx::postgres::{PgQueryResult, PgRow};
 use sqlx::{Either, Execute, Executor, PgPool, Postgres};
 use std::time::Duration;
 use tokio::sync::mpsc::Sender;
@@ -76,7 +76,7 @@ where
     X: Send + Sync + 'static,
 {
     let shared = router.shared();
-    let access = shared.classify.classify(statement.sql);
+    let access = shared.classify.classify(statement.text());
     let mut route = shared.decide(access, slot, true);
     let mut statement = Some(statement);
     for _ in 0..MAX_ROUTES {
@@ -241,41 +241,4 @@ fn fail<X>(
         reprobe.notify_one();
     }
     lease.complete(is_query_fault(error));
-}
-
-/// A statement that can be sent more than once. sqlx's `Execute` is consumed by the send, so
-/// it is taken apart into its text and arguments (which clone) first.
-#[derive(Clone)]
-pub(super) struct Statement<'q> {
-    sql: &'q str,
-    arguments: Option<PgArguments>,
-    persistent: bool,
-}
-
-impl<'q> Statement<'q> {
-    fn take(mut query: impl Execute<'q, Postgres>) -> Result<Self, sqlx::Error> {
-        Ok(Statement {
-            sql: query.sql(),
-            persistent: query.persistent(),
-            arguments: query.take_arguments().map_err(sqlx::Error::Encode)?,
-        })
-    }
-}
-
-impl<'q> Execute<'q, Postgres> for Statement<'q> {
-    fn sql(&self) -> &'q str {
-        self.sql
-    }
-
-    fn statement(&self) -> Option<&PgStatement<'q>> {
-        None // sqlx prepares it again, from its statement cache when persistent
-    }
-
-    fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
-        Ok(self.arguments.take())
-    }
-
-    fn persistent(&self) -> bool {
-        self.persistent
-    }
 }

@@ -1,6 +1,7 @@
 //! WAL positions for read-your-own-writes by position: captured on the primary after a
 //! commit, and read on a replica.
 
+use super::sqlx;
 use crate::replica::position::parse_lsn;
 use crate::replica::router::WriteMark;
 use crate::replica::SqlClassifier;

@@ -1,6 +1,7 @@
 //! What a PostgreSQL error means for routing, and how the router's own errors travel inside
 //! sqlx's.
 
+use super::sqlx;
 use crate::error::Error;
 
 /// Whether a failed statement is the statement's fault (an SQL error, a missing row, a type
@@ -38,7 +39,7 @@ pub(super) fn unavailable(error: Error) -> sqlx::Error {
 }
 
 /// The router's own error inside an error from a query through a
-/// [`PgRouter`](super::PgRouter): [`Error::NoPrimary`] when no primary could take a write,
+/// [`PgRouter`](crate::replica::PgRouter): [`Error::NoPrimary`] when no primary could take a write,
 /// [`Error::PrimaryReadShare`] when a read was shed, and so on. `None` for an error from the
 /// database or from sqlx itself (those are the node's or the statement's).
 ///

@@ -1,0 +1,88 @@
+//! The front on sqlx 0.9 (feature `sqlx-postgres`): the files in `front/`, compiled against
+//! sqlx 0.9, and what differs from 0.8 (a statement's text is a `SqlStr`, which sending it
+//! consumes; statements carry no lifetime).
+
+use super::sqlx_front_modules;
+use ::sqlx;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArguments, PgStatement};
+use sqlx::{Execute, Postgres, SqlStr};
+use std::marker::PhantomData;
+
+sqlx_front_modules!();
+
+/// A statement that can be sent more than once. sqlx's `Execute` is consumed by the send, so
+/// it is taken apart into its text and arguments (which clone) first.
+#[derive(Clone)]
+struct Statement<'q> {
+    sql: SqlStr,
+    arguments: Option<PgArguments>,
+    persistent: bool,
+    query: PhantomData<&'q str>,
+}
+
+impl<'q> Statement<'q> {
+    fn take(mut query: impl Execute<'q, Postgres>) -> Result<Self, sqlx::Error> {
+        let persistent = query.persistent();
+        let arguments = query.take_arguments().map_err(sqlx::Error::Encode)?;
+        Ok(Statement {
+            sql: query.sql(),
+            arguments,
+            persistent,
+            query: PhantomData,
+        })
+    }
+
+    fn text(&self) -> &str {
+        self.sql.as_str()
+    }
+}
+
+impl<'q> Execute<'q, Postgres> for Statement<'q> {
+    fn sql(self) -> SqlStr {
+        self.sql
+    }
+
+    fn statement(&self) -> Option<&PgStatement> {
+        None // sqlx prepares it again, from its statement cache when persistent
+    }
+
+    fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
+        Ok(self.arguments.take())
+    }
+
+    fn persistent(&self) -> bool {
+        self.persistent
+    }
+}
+
+/// `Executor::prepare_with` and `describe`, on the primary's pool (`$router`'s).
+macro_rules! prepare_and_describe {
+    (|$this:ident| $router:expr) => {
+        fn prepare_with<'e>(
+            self,
+            sql: sqlx::SqlStr,
+            parameters: &'e [sqlx::postgres::PgTypeInfo],
+        ) -> BoxFuture<'e, Result<sqlx::postgres::PgStatement, sqlx::Error>>
+        where
+            'c: 'e,
+        {
+            let $this = self;
+            let pool = primary_pool($router);
+            Box::pin(async move { (&pool?).prepare_with(sql, parameters).await })
+        }
+
+        fn describe<'e>(
+            self,
+            sql: sqlx::SqlStr,
+        ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
+        where
+            'c: 'e,
+        {
+            let $this = self;
+            let pool = primary_pool($router);
+            Box::pin(async move { (&pool?).describe(sql).await })
+        }
+    };
+}
+use prepare_and_describe;
