@@ -98,6 +98,16 @@ pub enum Error {
         percent: u32,
     },
 
+    /// A read found no replica in rotation (`reason` is the replica balancer's own error),
+    /// and the router sends reads to replicas only
+    /// ([`Reads::ReplicasOnly`](crate::replica::Reads::ReplicasOnly), libpq's
+    /// `target_session_attrs=standby`). The call fails at once; it is not sent to the primary.
+    #[error("no replica to read from: {reason}")]
+    NoReplica {
+        /// Why the replica pool could not take it.
+        reason: Box<Error>,
+    },
+
     /// The nodes a statement was routed to left rotation (found dead by a monitor or by
     /// health) while it waited for a connection to them, `times` times in a row; it was never
     /// sent. One such node is routed around at once (a write to another primary, a read to
@@ -116,6 +126,16 @@ pub enum Error {
     #[error("the replica monitors had not finished their first round after {waited:?}")]
     MonitorsNotReady {
         /// How long it waited.
+        waited: std::time::Duration,
+    },
+
+    /// None of a [`PgHosts`](crate::replica::PgHosts) router's `nodes` hosts answered its
+    /// first role probe within `waited` (all down, unreachable, or refusing the credentials).
+    #[error("none of the {nodes} hosts answered a role probe within {waited:?}")]
+    Unreachable {
+        /// How many hosts there are.
+        nodes: usize,
+        /// How long their first probes were given.
         waited: std::time::Duration,
     },
 

@@ -81,7 +81,7 @@ async fn sqlx_0_8_pools_route_writes_reads_and_transactions() {
     use sqlx::postgres::{PgPool, PgPoolOptions};
     use sqlx_0_8 as sqlx;
     use tower_lb::policy::P2c;
-    use tower_lb::replica::sqlx_0_8::{router_error, PgLagProbe};
+    use tower_lb::replica::sqlx_0_8::{router_error, PgHosts, PgLagProbe};
     use tower_lb::replica::{LagMonitor, ReplicaRouter, SqlClassifier};
     use tower_lb::{Balance, Error};
 
@@ -173,4 +173,26 @@ async fn sqlx_0_8_pools_route_writes_reads_and_transactions() {
         matches!(router_error(&error), Some(Error::NoPrimary { .. })),
         "{error}"
     );
+
+    // A multi-host URL through 0.8's pools: roles probed (the primary is listed last),
+    // reads on the standby only.
+    let url = format!(
+        "postgresql://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=standby",
+        cluster.replica_port, cluster.primary_port
+    );
+    let hosts = PgHosts::from_url(&url)
+        .unwrap()
+        .probe_every(Duration::from_millis(100))
+        .connect()
+        .await
+        .unwrap();
+    let port = "SELECT setting::int FROM pg_settings WHERE name = 'port'";
+    let write = "INSERT INTO notes (author) VALUES (5) RETURNING inet_server_port()";
+    let written: i32 = sqlx::query_scalar(write).fetch_one(&hosts).await.unwrap();
+    let read: i32 = sqlx::query_scalar(port)
+        .fetch_one(&hosts.session(6))
+        .await
+        .unwrap();
+    let ports = (cluster.primary_port, cluster.replica_port);
+    assert_eq!((written as u16, read as u16), ports);
 }

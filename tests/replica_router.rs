@@ -5,7 +5,7 @@ use std::time::Duration;
 use tower::{service_fn, Service, ServiceExt};
 use tower_lb::health::Outlier;
 use tower_lb::policy::RoundRobin;
-use tower_lb::replica::{Access, HttpMethods, ReplicaRouter};
+use tower_lb::replica::{Access, HttpMethods, Reads, ReplicaRouter};
 use tower_lb::sticky::Header;
 use tower_lb::{Balance, Error};
 
@@ -233,6 +233,82 @@ async fn a_read_that_fails_on_a_replica_is_retried_on_the_primary() {
     }
     let stats = db.stats();
     assert_eq!((stats.replica_reads, stats.retried_reads), (10, 10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn replicas_only_never_falls_back_nor_resends_but_keeps_own_reads() {
+    let primary = Balance::builder(RoundRobin::new())
+        .endpoint("primary", node_failing("primary", false))
+        .build()
+        .unwrap();
+    let replicas = Balance::builder(RoundRobin::new())
+        .outlier(Outlier::disabled())
+        .endpoints([
+            ("replica-a", node_failing("replica-a", false)),
+            ("broken", node_failing("broken", true)),
+        ])
+        .build()
+        .unwrap();
+    let db = ReplicaRouter::builder(primary, replicas)
+        .classify(HttpMethods)
+        .session(Header::new("x-user"))
+        .reads(Reads::ReplicasOnly)
+        .build();
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        let answer = db.clone().oneshot(request("GET", "a")).await;
+        answers.push(answer.map_err(|error| error.to_string()));
+    }
+    let failed = answers.iter().filter(|a| a.is_err()).count();
+    assert_eq!(
+        failed, 5,
+        "the broken replica's reads fail, not resent: {answers:?}"
+    );
+    assert!(answers.iter().all(|a| a.as_deref() != Ok("primary")));
+    assert_eq!(db.stats().retried_reads, 0);
+
+    // A session's own read after its write: the primary.
+    let write = db.clone().oneshot(request("POST", "w")).await.unwrap();
+    assert_eq!(write, "primary");
+    let own = db.clone().oneshot(request("GET", "w")).await.unwrap();
+    assert_eq!(own, "primary");
+
+    db.replicas().exclude(&"replica-a", "down").unwrap();
+    db.replicas().exclude(&"broken", "down").unwrap();
+    let error = db.clone().oneshot(request("GET", "a")).await.unwrap_err();
+    assert!(
+        matches!(error.downcast_ref(), Some(Error::NoReplica { .. })),
+        "{error}"
+    );
+    let stats = db.stats();
+    assert_eq!((stats.reads_without_replica, stats.fallback_reads), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_on_the_primary_never_reach_a_replica() {
+    let db = {
+        let primary = Balance::builder(RoundRobin::new())
+            .endpoint("primary", node("primary"))
+            .build()
+            .unwrap();
+        let replicas = Balance::builder(RoundRobin::new())
+            .endpoint("replica-a", node("replica-a"))
+            .build()
+            .unwrap();
+        ReplicaRouter::builder(primary, replicas)
+            .classify(HttpMethods)
+            .reads(Reads::Primary)
+            .build()
+    };
+    for method in ["GET", "POST", "GET", "HEAD"] {
+        let answer = db.clone().oneshot(request(method, "a")).await.unwrap();
+        assert_eq!(answer, "primary", "{method}");
+    }
+    let stats = db.stats();
+    assert_eq!(
+        (stats.primary_reads, stats.replica_reads, stats.writes),
+        (3, 0, 1)
+    );
 }
 
 #[test]

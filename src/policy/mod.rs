@@ -15,7 +15,10 @@
 //! | [`P2c`] | O(1), two candidates | yes (cost per unit of weight) |
 //! | [`ConsistentHash`] | O(1), one table read | yes (virtual nodes per unit of weight) |
 //! | [`Maglev`] | O(1), one table read | yes (table entries per unit of weight) |
+//!
+//! [`Either`] holds one of two policies chosen at run time (from configuration).
 
+mod either;
 mod hash;
 mod key;
 mod least_pending;
@@ -24,6 +27,7 @@ mod random;
 mod round_robin;
 mod weighted;
 
+pub use either::Either;
 pub use hash::{
     ConsistentHash, Maglev, MaglevTable, Ring, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_VNODES,
     MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE,

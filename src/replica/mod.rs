@@ -9,7 +9,11 @@
 //! [`SqlClassifier`], a conservative classifier of PostgreSQL statement text: only a plain
 //! read may go to a replica; anything it is not sure of goes to the primary. [`LagMonitor`]
 //! holds replicas that fall behind out of reads, through the replica pool's
-//! [`exclude`](crate::Balance::exclude).
+//! [`exclude`](crate::Balance::exclude). [`Reads`] says where reads go at all (replicas with
+//! the primary as fallback, replicas only, or the primary).
+//!
+//! With a sqlx feature the router over `PgPool`s is a sqlx `Executor` (`PgRouter`), and
+//! `PgHosts` builds one from a libpq multi-host URL.
 
 mod classify;
 mod lag;
@@ -30,11 +34,17 @@ pub use position::{Token, TokenError, DEFAULT_POSITION_CAP};
 #[cfg(feature = "sqlx-0_8")]
 pub use postgres::sqlx_0_8;
 #[cfg(feature = "sqlx-postgres")]
-pub use postgres::{router_error, PgLagProbe, PgRoleProbe, PgTransaction};
+pub use postgres::{
+    router_error, PgHosts, PgHostsPrimary, PgHostsReplicas, PgHostsRouter, PgLagProbe, PgRoleProbe,
+    PgTransaction,
+};
 #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
-pub use postgres::{PgRouter, PgSession, SqlxPgPool};
+pub use postgres::{
+    LoadBalanceHosts, PgRouter, PgSession, PgUrlError, SqlxPgPool, TargetSessionAttrs,
+};
 pub use role::{Role, RoleMonitor, RoleProbe};
 pub use router::{
-    ReplicaRouter, ReplicaRouterBuilder, ResponseFuture, RouterStats, WholeRouter, DEFAULT_WINDOW,
+    Reads, ReplicaRouter, ReplicaRouterBuilder, ResponseFuture, RouterStats, WholeRouter,
+    DEFAULT_WINDOW,
 };
 pub use sql::SqlClassifier;

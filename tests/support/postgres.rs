@@ -1,4 +1,4 @@
-//! A throwaway PostgreSQL primary with one streaming replica, on loopback ports in a temp dir,
+//! A throwaway PostgreSQL primary with one streaming replica (more on demand), on loopback ports in a temp dir,
 //! started from the system's PostgreSQL binaries and stopped (directory removed) on drop, also
 //! when a test panics.
 //!
@@ -21,6 +21,8 @@ pub struct Cluster {
     pub primary_port: u16,
     pub replica_port: u16,
     replica_running: bool,
+    /// Replicas added by [`add_replica`](Cluster::add_replica): data dir names.
+    more_replicas: Vec<String>,
 }
 
 impl Cluster {
@@ -59,6 +61,7 @@ impl Cluster {
             primary_port: free_port(),
             replica_port: free_port(),
             replica_running: false,
+            more_replicas: Vec::new(),
         };
         cluster.create_primary();
         cluster.create_replica(delay);
@@ -147,8 +150,22 @@ impl Cluster {
         self.pg_ctl_start("primary");
     }
 
+    /// Starts one more replica streaming from the primary; its port. Stopped on drop.
+    pub fn add_replica(&mut self) -> u16 {
+        let name = format!("replica-{}", self.more_replicas.len() + 2);
+        let port = free_port();
+        self.base_backup(&name, port, Duration::ZERO);
+        self.more_replicas.push(name);
+        port
+    }
+
     fn create_replica(&mut self, apply_delay: Duration) {
-        let replica = self.dir.join("replica");
+        self.base_backup("replica", self.replica_port, apply_delay);
+        self.replica_running = true;
+    }
+
+    fn base_backup(&self, name: &str, port: u16, apply_delay: Duration) {
+        let replica = self.dir.join(name);
         self.run_checked(
             "pg_basebackup",
             &[
@@ -172,12 +189,11 @@ impl Cluster {
             &replica,
             &format!(
                 "port = {}\nrecovery_min_apply_delay = '{}ms'\n",
-                self.replica_port,
+                port,
                 apply_delay.as_millis()
             ),
         );
-        self.pg_ctl_start("replica");
-        self.replica_running = true;
+        self.pg_ctl_start(name);
     }
 
     fn append_config(&self, data_dir: &Path, lines: &str) {
@@ -267,6 +283,9 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_replica();
+        for name in &self.more_replicas {
+            self.pg_ctl_stop(&self.dir.join(name));
+        }
         self.pg_ctl_stop(&self.dir.join("primary"));
         let _ = std::fs::remove_dir_all(&self.dir);
     }

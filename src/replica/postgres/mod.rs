@@ -5,7 +5,8 @@
 //! The front is written once. What holds no sqlx type is compiled once:
 //! - `session`: [`PgRouter`], [`PgSession`] (what a user holds) and [`SqlxPgPool`], through
 //!   which `begin` reaches the major of the router's pools;
-//! - `rows`: a statement's results as a stream.
+//! - `rows`: a statement's results as a stream;
+//! - `hosts`: a libpq multi-host URL taken apart, one single-host URL per node.
 //!
 //! The files in `front/` are compiled once per major, each time against that major's sqlx:
 //! `sqlx_0_9.rs` and `sqlx_0_8.rs` are their roots, with the little that differs between
@@ -15,8 +16,10 @@
 //! - `front/transaction`: [`PgTransaction`], on the primary;
 //! - `front/sqlstate`: what a server's error means for routing, and the router's errors in sqlx's;
 //! - `front/position`: WAL positions, captured after a commit and read on a replica;
-//! - `front/probes`: lag and role.
+//! - `front/probes`: lag and role;
+//! - `front/connect`: [`PgHosts`], a router from a multi-host URL.
 
+mod hosts;
 mod rows;
 mod session;
 #[cfg(feature = "sqlx-0_8")]
@@ -24,16 +27,23 @@ pub mod sqlx_0_8;
 #[cfg(feature = "sqlx-postgres")]
 mod sqlx_0_9;
 
+pub use hosts::{LoadBalanceHosts, PgUrlError, TargetSessionAttrs};
 use session::Sealed;
 pub use session::{PgRouter, PgSession, SqlxPgPool};
 #[cfg(feature = "sqlx-postgres")]
-pub use sqlx_0_9::{router_error, PgLagProbe, PgRoleProbe, PgTransaction};
+pub use sqlx_0_9::{
+    router_error, PgHosts, PgHostsPrimary, PgHostsReplicas, PgHostsRouter, PgLagProbe, PgRoleProbe,
+    PgTransaction,
+};
 
 /// The front's files, declared in the root of each major's front (`use … as sqlx;` there
 /// names the major they compile against), and what it offers.
 macro_rules! sqlx_front_modules {
     () => {
         // Loaded once per major, by design: each time against another sqlx.
+        #[path = "front/connect.rs"]
+        #[allow(clippy::duplicate_mod)]
+        mod connect;
         #[path = "front/executor.rs"]
         #[allow(clippy::duplicate_mod)]
         mod executor;
@@ -53,6 +63,7 @@ macro_rules! sqlx_front_modules {
         #[allow(clippy::duplicate_mod)]
         mod transaction;
 
+        pub use connect::{PgHosts, PgHostsPrimary, PgHostsReplicas, PgHostsRouter};
         pub use probes::{PgLagProbe, PgRoleProbe};
         pub use sqlstate::router_error;
         pub use transaction::PgTransaction;

@@ -25,6 +25,50 @@ pub struct ReplicaRouterBuilder<P: Nodes, R, Cl, X> {
     lag_monitor: Option<LagMonitor<P::Key>>,
     role_monitor: Option<RoleMonitor<P::Key>>,
     max_primary_read_share: Option<f64>,
+    reads: Reads,
+}
+
+/// Where a router sends reads ([`ReplicaRouterBuilder::reads`]): libpq's
+/// `target_session_attrs`, for a router that keeps both the primary and the replicas.
+///
+/// Writes go to the primary whatever this says.
+///
+/// ```
+/// use tower::{service_fn, ServiceExt};
+/// use tower_lb::{policy::P2c, replica::{HttpMethods, Reads, ReplicaRouter}, Balance, BoxError, Error};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+/// let node = |role: &'static str| service_fn(move |_: http::Request<()>| async move { Ok::<_, BoxError>(role) });
+/// let primary = Balance::builder(P2c::new()).endpoint("p", node("primary")).build()?;
+/// let replicas = Balance::builder(P2c::new()).endpoint("r", node("replica")).build()?;
+/// let db = ReplicaRouter::builder(primary, replicas)
+///     .classify(HttpMethods)
+///     .reads(Reads::ReplicasOnly)
+///     .build();
+/// assert_eq!(db.clone().oneshot(http::Request::new(())).await?, "replica");
+///
+/// db.replicas().exclude(&"r", "maintenance")?;
+/// let error = db.clone().oneshot(http::Request::new(())).await.unwrap_err();
+/// assert!(matches!(error.downcast_ref(), Some(Error::NoReplica { .. })));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Reads {
+    /// To a replica in rotation; to the primary when none is, or when a replica fails a
+    /// read (the default; libpq's `prefer-standby`).
+    #[default]
+    PreferReplicas,
+    /// To replicas only (libpq's `standby`): a read with no replica in rotation fails at
+    /// once with [`Error::NoReplica`](crate::Error::NoReplica), and a read a replica fails
+    /// is not sent to the primary. A session's own reads after its write still go to the
+    /// primary when no replica has it (read-your-own-writes; turn it off with
+    /// [`read_your_writes`](ReplicaRouterBuilder::read_your_writes)`(Duration::ZERO)` to keep
+    /// every read off the primary).
+    ReplicasOnly,
+    /// To the primary (libpq's `primary`): every statement runs there, and the replicas are
+    /// kept only as candidates a role monitor may find promoted.
+    Primary,
 }
 
 /// How sessions read their own writes.
@@ -61,6 +105,7 @@ where
             lag_monitor: None,
             role_monitor: None,
             max_primary_read_share: None,
+            reads: Reads::PreferReplicas,
         }
     }
 }
@@ -82,6 +127,7 @@ where
             lag_monitor: self.lag_monitor,
             role_monitor: self.role_monitor,
             max_primary_read_share: self.max_primary_read_share,
+            reads: self.reads,
         }
     }
 
@@ -100,6 +146,7 @@ where
             lag_monitor: self.lag_monitor,
             role_monitor: self.role_monitor,
             max_primary_read_share: self.max_primary_read_share,
+            reads: self.reads,
         }
     }
 
@@ -193,6 +240,13 @@ where
         self
     }
 
+    /// Where reads go (default [`Reads::PreferReplicas`]: replicas, the primary when none is
+    /// fit).
+    pub fn reads(mut self, reads: Reads) -> Self {
+        self.reads = reads;
+        self
+    }
+
     /// The router.
     pub fn build(self) -> ReplicaRouter<P, R, Cl, X> {
         let mode = match self.consistency {
@@ -247,6 +301,7 @@ where
                 session: self.session,
                 sessions: Sessions::new(mode),
                 read_cap: self.max_primary_read_share.map(PrimaryReadCap::new),
+                reads: self.reads,
                 counters: Counters::default(),
                 lag_monitor,
                 role_monitor,
@@ -262,6 +317,7 @@ impl<P: Nodes, R, Cl, X> Debug for ReplicaRouterBuilder<P, R, Cl, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplicaRouterBuilder")
             .field("consistency", &self.consistency)
+            .field("reads", &self.reads)
             .finish_non_exhaustive()
     }
 }

@@ -11,7 +11,7 @@ mod service;
 mod shed;
 mod stats;
 
-pub use builder::{ReplicaRouterBuilder, DEFAULT_WINDOW};
+pub use builder::{Reads, ReplicaRouterBuilder, DEFAULT_WINDOW};
 pub use future::ResponseFuture;
 pub(crate) use future::WriteMark;
 pub use stats::RouterStats;
@@ -97,6 +97,8 @@ pub(crate) struct Shared<Cl, X> {
     pub(crate) sessions: Sessions,
     /// The cap on the primary's share of reads, if any.
     read_cap: Option<shed::PrimaryReadCap>,
+    /// Where reads go.
+    reads: Reads,
     counters: Counters,
     /// The monitors' states, and their start when built outside a runtime.
     lag_monitor: DriverStatus,
@@ -214,6 +216,8 @@ impl<P, R, Cl, X> ReplicaRouter<P, R, Cl, X> {
             retried_reads: c.retried_reads.load(Relaxed),
             reads_behind: c.reads_behind.load(Relaxed),
             shed_reads: c.shed_reads.load(Relaxed),
+            primary_reads: c.primary_reads.load(Relaxed),
+            reads_without_replica: c.reads_without_replica.load(Relaxed),
             lag_monitor: self.shared.lag_monitor.get(),
             role_monitor: self.shared.role_monitor.get(),
         }

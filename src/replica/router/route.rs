@@ -7,7 +7,7 @@
 //! the node then fails a read, [`Shared::resend`] says whether and where to send it again.
 //! The counters, the events and the primary's read cap live here, not in the fronts.
 
-use super::{Shared, WriteMark};
+use super::{Reads, Shared, WriteMark};
 use crate::balance::Lease;
 use crate::endpoint::EndpointStats;
 use crate::error::Error;
@@ -37,6 +37,8 @@ pub(crate) enum Why {
     Behind,
     /// A read a replica failed, sent once more: the primary.
     Resent,
+    /// A read by a router that sends every read to the primary ([`Reads::Primary`]).
+    OnPrimary,
 }
 
 /// Where one request goes, why, and what its end must do: the router's decision, carried
@@ -104,6 +106,10 @@ impl<Cl, X> Shared<Cl, X> {
                 ..route(Role::Primary, Why::Write)
             };
         }
+        if self.reads == Reads::Primary {
+            self.counters.primary_reads.fetch_add(1, Relaxed);
+            return route(Role::Primary, Why::OnPrimary);
+        }
         let Some(slot) = slot else {
             return route(Role::Replica, Why::Read);
         };
@@ -124,9 +130,9 @@ impl<Cl, X> Shared<Cl, X> {
 
     /// Carries out `route`: `take` takes a node from the pool it is given (calls it, or
     /// leases it). A read with no replica to take falls back to the primary: a plain read
-    /// unless the primary serves its capped share already, a position-mode read always (it
-    /// is an own-read). A write or read the primary cannot take fails with
-    /// [`Error::NoPrimary`].
+    /// unless the primary serves its capped share already or reads go to replicas only
+    /// ([`Error::NoReplica`]), a position-mode read always (it is an own-read). A write or
+    /// read the primary cannot take fails with [`Error::NoPrimary`].
     pub(crate) fn take<T>(
         &self,
         route: &mut Route<Cl, X>,
@@ -144,6 +150,13 @@ impl<Cl, X> Shared<Cl, X> {
                         Why::ReadAt(_) => {
                             self.count_behind();
                             Why::Behind
+                        }
+                        _ if self.reads == Reads::ReplicasOnly => {
+                            self.counters.reads_without_replica.fetch_add(1, Relaxed);
+                            tracing::debug!(%reason, "no replica in rotation: read refused (replicas only)");
+                            return Err(Error::NoReplica {
+                                reason: Box::new(reason),
+                            });
                         }
                         _ => {
                             self.fall_back(&reason)?;
@@ -167,9 +180,10 @@ impl<Cl, X> Shared<Cl, X> {
 
     /// After the node failed the request with `reason`: whether to send it once more, and
     /// if so `route` now leads to the primary. Only a read on a replica is resent (a write
-    /// may have committed), and only once.
+    /// may have committed), and only once; with reads on replicas only, only an own-read.
     pub(crate) fn resend(&self, route: &mut Route<Cl, X>, reason: &dyn std::fmt::Display) -> bool {
-        if !route.may_resend() {
+        let replicas_only = self.reads == Reads::ReplicasOnly && route.why == Why::Read;
+        if !route.may_resend() || replicas_only {
             return false;
         }
         self.counters.retried_reads.fetch_add(1, Relaxed);

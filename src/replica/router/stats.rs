@@ -38,6 +38,12 @@ pub struct RouterStats {
     /// Reads refused because no replica was in rotation and the primary already served its
     /// capped share of reads.
     pub shed_reads: u64,
+    /// Reads sent to the primary because the router sends every read there
+    /// ([`Reads::Primary`](crate::replica::Reads::Primary)).
+    pub primary_reads: u64,
+    /// Reads refused because no replica was in rotation and reads go to replicas only
+    /// ([`Reads::ReplicasOnly`](crate::replica::Reads::ReplicasOnly)).
+    pub reads_without_replica: u64,
     /// The replica lag monitor: `NotNeeded` without one, `Running`, or `Crashed` (logged).
     pub lag_monitor: DriverState,
     /// The role monitor, likewise.
@@ -54,4 +60,6 @@ pub(super) struct Counters {
     pub(super) retried_reads: AtomicU64,
     pub(super) reads_behind: AtomicU64,
     pub(super) shed_reads: AtomicU64,
+    pub(super) primary_reads: AtomicU64,
+    pub(super) reads_without_replica: AtomicU64,
 }
