@@ -122,5 +122,6 @@ pub use balance::{Balance, BalanceLayer, BalanceStats, Builder, ResponseFuture};
 pub use endpoint::{EndpointStats, MAX_WEIGHT};
 pub use error::{BoxError, Error};
 pub use pool::{
-    EndpointSnapshot, EndpointState, Excluder, Exclusions, Locality, DEFAULT_OVERPROVISIONING,
+    Discovered, EndpointSnapshot, EndpointState, Excluder, Exclusions, Locality,
+    DEFAULT_OVERPROVISIONING,
 };

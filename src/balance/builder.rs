@@ -117,8 +117,10 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
     ///
     /// Changes that are ready at [`build`](Self::build) time are applied before it returns;
     /// later ones by a background task on the tokio runtime, which ends when the stream ends
-    /// or the last handle to the balancer is dropped. Discovered endpoints have weight 1.
-    /// A stream error is logged and skipped.
+    /// or the last handle to the balancer is dropped. Discovered endpoints have weight 1 and
+    /// the zone of their key; for a registry's weights, zones and draining flags use
+    /// [`discover_with_metadata`](Self::discover_with_metadata). A stream error is logged and
+    /// skipped.
     ///
     /// ```
     /// use tower::{discover::ServiceList, service_fn, ServiceExt};
@@ -138,6 +140,20 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
         D::Error: Into<BoxError>,
     {
         self.discover = Some(discover::boxed(discover));
+        self
+    }
+
+    /// Takes membership changes from a `Discover` stream whose services come with their
+    /// weight, zone and draining flag ([`Discovered`](crate::Discovered)), as a service
+    /// registry knows them; an update (`Discovered::update()`) changes them on an endpoint
+    /// without touching its load and health history. Otherwise as [`discover`](Self::discover).
+    pub fn discover_with_metadata<D>(mut self, discover: D) -> Self
+    where
+        D: Discover<Key = K, Service = crate::Discovered<S>> + Send + 'static,
+        D::Error: Into<BoxError>,
+        S: 'static,
+    {
+        self.discover = Some(discover::boxed_with_metadata(discover));
         self
     }
 

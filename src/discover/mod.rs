@@ -9,7 +9,7 @@
 
 use crate::error::BoxError;
 use crate::policy::Policy;
-use crate::pool::Pool;
+use crate::pool::{Discovered, Pool};
 use futures_core::Stream;
 use pin_project_lite::pin_project;
 use std::fmt::Debug;
@@ -20,42 +20,67 @@ use std::sync::Weak;
 use std::task::{Context, Poll};
 use tower::discover::{Change, Discover};
 
-/// A type-erased discovery stream.
+/// A type-erased discovery stream, each inserted service with what discovery knows of it
+/// (a plain `Discover` stream's: nothing, [`Discovered::new`]).
 pub(crate) type BoxDiscover<K, S> =
-    Pin<Box<dyn Stream<Item = Result<Change<K, S>, BoxError>> + Send>>;
+    Pin<Box<dyn Stream<Item = Result<Change<K, Discovered<S>>, BoxError>> + Send>>;
 
 /// How many ready changes one batch takes at most, so that a stream that is always ready
 /// cannot keep the driver (or `build`) from returning.
 const MAX_BATCH: usize = 4096;
 
 pin_project! {
-    struct DiscoverStream<D> {
+    struct DiscoverStream<D, F> {
         #[pin]
         discover: D,
+        describe: F,
     }
 }
 
-impl<D> Stream for DiscoverStream<D>
+impl<D, F, S> Stream for DiscoverStream<D, F>
 where
     D: Discover,
     D::Error: Into<BoxError>,
+    F: Fn(D::Service) -> Discovered<S>,
 {
-    type Item = Result<Change<D::Key, D::Service>, BoxError>;
+    type Item = Result<Change<D::Key, Discovered<S>>, BoxError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.project()
-            .discover
-            .poll_discover(cx)
-            .map(|change| change.map(|c| c.map_err(Into::into)))
+        let this = self.project();
+        let describe = &*this.describe;
+        this.discover.poll_discover(cx).map(|change| {
+            change.map(|c| match c {
+                Ok(Change::Insert(key, service)) => Ok(Change::Insert(key, describe(service))),
+                Ok(Change::Remove(key)) => Ok(Change::Remove(key)),
+                Err(error) => Err(error.into()),
+            })
+        })
     }
 }
 
+/// A plain `Discover` stream: each inserted service is a new endpoint of weight 1.
 pub(crate) fn boxed<D>(discover: D) -> BoxDiscover<D::Key, D::Service>
 where
     D: Discover + Send + 'static,
     D::Error: Into<BoxError>,
 {
-    Box::pin(DiscoverStream { discover })
+    Box::pin(DiscoverStream {
+        discover,
+        describe: Discovered::new,
+    })
+}
+
+/// A `Discover` stream of [`Discovered`] endpoints: weight, zone and draining with them.
+pub(crate) fn boxed_with_metadata<D, S>(discover: D) -> BoxDiscover<D::Key, S>
+where
+    D: Discover<Service = Discovered<S>> + Send + 'static,
+    D::Error: Into<BoxError>,
+    S: 'static,
+{
+    Box::pin(DiscoverStream {
+        discover,
+        describe: std::convert::identity,
+    })
 }
 
 /// Turns each discovered service into `wrap(service)` (the balancer's endpoint layer), so
@@ -73,14 +98,16 @@ where
         wrap: F,
     }
     impl<K, S, T, F: Fn(S) -> T> Stream for Mapped<K, S, F> {
-        type Item = Result<Change<K, T>, BoxError>;
+        type Item = Result<Change<K, Discovered<T>>, BoxError>;
 
         fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
             let this = &mut *self;
             this.inner.as_mut().poll_next(cx).map(|item| {
                 item.map(|change| {
                     change.map(|change| match change {
-                        Change::Insert(key, service) => Change::Insert(key, (this.wrap)(service)),
+                        Change::Insert(key, discovered) => {
+                            Change::Insert(key, discovered.map(&this.wrap))
+                        }
                         Change::Remove(key) => Change::Remove(key),
                     })
                 })
@@ -97,7 +124,7 @@ where
 
 /// The changes that were ready, and whether the stream has ended.
 pub(crate) struct Batch<K, S> {
-    pub(crate) changes: Vec<Change<K, S>>,
+    pub(crate) changes: Vec<Change<K, Discovered<S>>>,
     pub(crate) ended: bool,
 }
 

@@ -62,7 +62,7 @@ pub struct EndpointStats {
     key_hash: u64,
     /// The configured weight, and the weight policies balance by: the same, or scaled by
     /// [`SLOW_START_SCALE`] and ramping while the endpoint is slowly starting.
-    weight: u16,
+    weight: AtomicU16,
     effective_weight: AtomicU16,
     /// Consecutive failures and probation flags (see `health_word.rs`).
     health: AtomicU32,
@@ -89,7 +89,7 @@ impl EndpointStats {
             failures: AtomicU64::new(0),
             rtt: RttEstimate::default(),
             key_hash,
-            weight: weight.min(u32::from(u16::MAX)) as u16,
+            weight: AtomicU16::new(weight.min(u32::from(u16::MAX)) as u16),
             effective_weight: AtomicU16::new(weight.min(u32::from(u16::MAX)) as u16),
             health: AtomicU32::new(0),
             accounting,
@@ -105,7 +105,14 @@ impl EndpointStats {
     /// The endpoint's configured weight (1 ..= [`MAX_WEIGHT`]).
     #[inline]
     pub fn weight(&self) -> u32 {
-        u32::from(self.weight)
+        u32::from(self.weight.load(Ordering::Relaxed))
+    }
+
+    /// A new configured weight (checked by the pool), from discovery: policies see it in the
+    /// next snapshot.
+    pub(crate) fn set_weight(&self, weight: u32) {
+        let weight = weight.clamp(1, u32::from(u16::MAX)) as u16;
+        self.weight.store(weight, Ordering::Relaxed);
     }
 
     /// The weight load-balancing policies use: the configured weight, or, when the balancer

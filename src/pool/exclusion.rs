@@ -31,12 +31,16 @@ pub enum Excluder {
     LagMonitor,
     /// The replica role monitor ([`RoleMonitor`](crate::replica::RoleMonitor)).
     RoleMonitor,
+    /// Discovery: a registry that drains the endpoint
+    /// ([`Discovered::draining`](crate::Discovered::draining)).
+    Discovery,
 }
 
-const OWNERS: [Excluder; 3] = [
+const OWNERS: [Excluder; 4] = [
     Excluder::Application,
     Excluder::LagMonitor,
     Excluder::RoleMonitor,
+    Excluder::Discovery,
 ];
 
 /// An endpoint's exclusions, one reason (or none) per [`Excluder`].

@@ -152,6 +152,11 @@ impl<K> Zoning<K> {
         }
     }
 
+    /// The priority of a zone by name (one past the listed zones if not listed).
+    pub(crate) fn priority(&self, zone: &str) -> usize {
+        self.locality.priority(zone)
+    }
+
     /// How many zones there are, counting the one of unlisted zones.
     pub(crate) fn count(&self) -> usize {
         self.locality.zones.len() + 1

@@ -6,6 +6,7 @@
 //! monitor), the bookkeeping that must go with a change (the endpoint's health word, a
 //! slow-start ramp, one log line with the reason) is done the same way.
 
+use super::discovered::Discovered;
 use super::exclusion::{Excluder, Exclusions};
 use super::locality::Zoning;
 use super::slow_start::SlowStart;
@@ -26,7 +27,7 @@ use tower::discover::Change;
 pub(crate) struct Member<K, S, R> {
     key: K,
     /// The configured weight.
-    weight: u32,
+    pub(super) weight: u32,
     pub(super) service: S,
     stats: Arc<EndpointStats>,
     /// Private: changed only by [`Members::set_state`].
@@ -151,9 +152,9 @@ impl<K, S, R> Members<K, S, R> {
 }
 
 impl<K: Eq + Hash + Debug, S, R: Default> Members<K, S, R> {
-    /// Adds an endpoint, or replaces the one with the same key (which then drains). The weight
-    /// has been checked with [`check_weight`].
-    pub(crate) fn insert(&mut self, key: K, service: S, weight: u32) {
+    /// Adds an endpoint, or replaces the one with the same key (which then drains); its
+    /// position. The weight has been checked with [`check_weight`].
+    pub(crate) fn insert(&mut self, key: K, service: S, weight: u32) -> usize {
         let key_hash = hashring::DefaultHashBuilder.hash_one(&key);
         let mut member = Member {
             stats: Arc::new(EndpointStats::member(
@@ -182,10 +183,12 @@ impl<K: Eq + Hash + Debug, S, R: Default> Members<K, S, R> {
                 let old = std::mem::replace(&mut self.active[i], member);
                 tracing::debug!(endpoint = ?old.key, weight, "endpoint replaced");
                 self.drain(old);
+                i
             }
             None => {
                 tracing::debug!(endpoint = ?member.key, weight, "endpoint inserted");
                 self.active.push(member);
+                self.active.len() - 1
             }
         }
     }
@@ -201,18 +204,54 @@ impl<K: Eq + Hash + Debug, S, R: Default> Members<K, S, R> {
     }
 
     /// Applies discovered changes in order. A removal of an unknown key is logged, not an
-    /// error: discovery streams may repeat themselves. Discovered endpoints have weight 1.
-    pub(crate) fn apply(&mut self, changes: Vec<Change<K, S>>) {
+    /// error: discovery streams may repeat themselves. A change the pool refuses (an invalid
+    /// weight, an update of an unknown key) is skipped and logged: the stream goes on.
+    pub(crate) fn apply(&mut self, changes: Vec<Change<K, Discovered<S>>>) {
         for change in changes {
-            match change {
-                Change::Insert(key, service) => self.insert(key, service, 1),
-                Change::Remove(key) => {
-                    if let Err(error) = self.remove(&key) {
+            let applied = match change {
+                Change::Insert(key, discovered) => self.discovered(key, discovered),
+                Change::Remove(key) => match self.remove(&key) {
+                    Err(error) => {
                         tracing::debug!(%error, "discovery removed an endpoint not in the pool");
+                        Ok(())
                     }
-                }
+                    Ok(()) => Ok(()),
+                },
+            };
+            if let Err(error) = applied {
+                tracing::warn!(%error, "discovery change skipped");
             }
         }
+    }
+
+    /// Adds, replaces or updates the endpoint `key` as discovery describes it.
+    fn discovered(&mut self, key: K, discovered: Discovered<S>) -> Result<(), Error> {
+        if let Some(weight) = discovered.weight {
+            check_weight(&key, weight)?;
+        }
+        let i = match discovered.service {
+            Some(service) => self.insert(key, service, discovered.weight.unwrap_or(1)),
+            None => {
+                let i = self.find(&key)?;
+                if let Some(weight) = discovered.weight {
+                    let (slow_start, member) = (self.slow_start, &mut self.active[i]);
+                    member.reweigh(weight, slow_start.as_ref(), Instant::now());
+                    tracing::debug!(endpoint = ?member.key, weight, "endpoint reweighed");
+                }
+                i
+            }
+        };
+        match (&discovered.zone, &self.zoning) {
+            (Some(zone), Some(zoning)) => self.active[i].zone = zoning.priority(zone),
+            (Some(zone), None) => {
+                tracing::debug!(%zone, "discovered zone ignored: the balancer has no locality")
+            }
+            (None, _) => {}
+        }
+        if let Some(draining) = discovered.draining {
+            self.exclude_at(i, Excluder::Discovery, draining.then_some("draining"));
+        }
+        Ok(())
     }
 }
 
@@ -278,10 +317,15 @@ impl<K: Eq + Debug, S, R> Members<K, S, R> {
         reason: Option<&'static str>,
     ) -> Result<bool, Error> {
         let i = self.find(key)?;
+        Ok(self.exclude_at(i, owner, reason))
+    }
+
+    /// [`exclude`](Self::exclude) of member `i`.
+    fn exclude_at(&mut self, i: usize, owner: Excluder, reason: Option<&'static str>) -> bool {
         let member = &mut self.active[i];
         let was = member.exclusions.by(owner);
         if !member.exclusions.set(owner, reason) {
-            return Ok(false);
+            return false;
         }
         match (reason, was) {
             (Some(reason), _) => {
@@ -292,7 +336,7 @@ impl<K: Eq + Debug, S, R> Members<K, S, R> {
             }
             (None, None) => {}
         }
-        Ok(true)
+        true
     }
 }
 

@@ -15,6 +15,7 @@
 //!   panic threshold and slow-start ramps are part of how the pool computes the eligible set
 //!   and its weights.
 
+mod discovered;
 mod exclusion;
 mod locality;
 mod members;
@@ -22,6 +23,7 @@ mod slow_start;
 mod snapshot;
 mod state;
 
+pub use discovered::Discovered;
 pub use exclusion::{Excluder, Exclusions};
 pub(crate) use locality::Zoning;
 pub use locality::{Locality, DEFAULT_OVERPROVISIONING};
@@ -147,7 +149,7 @@ where
     }
 
     /// Applies discovered changes as one batch.
-    pub(crate) fn apply(&self, changes: Vec<Change<K, S>>) {
+    pub(crate) fn apply(&self, changes: Vec<Change<K, Discovered<S>>>) {
         let _ = self.change(|members| {
             members.apply(changes);
             Ok(())
@@ -279,9 +281,9 @@ mod tests {
         let pool = pool(3);
         assert_eq!(pool.generation(), 0);
         pool.apply(vec![
-            Change::Insert(3, ()),
+            Change::Insert(3, Discovered::new(())),
             Change::Remove(0),
-            Change::Insert(4, ()),
+            Change::Insert(4, Discovered::new(())),
         ]);
         assert_eq!(pool.generation(), 1, "three changes, one snapshot");
         assert_eq!(eligible(&pool), [1, 2, 3, 4]);

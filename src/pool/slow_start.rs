@@ -56,6 +56,19 @@ impl SlowStart {
 }
 
 impl<K, S, R> Member<K, S, R> {
+    /// A new configured weight (discovery's), and the effective weight that goes with it:
+    /// the same point of a ramp under way, else full.
+    pub(super) fn reweigh(&mut self, weight: u32, slow: Option<&SlowStart>, now: Instant) {
+        self.weight = weight;
+        self.stats().set_weight(weight);
+        let effective = match (slow, self.ramp_from) {
+            (Some(slow), Some(from)) => slow.weight(weight, now.saturating_duration_since(from)),
+            (Some(slow), None) => slow.weight(weight, slow.window),
+            (None, _) => weight,
+        };
+        self.stats().set_effective_weight(effective);
+    }
+
     /// Sets the effective weight for slow start: ramping from 10 % if `ramp`, else full.
     pub(super) fn start_ramp(&mut self, slow: &SlowStart, ramp: bool, now: Instant) {
         let elapsed = if ramp { Duration::ZERO } else { slow.window };
