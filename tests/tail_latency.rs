@@ -17,6 +17,10 @@ use tower::{service_fn, Service, ServiceExt};
 use tower_lb::policy::{P2c, RoundRobin};
 use tower_lb::Balance;
 
+/// The real-clock test below measures sub-millisecond latencies: the CPU-heavy simulation
+/// must not run beside it (on 2 cores a preempted call reads as a slow endpoint).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const ENDPOINTS: usize = 10;
 const IN_FLIGHT: usize = 100;
 const RUN: Duration = Duration::from_secs(10);
@@ -97,6 +101,7 @@ impl tower::util::rng::Rng for SplitMix {
 
 #[tokio::test(start_paused = true)]
 async fn peak_ewma_p2c_tail_beats_round_robin_and_matches_tower() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let ours = simulate(
         Balance::builder(P2c::peak_ewma().with_rng(1))
             .endpoints((0..ENDPOINTS).map(|i| (i, endpoint(i))))
@@ -149,28 +154,36 @@ async fn peak_ewma_p2c_tail_beats_round_robin_and_matches_tower() {
 
 /// Two endpoints of equal speed, weights 2 : 1, one call at a time, on the real clock:
 /// peak-EWMA follows the weights (its latency noise between identical endpoints must not
-/// decide), as the load-only policies do.
+/// decide), as the load-only policies do. The median of three runs: a run in which the OS
+/// preempts a call for milliseconds (another process on a shared machine) sees a really
+/// slower endpoint, and rightly moves traffic off it; a policy that lets noise decide misses
+/// in every run (0.44-0.86 before `PeakEwma::resolution`).
 #[tokio::test(flavor = "current_thread")]
 async fn peak_ewma_follows_weights_between_endpoints_of_equal_speed() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let endpoint = || service_fn(|()| async { Ok::<_, std::io::Error>(()) });
     for policy in [P2c::peak_ewma(), P2c::new()] {
-        let mut lb = Balance::builder(policy)
-            .weighted_endpoint("heavy", endpoint(), 2)
-            .and_then(|b| b.weighted_endpoint("light", endpoint(), 1))
-            .and_then(|b| b.build())
-            .unwrap();
-        let picks = 100_000;
-        for _ in 0..picks {
-            lb.ready().await.unwrap().call(()).await.unwrap();
+        let mut shares = Vec::new();
+        for _ in 0..3 {
+            let mut lb = Balance::builder(policy.clone())
+                .weighted_endpoint("heavy", endpoint(), 2)
+                .and_then(|b| b.weighted_endpoint("light", endpoint(), 1))
+                .and_then(|b| b.build())
+                .unwrap();
+            let picks = 100_000;
+            for _ in 0..picks {
+                lb.ready().await.unwrap().call(()).await.unwrap();
+            }
+            let snapshot = lb.snapshot();
+            let heavy = snapshot.iter().find(|e| e.key == "heavy").unwrap().picks;
+            shares.push(heavy as f64 / f64::from(picks));
         }
-        let heavy = lb
-            .snapshot()
-            .iter()
-            .find(|e| e.key == "heavy")
-            .unwrap()
-            .picks;
-        let share = heavy as f64 / f64::from(picks);
-        println!("heavy share {share:.4}");
-        assert!((share - 2.0 / 3.0).abs() <= 0.01, "heavy share {share:.4}");
+        shares.sort_by(f64::total_cmp);
+        println!("heavy shares {shares:.4?}");
+        let median = shares[1];
+        assert!(
+            (median - 2.0 / 3.0).abs() <= 0.01,
+            "heavy shares {shares:.4?}"
+        );
     }
 }
