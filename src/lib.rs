@@ -71,6 +71,8 @@
 //! - `sqlx-postgres`: the PostgreSQL side of [`replica`] on sqlx 0.9: the router as a sqlx
 //!   `Executor`, position-based read-your-own-writes, and the lag and role probes;
 //!   `sqlx-0_8`: the same on sqlx 0.8 (`replica::sqlx_0_8`).
+//! - `metrics`: balancers, retry policies and replica routers publish through the `metrics`
+//!   facade (`telemetry`, with the table of names); the request path pays nothing.
 //!
 //! The minimum supported Rust version is 1.85 (`rust-version` in Cargo.toml) for the crate
 //! and every feature but `sqlx-postgres`, which needs sqlx 0.9's, 1.94; CI checks both.
@@ -91,6 +93,8 @@ mod replay;
 mod rng;
 #[cfg(test)]
 mod stats;
+#[cfg(feature = "metrics")]
+pub mod telemetry;
 mod time;
 // layer: endpoint
 pub mod base_url;

@@ -51,13 +51,15 @@ pub struct Builder<K, S, P, L = Identity, C = ErrorsFail> {
     zoning: Option<Zoning<K>>,
 }
 
-/// The builder's health settings.
+/// The builder's settings for its background drivers: health, and what they publish.
 struct HealthOptions<K> {
     /// `None`: the default settings.
     outlier: Option<Outlier>,
     checks: Option<ActiveChecks<K>>,
     slow_start: Option<SlowStart>,
     panic_threshold: f64,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::telemetry::Metrics>,
 }
 
 /// Below this share of healthy endpoints, the balancer uses all of them (Envoy's default).
@@ -76,6 +78,8 @@ impl<K, S, P> Builder<K, S, P> {
                 checks: None,
                 slow_start: None,
                 panic_threshold: DEFAULT_PANIC_THRESHOLD,
+                #[cfg(feature = "metrics")]
+                metrics: None,
             },
             timeout: None,
             zoning: None,
@@ -181,6 +185,14 @@ impl<K, S, P, L, C> Builder<K, S, P, L, C> {
         zone_of: impl Fn(&K) -> Z + Send + Sync + 'static,
     ) -> Self {
         self.zoning = Some(Zoning::new(locality, zone_of));
+        self
+    }
+
+    #[cfg(feature = "metrics")]
+    /// Publishes the balancer's counts, ejections and returns through the `metrics` facade
+    /// (feature `metrics`; the names are in [`telemetry`](crate::telemetry)).
+    pub fn metrics(mut self, metrics: crate::telemetry::Metrics) -> Self {
+        self.health.metrics = Some(metrics);
         self
     }
 
@@ -395,6 +407,10 @@ where
         if let Some(zoning) = self.zoning {
             members.set_zoning(zoning);
         }
+        #[cfg(feature = "metrics")]
+        let metrics = self.health.metrics.clone();
+        #[cfg(feature = "metrics")]
+        members.set_metrics(metrics.clone());
         for (key, service, weight) in self.endpoints {
             members.insert(key, layer.layer(service), weight);
         }
@@ -431,6 +447,10 @@ where
             false => DriverState::NotNeeded,
         };
         let discovery_needed = pending_discovery.is_some();
+        #[cfg(feature = "metrics")]
+        let publish_needed = metrics.is_some();
+        #[cfg(not(feature = "metrics"))]
+        let publish_needed = false;
         let drivers = Drivers {
             health: DriverStatus::new(waiting(health_needed)),
             discovery: DriverStatus::new(waiting(discovery_needed)),
@@ -439,6 +459,14 @@ where
             let (weak, drivers) = (Arc::downgrade(&pool), drivers.clone());
             let (checks, events) = (self.health.checks, health_events.map(|(_, rx)| rx));
             move |runtime: &tokio::runtime::Handle| {
+                #[cfg(feature = "metrics")]
+                if let Some(metrics) = metrics {
+                    runtime.spawn(super::publish::publish(
+                        weak.clone(),
+                        metrics,
+                        stopped.clone(),
+                    ));
+                }
                 if let Some(stream) = pending_discovery {
                     let drive = discover::drive(weak.clone(), stream, stopped.clone());
                     runtime.spawn(drivers.discovery.supervise("discovery", drive));
@@ -454,7 +482,7 @@ where
                 start(&runtime);
                 None
             }
-            Err(_) if health_needed || discovery_needed => {
+            Err(_) if health_needed || discovery_needed || publish_needed => {
                 tracing::debug!(
                     "built outside a tokio runtime: drivers start on the first call inside one"
                 );

@@ -4,6 +4,8 @@
 mod builder;
 mod future;
 mod layer;
+#[cfg(feature = "metrics")]
+mod publish;
 mod service;
 mod stats;
 mod striped;

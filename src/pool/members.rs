@@ -92,6 +92,9 @@ pub(crate) struct Members<K, S, R> {
     pub(super) ramp_new: bool,
     /// Zones, when the pool prefers some.
     pub(super) zoning: Option<Zoning<K>>,
+    /// Where ejections and returns are counted, when published.
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::telemetry::Metrics>,
 }
 
 impl<K, S, R> Members<K, S, R> {
@@ -105,7 +108,15 @@ impl<K, S, R> Members<K, S, R> {
             slow_start,
             ramp_new: false,
             zoning: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
+    }
+
+    /// Counts ejections and returns in `metrics`.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn set_metrics(&mut self, metrics: Option<crate::telemetry::Metrics>) {
+        self.metrics = metrics;
     }
 
     /// Spreads traffic over zones by health, each endpoint's zone found from its key. Set
@@ -291,6 +302,16 @@ impl<K: Eq + Debug, S, R> Members<K, S, R> {
         match state {
             EndpointState::Probation => member.stats.enter_probation(),
             _ => member.stats.clear_health(),
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = &self.metrics {
+            match state {
+                EndpointState::Healthy => metrics.returned(&member.key),
+                EndpointState::Ejected { .. } | EndpointState::Failing => {
+                    metrics.ejected(&member.key, reason)
+                }
+                _ => {}
+            }
         }
         if state == EndpointState::Healthy {
             tracing::info!(endpoint = ?member.key, ?from, reason, "endpoint back in rotation");

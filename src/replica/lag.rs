@@ -90,6 +90,52 @@ pub struct LagMonitor<K> {
     max_lag: Duration,
     max_bytes: u64,
     rounds: Rounds,
+    /// The lag gauges, when the router publishes metrics.
+    #[cfg(feature = "metrics")]
+    gauges: Option<LagGauges<K>>,
+}
+
+/// The most any replica is behind, as gauges (and each replica's, per endpoint): the last
+/// lag measured of each replica still in the pool.
+#[cfg(feature = "metrics")]
+struct LagGauges<K> {
+    metrics: crate::telemetry::Metrics,
+    last: std::sync::Mutex<std::collections::HashMap<K, Lag>>,
+}
+
+#[cfg(feature = "metrics")]
+impl<K: Clone + fmt::Debug + Eq + std::hash::Hash> LagGauges<K> {
+    fn record(&self, key: &K, lag: Option<&Lag>, in_pool: &[K]) {
+        use crate::telemetry::{LAG_BYTES, LAG_SECONDS};
+        let mut last = crate::locks::lock(&self.last);
+        match lag {
+            Some(lag) => last.insert(key.clone(), *lag),
+            None => last.remove(key), // unknown: not counted as any lag
+        };
+        last.retain(|key, _| in_pool.contains(key));
+        let gauges = |labels: &[(&'static str, String)], lag: &Lag| {
+            let seconds = lag.since_last_replay.as_secs_f64();
+            let seconds = if lag.bytes_behind == 0 { 0.0 } else { seconds };
+            (self.metrics.router_gauge(LAG_SECONDS, labels)).set(seconds);
+            (self.metrics.router_gauge(LAG_BYTES, labels)).set(lag.bytes_behind as f64);
+        };
+        if let (Some(lag), Some(label)) = (lag, self.metrics.endpoint("replica", key)) {
+            gauges(&[label], lag);
+        }
+        let most = last
+            .values()
+            .fold(Lag::new(0, Duration::ZERO), |most, lag| {
+                let since = match lag.bytes_behind {
+                    0 => Duration::ZERO,
+                    _ => lag.since_last_replay,
+                };
+                Lag::new(
+                    most.bytes_behind.max(lag.bytes_behind),
+                    most.since_last_replay.max(since),
+                )
+            });
+        gauges(&[], &most);
+    }
 }
 
 /// The reasons the monitor gives for its exclusions.
@@ -108,7 +154,19 @@ where
             max_lag: Duration::from_secs(1),
             max_bytes: 8 << 20,
             rounds: Rounds::new(0),
+            #[cfg(feature = "metrics")]
+            gauges: None,
         }
+    }
+
+    /// Publishes each round's lag as gauges of the router's `metrics`.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn published(mut self, metrics: Option<crate::telemetry::Metrics>) -> Self {
+        self.gauges = metrics.map(|metrics| LagGauges {
+            metrics,
+            last: Default::default(),
+        });
+        self
     }
 
     /// How often each replica is probed (clamped to at least 50 ms).
@@ -185,7 +243,13 @@ where
     /// Sets or lifts the monitor's own exclusion of `key`, leaving the application's and the
     /// role monitor's alone; logs each change.
     fn apply<R: Nodes<Key = K>>(&self, pool: &R, key: &K, lag: &Result<Lag, BoxError>) {
-        let Some(endpoint) = pool.nodes().into_iter().find(|e| e.key == *key) else {
+        let nodes = pool.nodes();
+        #[cfg(feature = "metrics")]
+        if let Some(gauges) = &self.gauges {
+            let in_pool: Vec<K> = nodes.iter().map(|e| e.key.clone()).collect();
+            gauges.record(key, lag.as_ref().ok(), &in_pool);
+        }
+        let Some(endpoint) = nodes.into_iter().find(|e| e.key == *key) else {
             return; // gone since the round began
         };
         let verdict = self.verdict(lag);

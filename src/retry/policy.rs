@@ -75,6 +75,68 @@ struct Counters {
     attempts_exhausted: AtomicU64,
     not_safe: AtomicU64,
     not_replayable: AtomicU64,
+    /// The same counts as metrics, when published.
+    #[cfg(feature = "metrics")]
+    published: Option<Published>,
+}
+
+/// What is counted, once each.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Retried,
+    RefusedByBudget,
+    AttemptsExhausted,
+    NotSafe,
+    NotReplayable,
+}
+
+impl Counters {
+    fn count(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Retried => &self.retries,
+            Outcome::RefusedByBudget => &self.refused_by_budget,
+            Outcome::AttemptsExhausted => &self.attempts_exhausted,
+            Outcome::NotSafe => &self.not_safe,
+            Outcome::NotReplayable => &self.not_replayable,
+        };
+        counter.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(published) = &self.published {
+            published.count(outcome);
+        }
+    }
+}
+
+/// The retry counters as metrics ([`RetryPolicy::metrics`]).
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct Published {
+    retries: ::metrics::Counter,
+    refused: [::metrics::Counter; 4],
+}
+
+#[cfg(feature = "metrics")]
+impl Published {
+    fn new(metrics: &crate::telemetry::Metrics) -> Self {
+        use crate::telemetry::{RETRIES, RETRIES_REFUSED};
+        crate::telemetry::describe();
+        let refused = |reason: &str| metrics.counter(RETRIES_REFUSED, &[("reason", reason.into())]);
+        Published {
+            retries: metrics.counter(RETRIES, &[]),
+            refused: ["budget", "attempts", "not_safe", "not_replayable"].map(refused),
+        }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Retried => &self.retries,
+            Outcome::RefusedByBudget => &self.refused[0],
+            Outcome::AttemptsExhausted => &self.refused[1],
+            Outcome::NotSafe => &self.refused[2],
+            Outcome::NotReplayable => &self.refused[3],
+        };
+        counter.increment(1);
+    }
 }
 
 impl RetryPolicy {
@@ -136,6 +198,25 @@ impl<F> RetryPolicy<F> {
         }
     }
 
+    /// Publishes what the policy decides through the `metrics` facade (feature `metrics`):
+    /// `tower_lb_retries_total` and `tower_lb_retries_refused_total` labelled with the name
+    /// ([`telemetry`](crate::telemetry)). Clones made from this one on share them; its
+    /// counts so far are kept.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, metrics: crate::telemetry::Metrics) -> Self {
+        let was = &*self.counters;
+        let copy = |counter: &AtomicU64| AtomicU64::new(counter.load(Relaxed));
+        self.counters = Arc::new(Counters {
+            retries: copy(&was.retries),
+            refused_by_budget: copy(&was.refused_by_budget),
+            attempts_exhausted: copy(&was.attempts_exhausted),
+            not_safe: copy(&was.not_safe),
+            not_replayable: copy(&was.not_replayable),
+            published: Some(Published::new(&metrics)),
+        });
+        self
+    }
+
     /// What this policy and its clones decided so far.
     pub fn stats(&self) -> RetryStats {
         let c = &*self.counters;
@@ -160,23 +241,23 @@ impl<F> RetryPolicy<F> {
         let counters = &*self.counters;
         if !self.retry_if.retry(req, result) {
             if result.is_err() {
-                counters.not_safe.fetch_add(1, Relaxed);
+                counters.count(Outcome::NotSafe);
                 tracing::debug!("not retried: the request may have been applied");
             }
             self.budget.deposit();
             return None;
         }
         if self.attempts == 0 {
-            counters.attempts_exhausted.fetch_add(1, Relaxed);
+            counters.count(Outcome::AttemptsExhausted);
             return None;
         }
         if !self.budget.withdraw() {
-            counters.refused_by_budget.fetch_add(1, Relaxed);
+            counters.count(Outcome::RefusedByBudget);
             tracing::debug!("not retried: the retry budget is spent");
             return None;
         }
         self.attempts -= 1;
-        counters.retries.fetch_add(1, Relaxed);
+        counters.count(Outcome::Retried);
         let backoff = crate::time::scaled(self.next_backoff, fastrand::f64());
         self.next_backoff = self.next_backoff.saturating_mul(2).min(self.max_backoff);
         tracing::debug!(?backoff, attempts_left = self.attempts, "retrying");
@@ -187,7 +268,7 @@ impl<F> RetryPolicy<F> {
     pub(crate) fn replay<Req: Replay>(&self, req: &Req) -> Option<Req> {
         let copy = req.replay();
         if copy.is_none() {
-            self.counters.not_replayable.fetch_add(1, Relaxed);
+            self.counters.count(Outcome::NotReplayable);
         }
         copy
     }

@@ -26,6 +26,8 @@ pub struct ReplicaRouterBuilder<P: Nodes, R, Cl, X> {
     role_monitor: Option<RoleMonitor<P::Key>>,
     max_primary_read_share: Option<f64>,
     reads: Reads,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::telemetry::Metrics>,
 }
 
 /// Where a router sends reads ([`ReplicaRouterBuilder::reads`]): libpq's
@@ -106,6 +108,8 @@ where
             role_monitor: None,
             max_primary_read_share: None,
             reads: Reads::PreferReplicas,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 }
@@ -128,6 +132,8 @@ where
             role_monitor: self.role_monitor,
             max_primary_read_share: self.max_primary_read_share,
             reads: self.reads,
+            #[cfg(feature = "metrics")]
+            metrics: self.metrics,
         }
     }
 
@@ -147,6 +153,8 @@ where
             role_monitor: self.role_monitor,
             max_primary_read_share: self.max_primary_read_share,
             reads: self.reads,
+            #[cfg(feature = "metrics")]
+            metrics: self.metrics,
         }
     }
 
@@ -247,6 +255,16 @@ where
         self
     }
 
+    #[cfg(feature = "metrics")]
+    /// Publishes the router's counts (writes, reads by route, reads shed), its lag monitor's
+    /// replica lag and its position waits through the `metrics` facade (feature `metrics`;
+    /// the names are in [`telemetry`](crate::telemetry)). Name the primary and replica pools'
+    /// own metrics on their builders.
+    pub fn metrics(mut self, metrics: crate::telemetry::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// The router.
     pub fn build(self) -> ReplicaRouter<P, R, Cl, X> {
         let mode = match self.consistency {
@@ -259,12 +277,22 @@ where
             )),
         };
         let mut spawns: Vec<StartFn> = Vec::new();
+        let counters = Arc::new(Counters::default());
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = &self.metrics {
+            let (counters, metrics) = (Arc::downgrade(&counters), metrics.clone());
+            spawns.push(Box::new(move |runtime| {
+                runtime.spawn(super::publish::publish(counters, metrics));
+            }));
+        }
         let first_rounds: Vec<_> = (self.lag_monitor.iter().map(LagMonitor::rounds))
             .chain(self.role_monitor.iter().map(RoleMonitor::rounds))
             .collect();
         let lag_monitor = match self.lag_monitor {
             None => DriverStatus::new(DriverState::NotNeeded),
             Some(monitor) => {
+                #[cfg(feature = "metrics")]
+                let monitor = monitor.published(self.metrics.clone());
                 let status = DriverStatus::new(DriverState::WaitingForRuntime);
                 let (replicas, running) = (self.replicas.downgrade(), status.clone());
                 spawns.push(Box::new(move |runtime| {
@@ -302,7 +330,10 @@ where
                 sessions: Sessions::new(mode),
                 read_cap: self.max_primary_read_share.map(PrimaryReadCap::new),
                 reads: self.reads,
-                counters: Counters::default(),
+                counters,
+                #[cfg(feature = "metrics")]
+                position_waits: (self.metrics.as_ref())
+                    .map(|m| m.router_histogram(crate::telemetry::POSITION_WAIT)),
                 lag_monitor,
                 role_monitor,
                 reprobe_roles,

@@ -6,6 +6,8 @@
 
 mod builder;
 mod future;
+#[cfg(feature = "metrics")]
+mod publish;
 pub(crate) mod route;
 mod service;
 mod shed;
@@ -99,7 +101,10 @@ pub(crate) struct Shared<Cl, X> {
     read_cap: Option<shed::PrimaryReadCap>,
     /// Where reads go.
     reads: Reads,
-    counters: Counters,
+    counters: Arc<Counters>,
+    /// How long own-reads waited for a replica's replay, when published.
+    #[cfg(feature = "metrics")]
+    pub(crate) position_waits: Option<::metrics::Histogram>,
     /// The monitors' states, and their start when built outside a runtime.
     lag_monitor: DriverStatus,
     role_monitor: DriverStatus,

@@ -193,6 +193,23 @@ impl<Cl, X> Shared<Cl, X> {
         true
     }
 
+    /// Position mode: `wait` (the search for a replica that replayed the session's write),
+    /// timed into the router's position-wait histogram when it publishes metrics.
+    #[cfg_attr(
+        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        allow(dead_code)
+    )]
+    pub(crate) async fn position_wait<T>(&self, wait: impl Future<Output = T>) -> T {
+        #[cfg(feature = "metrics")]
+        if let Some(histogram) = &self.position_waits {
+            let started = Instant::now();
+            let found = wait.await;
+            histogram.record(started.elapsed().as_secs_f64());
+            return found;
+        }
+        wait.await
+    }
+
     fn count_behind(&self) {
         self.counters.reads_behind.fetch_add(1, Relaxed);
         self.count_read(true);

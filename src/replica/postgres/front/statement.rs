@@ -150,7 +150,8 @@ where
                 .sessions
                 .positions()
                 .map_or(Duration::ZERO, |p| p.wait());
-            Some(caught_up(router.replicas(), position, wait, replayed).await)
+            let search = caught_up(router.replicas(), position, wait, replayed);
+            Some(router.shared().position_wait(search).await)
         }
         _ => None,
     };
