@@ -138,6 +138,9 @@ async fn routes_a_multi_host_url_on_a_real_cluster() {
     assert_eq!(read_ports(&db, 20).await, HashMap::from([(primary, 20)]));
     drop(db);
 
+    #[cfg(feature = "metrics")]
+    own_reads_wait_for_replay_and_are_measured(&hosts).await;
+
     // The primary dies and replica a is promoted: writes follow within two probe intervals
     // of the promotion, reads go on meanwhile.
     let db = connect("target_session_attrs=prefer-standby")
@@ -184,4 +187,51 @@ async fn no_host_answering_is_a_typed_error() {
         "{error}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// Position mode through `PgHosts::builder`: a session's read after its write waits for a
+/// replica to replay it, and the wait lands in the router's position-wait histogram.
+#[cfg(feature = "metrics")]
+async fn own_reads_wait_for_replay_and_are_measured(hosts: &[u16]) {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use tower_lb::telemetry::Metrics;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshots = recorder.snapshotter();
+    metrics::set_global_recorder(recorder).expect("the only recorder of this test binary");
+    let db = PgHosts::from_url(&url(hosts, "target_session_attrs=prefer-standby"))
+        .unwrap()
+        .pool_options(pool())
+        .builder()
+        .unwrap()
+        .read_your_writes_by_position(Duration::from_secs(30))
+        .replay_wait(Duration::from_millis(50))
+        .metrics(Metrics::new("db"))
+        .build();
+    db.ready(Duration::from_secs(5)).await.unwrap();
+    for i in 0..10 {
+        let insert = format!("INSERT INTO t VALUES ({i})");
+        sqlx::query(sqlx::AssertSqlSafe(insert))
+            .execute(&db.session("owner"))
+            .await
+            .unwrap();
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE x = $1")
+            .bind(i)
+            .fetch_one(&db.session("owner"))
+            .await
+            .unwrap();
+        assert!(seen >= 1, "own write {i} read back");
+    }
+    let waits =
+        (snapshots.snapshot().into_vec().into_iter()).find_map(|(key, _, _, value)| {
+            match (key.key().name(), value) {
+                ("tower_lb_replica_position_wait_seconds", DebugValue::Histogram(waits)) => {
+                    Some(waits)
+                }
+                _ => None,
+            }
+        });
+    let waits = waits.expect("position waits recorded");
+    assert_eq!(waits.len(), 10, "one per own read");
+    assert!(waits.iter().all(|w| w.into_inner() < 0.2), "{waits:?}");
 }
