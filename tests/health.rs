@@ -436,3 +436,58 @@ async fn a_health_check_that_panics_fails_and_runs_again() {
     );
     assert_eq!(lb.stats().health_driver, DriverState::Running);
 }
+
+/// An endpoint answering 429 with `Retry-After: 5` is held out for 5 s, then comes back
+/// through probation; a 429 without it holds nothing (it is the client's business).
+#[tokio::test(start_paused = true)]
+async fn retry_after_holds_an_endpoint_out_for_as_long_as_it_asks() {
+    let busy = Arc::new(AtomicUsize::new(0)); // 0: serves; 1: 429 alone; 2: 429 + Retry-After
+    let node = |name: &'static str, busy: Arc<AtomicUsize>| {
+        service_fn(move |()| {
+            let mut answer = http::Response::builder();
+            match (name, busy.load(Ordering::Relaxed)) {
+                ("busy", 1) => answer = answer.status(429),
+                ("busy", 2) => answer = answer.status(429).header("retry-after", "5"),
+                _ => {}
+            }
+            async move { Ok::<_, std::io::Error>(answer.body(name).unwrap()) }
+        })
+    };
+    let lb = Balance::builder(RoundRobin::new())
+        .classify(ServerErrors)
+        .endpoints(["busy", "idle"].map(|name| (name, node(name, busy.clone()))))
+        .build()
+        .unwrap();
+    let state = || lb.snapshot()[0].state;
+
+    busy.store(1, Ordering::Relaxed);
+    send(&lb, 10).await;
+    settle().await;
+    assert_eq!(state(), EndpointState::Healthy, "a 429 alone holds nothing");
+
+    busy.store(2, Ordering::Relaxed);
+    send(&lb, 2).await;
+    settle().await;
+    assert!(
+        matches!(state(), EndpointState::Ejected { .. }),
+        "{:?}",
+        state()
+    );
+    assert_eq!(lb.snapshot()[0].last_ejection, Some("Retry-After"));
+    busy.store(0, Ordering::Relaxed);
+    for _ in 0..10 {
+        assert_eq!(*lb.clone().oneshot(()).await.unwrap().body(), "idle");
+    }
+
+    tokio::time::sleep(Duration::from_millis(4900)).await;
+    settle().await;
+    assert!(
+        matches!(state(), EndpointState::Ejected { .. }),
+        "still asked to wait"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    settle().await;
+    send(&lb, 4).await; // the probation call passes
+    settle().await;
+    assert_eq!(state(), EndpointState::Healthy);
+}

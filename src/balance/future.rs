@@ -127,6 +127,9 @@ where
                 // Completing releases the in-flight count now, not whenever the future is dropped.
                 if let Some(guard) = guard.take() {
                     let failed = this.classify.is_failure(result.as_ref());
+                    if let Some(span) = this.classify.hold_off(result.as_ref()) {
+                        guard.stats().hold_off(span);
+                    }
                     guard.complete(!failed);
                 }
                 Poll::Ready(result.map_err(Into::into))

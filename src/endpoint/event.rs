@@ -14,4 +14,9 @@ pub(crate) enum HealthEvent {
         endpoint: Arc<EndpointStats>,
         succeeded: bool,
     },
+    /// The endpoint asked not to be sent calls for `span` (`Retry-After`).
+    HoldOff {
+        endpoint: Arc<EndpointStats>,
+        span: std::time::Duration,
+    },
 }

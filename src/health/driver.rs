@@ -7,7 +7,7 @@
 
 use super::checking::{check_done, due_checks, next_check};
 use super::ejection::{
-    decay_ejections, eject_outlier, end_ejections, next_ejection_end, probe_done, sweep,
+    decay_ejections, eject_outlier, end_ejections, hold_off, next_ejection_end, probe_done, sweep,
 };
 use super::{ActiveChecks, MemberHealth, Outlier};
 use crate::background::{answer_within, NoAnswer};
@@ -76,6 +76,9 @@ pub(crate) async fn drive<K, S, P>(
                     }
                     HealthEvent::ProbeDone { endpoint, succeeded } => {
                         probe_done(members, endpoint, *succeeded, &outlier, now, fastrand::f64())
+                    }
+                    HealthEvent::HoldOff { endpoint, span } => {
+                        hold_off(members, endpoint, *span, &outlier, now)
                     }
                 });
             }

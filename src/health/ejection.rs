@@ -53,6 +53,38 @@ pub(crate) fn eject_outlier<K: Eq + Debug, S>(
     eject(members, i, outlier, now, jitter, "consecutive failures")
 }
 
+/// An endpoint asked for no calls for `span` (`Retry-After`): holds it out of rotation for
+/// that long, at most the longest ejection, within the cap on ejected endpoints. Not an
+/// outlier: its ejection count (which lengthens later ejections) stays as it is. Returns
+/// whether anything changed.
+pub(crate) fn hold_off<K: Eq + Debug, S>(
+    members: &mut Members<K, S>,
+    stats: &Arc<EndpointStats>,
+    span: std::time::Duration,
+    outlier: &Outlier,
+    now: Instant,
+) -> bool {
+    let Some(i) = members.index_of(stats) else {
+        return false;
+    };
+    if !members.active()[i].is_healthy() || span.is_zero() {
+        return false;
+    }
+    if ejected(members) >= outlier.max_ejected(members.active().len()) {
+        tracing::info!(endpoint = ?members.active()[i].key(), ?span,
+            "Retry-After not honoured: the cap on ejected endpoints is reached");
+        return false;
+    }
+    let ejections = members.active()[i].record.ejections;
+    let until = deadline(now, span.min(outlier.ejection_time(u32::MAX)));
+    members.set_state(
+        i,
+        EndpointState::Ejected { until, ejections },
+        "Retry-After",
+        now,
+    )
+}
+
 fn eject<K: Eq + Debug, S>(
     members: &mut Members<K, S>,
     i: usize,

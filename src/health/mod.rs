@@ -30,7 +30,7 @@ pub use crate::pool::{EndpointState, SlowStart};
 pub use active::{
     check_fn, check_service, ActiveChecks, BoxFuture, CheckFn, CheckService, HealthCheck,
 };
-pub use classify::{classify_fn, Classify, ClassifyFn, ErrorsFail, ServerErrors};
+pub use classify::{classify_fn, Classify, ClassifyFn, ErrorsFail, GrpcStatus, ServerErrors};
 #[cfg(any(feature = "reqwest", feature = "reqwest-0_12"))]
 pub use http::HttpCheck;
 pub use outlier::{FailurePercentage, Outlier, SuccessRate};
