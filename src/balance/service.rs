@@ -55,8 +55,17 @@ where
         P: Pick<Req>,
         L::Service: Service<Req>,
     {
-        self.try_call_avoiding(req, avoid)
-            .unwrap_or_else(|(error, _)| ResponseFuture::failed(error, self.inner.classify.clone()))
+        // Built in place rather than through `try_call_avoiding`'s `Result`: the response
+        // future is large, and every move of it is on the request path.
+        self.with_snapshot(|inner, snapshot| match pick(inner, snapshot, &req, avoid) {
+            Ok((service, guard)) => ResponseFuture::called(
+                service.oneshot(req),
+                guard,
+                inner.classify.clone(),
+                inner.timeout,
+            ),
+            Err(error) => ResponseFuture::failed(error, inner.classify.clone()),
+        })
     }
 
     /// A response future that fails at once with `error`, for a caller above that decided
