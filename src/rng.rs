@@ -1,7 +1,8 @@
 //! The random source behind every random policy.
 //!
-//! Production picks use a per-thread generator (`fastrand`), so clones of one balancer on many
-//! threads never contend on a shared RNG state. Tests want reproducible picks instead, so every
+//! Production picks use a per-thread generator (wyrand, seeded once per thread from
+//! `fastrand`), so clones of one balancer on many threads never contend on a shared RNG
+//! state. Tests want reproducible picks instead, so every
 //! random policy can be given a seed; seeded picks share one atomic state (deterministic for a
 //! single-threaded test, still correct, if slower, under concurrency).
 
@@ -25,14 +26,12 @@ impl Rng {
     #[inline]
     pub(crate) fn u64(&self) -> u64 {
         match self {
-            Rng::Thread => fastrand::u64(..),
-            Rng::Seeded(state) => {
-                let s = state
+            Rng::Thread => thread_u64(),
+            Rng::Seeded(state) => wymix(
+                state
                     .fetch_add(WY_INCREMENT, Ordering::Relaxed)
-                    .wrapping_add(WY_INCREMENT);
-                let t = u128::from(s) * u128::from(s ^ WY_MIX);
-                ((t >> 64) as u64) ^ (t as u64)
-            }
+                    .wrapping_add(WY_INCREMENT),
+            ),
         }
     }
 
@@ -52,6 +51,32 @@ impl Clone for Rng {
             Rng::Seeded(state) => Rng::Seeded(AtomicU64::new(state.load(Ordering::Relaxed))),
         }
     }
+}
+
+/// wyrand's output for state `s`.
+#[inline]
+fn wymix(s: u64) -> u64 {
+    let t = u128::from(s) * u128::from(s ^ WY_MIX);
+    ((t >> 64) as u64) ^ (t as u64)
+}
+
+/// The next number of this thread's generator. Its state is a `const`-initialised
+/// thread-local with no destructor, so reading it is one TLS access with no lazy-init check
+/// (`fastrand`'s own generator has one, on every pick); 0 means not seeded yet.
+#[inline]
+fn thread_u64() -> u64 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    STATE.with(|state| {
+        let mut s = state.get();
+        if s == 0 {
+            s = fastrand::u64(..) | 1;
+        }
+        s = s.wrapping_add(WY_INCREMENT);
+        state.set(s);
+        wymix(s)
+    })
 }
 
 /// Maps 64 random bits onto `0..n` by multiply-shift (Lemire): no division, bias below 2^-32
