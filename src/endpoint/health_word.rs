@@ -14,9 +14,6 @@ const PROBE: u32 = 1 << 31;
 const PROBE_CLAIMED: u32 = 1 << 30;
 
 impl EndpointStats {
-    /// Passive health: counts consecutive failures and reports an outlier at the threshold;
-    /// on probation, reports the outcome of the probe instead.
-    #[inline]
     /// The endpoint asked for no calls for `span` (a `Retry-After`): tells the health driver,
     /// when there is one (outlier detection on).
     pub(crate) fn hold_off(self: &Arc<Self>, span: std::time::Duration) {
@@ -28,6 +25,9 @@ impl EndpointStats {
         }
     }
 
+    /// Passive health: counts consecutive failures and reports an outlier at the threshold;
+    /// on probation, reports the outcome of the probe instead.
+    #[inline]
     pub(super) fn track_health(self: &Arc<Self>, succeeded: bool) {
         // The common case first, on the line this call has just written anyway: a success
         // with no failures counted and no probation needs nothing else.
