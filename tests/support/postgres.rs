@@ -7,11 +7,14 @@
 //! refuses root), the server binaries run as the `postgres` user through `runuser`.
 #![allow(dead_code)] // each includer uses a different part
 
-use std::net::TcpListener;
+#[path = "host.rs"]
+mod host;
+use host::{command_as, free_port, is_root, output_within_a_minute};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running primary and streaming replica.
 pub struct Cluster {
@@ -254,29 +257,9 @@ impl Cluster {
             true => self.bin.join(program),
             false => PathBuf::from(program),
         };
-        let mut command = match self.run_as_postgres {
-            true => {
-                let mut command = Command::new("runuser");
-                command.args(["-u", "postgres", "--"]).arg(&path);
-                command
-            }
-            false => Command::new(&path),
-        };
+        let mut command = command_as(self.run_as_postgres.then_some("postgres"), path.as_ref());
         command.args(args).env("LC_ALL", "C");
-        let mut child = command
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
-        let started = Instant::now();
-        while child.try_wait().expect("wait").is_none() {
-            if started.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                panic!("{program} did not finish within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().expect("output")
+        output_within_a_minute(command, program)
     }
 }
 
@@ -307,18 +290,4 @@ fn find_binaries() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.starts_with(b"0\n"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
 }

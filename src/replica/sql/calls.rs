@@ -1,13 +1,14 @@
 //! Which calls a read may make. A function the classifier does not know may write (a user
-//! function called from a `SELECT` fails with SQLSTATE 25006 on a standby), so a call is
-//! allowed only for PostgreSQL's own functions that a hot standby runs
-//! ([`READ_FUNCTIONS`], generated from `pg_proc`), for the application's functions declared
-//! read-only, and for SQL syntax that only looks like a call (`IN (`, `COALESCE(`, a column
-//! list after `AS`).
+//! function called from a `SELECT` fails with SQLSTATE 25006 on a standby; a MySQL function
+//! with `SQL SECURITY DEFINER` writes even on a read-only replica), so a call is allowed
+//! only for the server's own functions that a replica runs alike
+//! ([`pg_functions`], generated from `pg_proc`; [`mysql_functions`], generated from
+//! MariaDB's help tables and checked on a read-only replica), for the application's
+//! functions declared read-only, and for SQL syntax that only looks like a call (`IN (`,
+//! `COALESCE(`, a column list after `AS`).
 
-use super::pg_functions::READ_FUNCTIONS;
 use super::scan::{is_word_byte, Span, Word};
-use super::SqlClassifier;
+use super::{mysql_functions, pg_functions, Dialect, SqlClassifier};
 
 /// Words that may stand before `(` without calling a function: SQL syntax, and type names
 /// with modifiers that are no function in `pg_catalog`. Sorted bytewise.
@@ -101,19 +102,90 @@ pub(super) fn may_call(classifier: &SqlClassifier, sql: &[u8], name: Span) -> bo
     if classifier.read_functions.iter().any(|r| word.is(r)) {
         return true;
     }
+    let (syntax, builtins): (&[&str], &[&str]) = match classifier.dialect {
+        Dialect::Postgres => (&SYNTAX, &pg_functions::READ_FUNCTIONS),
+        Dialect::MySql => (&MYSQL_SYNTAX, &mysql_functions::READ_FUNCTIONS),
+    };
     match qualifier(sql, name.0) {
-        Some(schema) if schema.is("pg_catalog") => return is_builtin(word),
-        Some(_) => return false, // another schema's function of the same name is not ours
+        Some(schema) if classifier.dialect == Dialect::Postgres && schema.is("pg_catalog") => {
+            return is_builtin(word, builtins)
+        }
+        // Another schema's function of the same name is not ours; MySQL's built-in
+        // functions have no schema at all.
+        Some(_) => return false,
         None => {}
     }
-    let syntax = !word.quoted && (is_syntax(word) || names_columns(sql, name.0));
-    syntax || is_builtin(word)
+    // A quoted name in MySQL is a stored function's, never a built-in's.
+    if word.quoted && classifier.dialect == Dialect::MySql {
+        return false;
+    }
+    let syntax = !word.quoted && (is_syntax(word, syntax) || names_columns(sql, name.0));
+    syntax || is_builtin(word, builtins)
 }
 
+/// Words that may stand before `(` in MySQL and MariaDB without calling a function: SQL
+/// syntax, index hints, and type names with lengths. Sorted bytewise.
+static MYSQL_SYNTAX: [&str; 54] = [
+    "against",
+    "all",
+    "and",
+    "any",
+    "as",
+    "between",
+    "by",
+    "case",
+    "cast",
+    "char",
+    "character",
+    "columns",
+    "datetime",
+    "dec",
+    "decimal",
+    "distinct",
+    "double",
+    "else",
+    "except",
+    "exists",
+    "float",
+    "for",
+    "from",
+    "having",
+    "in",
+    "index",
+    "intersect",
+    "is",
+    "join",
+    "key",
+    "lateral",
+    "like",
+    "limit",
+    "match",
+    "nchar",
+    "not",
+    "numeric",
+    "on",
+    "or",
+    "over",
+    "partition",
+    "regexp",
+    "rlike",
+    "row",
+    "select",
+    "some",
+    "then",
+    "union",
+    "using",
+    "values",
+    "varchar",
+    "when",
+    "where",
+    "xor",
+];
+
 /// SQL syntax before `(` that calls nothing (`IN (`, `COALESCE(`, `numeric(10, 2)`).
-fn is_syntax(word: Word<'_>) -> bool {
+fn is_syntax(word: Word<'_>, syntax: &[&str]) -> bool {
     let mut buffer = [0u8; 64];
-    lowered(word.text, &mut buffer).is_some_and(|lower| SYNTAX.binary_search(&lower).is_ok())
+    lowered(word.text, &mut buffer).is_some_and(|lower| syntax.binary_search(&lower).is_ok())
 }
 
 /// Whether the name starting at `start` is followed by a column list rather than arguments:
@@ -123,14 +195,14 @@ fn names_columns(sql: &[u8], start: usize) -> bool {
         .is_some_and(|before| before.is("as") || before.is("with") || before.is("recursive"))
 }
 
-/// A `pg_catalog` function a hot standby runs.
-fn is_builtin(word: Word<'_>) -> bool {
+/// One of the server's own functions that a replica runs alike.
+fn is_builtin(word: Word<'_>, builtins: &[&str]) -> bool {
     let mut buffer = [0u8; 64];
     let name = match word.quoted {
         true => std::str::from_utf8(word.text).ok(),
         false => lowered(word.text, &mut buffer),
     };
-    name.is_some_and(|name| READ_FUNCTIONS.binary_search(&name).is_ok())
+    name.is_some_and(|name| builtins.binary_search(&name).is_ok())
 }
 
 /// `text` in lower case, in `buffer`; `None` if it is longer than any name (63 bytes).
@@ -164,8 +236,9 @@ fn skip_spaces_back(sql: &[u8], mut at: usize) -> usize {
 
 /// The bare or quoted word that ends at `end`.
 fn word_ending_at(sql: &[u8], end: usize) -> Option<Word<'_>> {
-    if end > 0 && sql[end - 1] == b'"' {
-        let open = sql[..end - 1].iter().rposition(|&b| b == b'"')?;
+    if end > 0 && matches!(sql[end - 1], b'"' | b'`') {
+        let quote = sql[end - 1];
+        let open = sql[..end - 1].iter().rposition(|&b| b == quote)?;
         return Some(Word::at(&sql[open..end]));
     }
     let start = sql[..end]
@@ -181,7 +254,12 @@ mod tests {
 
     #[test]
     fn the_lists_are_sorted_for_binary_search() {
-        for list in [&SYNTAX[..], &READ_FUNCTIONS[..]] {
+        for list in [
+            &SYNTAX[..],
+            &MYSQL_SYNTAX[..],
+            &pg_functions::READ_FUNCTIONS[..],
+            &mysql_functions::READ_FUNCTIONS[..],
+        ] {
             assert!(list.windows(2).all(|w| w[0] < w[1]), "{:?}", &list[..3]);
         }
     }

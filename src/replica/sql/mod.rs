@@ -1,4 +1,5 @@
-//! A conservative read/write classifier for PostgreSQL statement text.
+//! A conservative read/write classifier for SQL text: PostgreSQL's, or MySQL's and
+//! MariaDB's ([`SqlClassifier::mysql`]).
 //!
 //! It answers [`Access::Read`] only for text a hot standby runs as it would on the primary;
 //! everything else, and everything it is not sure of, goes to the primary. It tokenizes just
@@ -12,6 +13,7 @@
 //!   run only when the plain-read rules stop between statements.
 
 mod calls;
+mod mysql_functions;
 mod pg_functions;
 mod query;
 mod scan;
@@ -19,7 +21,7 @@ mod script;
 
 use super::Access;
 use query::Query;
-use scan::scan;
+use scan::{may_hold_version_comment, scan, MySql, MySqlSkippingVersions, Postgres};
 use script::Script;
 
 /// Classifies SQL text for a PostgreSQL primary and its streaming replicas.
@@ -64,10 +66,21 @@ use script::Script;
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct SqlClassifier {
+    /// Whose SQL it reads.
+    dialect: Dialect,
     /// Lower-cased names of the application's own functions that write.
     write_functions: Vec<Box<str>>,
     /// Lower-cased names of the application's own functions and procedures that only read.
     read_functions: Vec<Box<str>>,
+}
+
+/// The SQL a [`SqlClassifier`] reads: the lexical rules, the built-in functions a replica
+/// may run, and the statements other than a query that are reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Dialect {
+    #[default]
+    Postgres,
+    MySql,
 }
 
 fn lowered<I, N>(names: I) -> impl Iterator<Item = Box<str>>
@@ -81,9 +94,50 @@ where
 }
 
 impl SqlClassifier {
-    /// The built-in rules.
+    /// The built-in rules, for PostgreSQL.
     pub fn new() -> Self {
         SqlClassifier::default()
+    }
+
+    /// The built-in rules for MySQL and MariaDB: their lexical syntax and their built-in
+    /// functions, with the same conservative default (a function it does not know goes to
+    /// the primary).
+    ///
+    /// Text is a read only if each of its statements is a plain query (`SELECT`, `WITH`,
+    /// `VALUES`, `TABLE`) that writes nowhere and holds no session state, `EXPLAIN` of
+    /// one, a `CALL` of a procedure declared with [`read_functions`](Self::read_functions),
+    /// or empty, optionally in one transaction (`START TRANSACTION READ ONLY` … `COMMIT`).
+    /// So these go to the primary:
+    /// - row locks and what writes from a `SELECT`: `FOR UPDATE`, `FOR SHARE`, `LOCK IN
+    ///   SHARE MODE`, `INTO @var`, `INTO OUTFILE` (a file on the replica's host);
+    /// - the connection's state: any variable (`@v`, `@@v`), `SQL_CALC_FOUND_ROWS`,
+    ///   `LAST_INSERT_ID()`, `FOUND_ROWS()`, `ROW_COUNT()`, `GET_LOCK()`,
+    ///   `RELEASE_LOCK()`, sequences (`NEXTVAL(s)`, `NEXT VALUE FOR s`, `LASTVAL(s)`);
+    /// - every other statement: `SET`, `SHOW`, `HANDLER`, `LOAD DATA`, `DO`, an
+    ///   undeclared `CALL` (a `SQL SECURITY DEFINER` procedure writes even on a read-only
+    ///   replica, and breaks its replication), `EXPLAIN` of anything but a query (a
+    ///   read-only replica refuses `EXPLAIN UPDATE`), temporary tables;
+    /// - a literal holding a backslash: whether it escapes depends on the server's
+    ///   `sql_mode`, which the text does not tell. Version comments (`/*! … */`) are read
+    ///   both as SQL and as comments: the text is a read only if it is one both ways.
+    ///
+    /// ```
+    /// use tower_lb::replica::{Access, SqlClassifier};
+    ///
+    /// let sql = SqlClassifier::mysql();
+    /// assert_eq!(sql.classify("SELECT `name` FROM users WHERE id = ? # by id"), Access::Read);
+    /// assert_eq!(sql.classify("SELECT * FROM jobs LOCK IN SHARE MODE"), Access::Write);
+    /// assert_eq!(sql.classify("SELECT LAST_INSERT_ID()"), Access::Write);
+    /// assert_eq!(sql.classify("SELECT id INTO @last FROM t"), Access::Write);
+    /// assert_eq!(sql.classify("SELECT /*! SQL_CALC_FOUND_ROWS */ * FROM t"), Access::Write);
+    /// assert_eq!(sql.classify("SELECT lower(name), count(*) FROM users GROUP BY 1"), Access::Read);
+    /// assert_eq!(sql.classify("CALL report(2026)"), Access::Write); // may write: undeclared
+    /// ```
+    pub fn mysql() -> Self {
+        SqlClassifier {
+            dialect: Dialect::MySql,
+            ..SqlClassifier::default()
+        }
     }
 
     /// Declares the application's own functions and procedures that only read and that a
@@ -134,15 +188,28 @@ impl SqlClassifier {
     /// Whether `sql` is a read ([`Access::Read`]) or must go to the primary.
     pub fn classify(&self, sql: &str) -> Access {
         let sql = sql.as_bytes();
+        match self.dialect {
+            Dialect::Postgres => self.classify_as::<Postgres>(sql),
+            Dialect::MySql => match self.classify_as::<MySql>(sql) {
+                Access::Read if may_hold_version_comment(sql) => {
+                    self.classify_as::<MySqlSkippingVersions>(sql)
+                }
+                access => access,
+            },
+        }
+    }
+
+    /// `classify`, with one dialect's lexical rules.
+    fn classify_as<D: scan::Dialect>(&self, sql: &[u8]) -> Access {
         let mut query = Query::new(self, sql);
-        match scan(sql, &mut query) {
+        match scan::<D>(sql, &mut query) {
             None => return Access::Write, // unterminated: no server reads it
             Some(true) if query.started() => return Access::Read,
             _ if !query.stopped_between_statements() => return Access::Write,
             _ => {}
         }
         let mut script = Script::new(self, sql);
-        match scan(sql, &mut script) {
+        match scan::<D>(sql, &mut script) {
             Some(true) if script.is_read() => Access::Read,
             _ => Access::Write,
         }
@@ -319,6 +386,146 @@ mod tests {
         assert_eq!(sql.classify("SELECT record_visits FROM t"), Access::Read);
     }
 
+    fn mysql_read(sql: &str) -> bool {
+        SqlClassifier::mysql().classify(sql) == Access::Read
+    }
+
+    #[test]
+    fn mysql_plain_reads_go_to_replicas() {
+        for sql in [
+            "SELECT 1",
+            "select `id`, `update` from `users` where id = ?",
+            "SELECT name FROM users # by name\n WHERE id = 1",
+            "SELECT 1 -- a comment\n",
+            "SELECT 1 --\tcomment",
+            "SELECT 1 --",
+            "SELECT /* update */ 1",
+            "SELECT /*+ MAX_EXECUTION_TIME(100) */ * FROM t",
+            "SELECT 'it''s', \"a \"\" quote\", 'DELETE FROM t' FROM t",
+            "SELECT `weird``name` FROM t",
+            "SELECT lower(name), concat(a, b), count(*) FROM t GROUP BY 1",
+            "SELECT IF(a > 0, 'y', 'n'), IFNULL(a, 0), COALESCE(a, b) FROM t",
+            "SELECT DATE_ADD(NOW(), INTERVAL 1 DAY), CAST(a AS CHAR(10)) FROM t",
+            "SELECT * FROM t USE INDEX (i) WHERE a IN (1, 2) AND b LIKE 'x%'",
+            "SELECT * FROM t FORCE KEY (k) JOIN u USING (id)",
+            "SELECT JSON_EXTRACT(doc, '$.a'), ROW_NUMBER() OVER (PARTITION BY a ORDER BY b) FROM t",
+            "SELECT * FROM t WHERE MATCH (body) AGAINST ('word')",
+            "SELECT value, `key` FROM settings",
+            "SELECT a FROM t ORDER BY a LIMIT 10 OFFSET 5",
+            "SELECT * FROM t LIMIT 1; SELECT 2",
+            "WITH r AS (SELECT 1 AS n) SELECT n FROM r",
+            "(SELECT 1) UNION (SELECT 2)",
+            "EXPLAIN SELECT * FROM t",
+            "EXPLAIN FORMAT=JSON SELECT * FROM t",
+            "EXPLAIN EXTENDED SELECT 1",
+            "START TRANSACTION READ ONLY; SELECT 1; COMMIT",
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT; SELECT 1; COMMIT",
+            "SELECT /*!40001 SQL_NO_CACHE */ * FROM t",
+            "SELECT $col FROM t",
+            "SELECT 5--1",
+            "",
+        ] {
+            assert!(mysql_read(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn mysql_anything_else_goes_to_the_primary() {
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "REPLACE INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * FROM t FOR SHARE",
+            "SELECT * FROM t LOCK IN SHARE MODE",
+            "SELECT a INTO @a FROM t",
+            "SELECT a FROM t INTO OUTFILE '/tmp/x'",
+            "SELECT * INTO DUMPFILE '/tmp/x' FROM t",
+            "SELECT @a",
+            "SELECT @@version",
+            "SELECT @`quoted`",
+            "SELECT @a := 1",
+            "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1",
+            "SELECT FOUND_ROWS()",
+            "SELECT LAST_INSERT_ID()",
+            "SELECT ROW_COUNT()",
+            "SELECT CONNECTION_ID()",
+            "SELECT GET_LOCK('a', 1)",
+            "SELECT RELEASE_LOCK('a')",
+            "SELECT NEXTVAL(s)",
+            "SELECT NEXT VALUE FOR s",
+            "SELECT PREVIOUS VALUE FOR s",
+            "SELECT SETVAL(s, 1)",
+            "SELECT MASTER_GTID_WAIT('0-1-1', 1)",
+            "SELECT app.f(1)",
+            "SELECT `lower`('A')",
+            "SELECT my_function(a) FROM t",
+            "SELECT VERSION(), DATABASE(), USER()",
+            "SELECT SLEEP(1)",
+            "EXPLAIN UPDATE t SET a = 1",
+            "EXPLAIN DELETE FROM t",
+            "EXPLAIN t",
+            "DESCRIBE t",
+            "SHOW TABLES",
+            "SET @a = 1",
+            "SET NAMES utf8mb4",
+            "DO 1",
+            "HANDLER t OPEN",
+            "LOAD DATA INFILE '/tmp/x' INTO TABLE t",
+            "CALL report(1)",
+            "CREATE TEMPORARY TABLE tmp (a INT)",
+            "LOCK TABLES t READ",
+            "START TRANSACTION; SELECT 1",
+            "START TRANSACTION READ WRITE; SELECT 1; COMMIT",
+            "SELECT 1; DELETE FROM t",
+            // Version comments: SQL the server runs.
+            "/*! INSERT INTO t VALUES (1) */",
+            "SELECT 1 /*!50001 FOR UPDATE */",
+            "SELECT 1 /*M!100100 INTO @a */",
+            "SELECT /*!99999 1 */ INTO @a",
+            // Backslashes escape or not as sql_mode says.
+            "SELECT 'a\\' ; DELETE FROM t; -- '",
+            "SELECT \"a\\\"\"",
+            // Unterminated.
+            "SELECT 'open",
+            "SELECT `open",
+            "SELECT /* open",
+            "SELECT /*! 1",
+            "SELECT 1 # comment\n; DELETE FROM t",
+        ] {
+            assert!(!mysql_read(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn mysql_procedures_and_functions_can_be_declared() {
+        let sql = SqlClassifier::mysql().read_functions(["report", "app.visible"]);
+        assert_eq!(sql.classify("CALL report(2026)"), Access::Read);
+        assert_eq!(sql.classify("SELECT visible(1)"), Access::Read);
+        assert_eq!(sql.classify("CALL other()"), Access::Write);
+        let sql = SqlClassifier::mysql().write_functions(["lower"]);
+        assert_eq!(sql.classify("SELECT lower('A')"), Access::Write);
+    }
+
+    #[test]
+    fn the_postgres_rules_are_untouched_by_mysqls() {
+        let pg = SqlClassifier::new();
+        // `#` is an operator, `--x` a comment, `@` the absolute value, `"` an identifier.
+        assert_eq!(pg.classify("SELECT 1 # 2"), Access::Read);
+        assert_eq!(pg.classify("SELECT 1 --x INTO y"), Access::Read);
+        assert_eq!(pg.classify("SELECT @ -5"), Access::Read);
+        assert_eq!(pg.classify("SELECT value FROM t FOR UPDATE"), Access::Write);
+        assert_eq!(pg.classify("SELECT 1 /*! 2 */"), Access::Read);
+        assert_eq!(
+            SqlClassifier::mysql().classify("SELECT 1 # 2"),
+            Access::Read
+        );
+        assert_eq!(
+            SqlClassifier::mysql().classify("SELECT 1 --x INTO y"),
+            Access::Write
+        );
+    }
+
     /// Tokens a plain read may hold, several of them a keyword in disguise.
     const READ_PIECES: &[&str] = &[
         "a",
@@ -372,9 +579,21 @@ mod tests {
         /// No input panics or hangs, and whatever follows a second statement is never read.
         #[test]
         fn any_text_is_classified(text in ".{0,200}") {
-            let sql = SqlClassifier::new();
-            let _ = sql.classify(&text);
-            prop_assert_eq!(sql.classify(&format!("SELECT 1; {text}\nX")), Access::Write);
+            for sql in [SqlClassifier::new(), SqlClassifier::mysql()] {
+                let _ = sql.classify(&text);
+                prop_assert_eq!(sql.classify(&format!("SELECT 1; {text}\nX")), Access::Write);
+            }
+        }
+
+        /// MySQL text from its own alphabet (comments, quotes, variables, version comments):
+        /// no panic, and a read stays one when a comment is added.
+        #[test]
+        fn mysql_like_text_is_classified(text in "[ -~\n]{0,120}") {
+            let sql = SqlClassifier::mysql();
+            let access = sql.classify(&text);
+            if access == Access::Read && !text.contains('#') && !text.contains("--") {
+                prop_assert_eq!(sql.classify(&format!("{text}\n# done")), Access::Read);
+            }
         }
 
         /// Words of every length around the eight-byte scan, keywords hidden in literals,

@@ -11,30 +11,39 @@ pub(super) struct Query<'c, 'a> {
     sql: &'a [u8],
     /// The kinds of token (bits by [`kind`]) that would make the statement more than a plain
     /// read if they came next: one test per token instead of a branch per rule.
-    refused: u8,
+    refused: u16,
     /// Where the word before this token is ([`NO_WORD`] if there was none): a function's
     /// name when this token is `(`. Positions, not a [`Word`](super::scan::Word): they are
     /// stored for every word, and read only before a `(`.
     previous: Span,
     /// The kind of the token refused, once one is.
-    stopped_at: u8,
+    stopped_at: u16,
 }
 
 /// A token's kind as one bit: keywords by [`Keyword`], then `(`, `;` and anything else.
-const fn kind(keyword: Keyword) -> u8 {
-    1 << keyword as u8
+const fn kind(keyword: Keyword) -> u16 {
+    1 << keyword as u16
 }
-const OPEN: u8 = 1 << 5;
-const SEMICOLON: u8 = 1 << 6;
-const OTHER: u8 = 1 << 7;
+const OPEN: u16 = 1 << 8;
+const SEMICOLON: u16 = 1 << 9;
+const OTHER: u16 = 1 << 10;
 /// Only opening parentheses and a read's keyword may start a read.
-const BEFORE_THE_FIRST_WORD: u8 = !(kind(Keyword::Reads) | OPEN);
+const BEFORE_THE_FIRST_WORD: u16 = !(kind(Keyword::Reads) | OPEN);
 /// Inside a read, a writing keyword anywhere ends it…
-const IN_A_READ: u8 = kind(Keyword::Writes);
-/// … and so does a lock strength right after `FOR` (`FOR UPDATE`, `FOR KEY SHARE`).
-const AFTER_FOR: u8 = IN_A_READ | kind(Keyword::LockStrength);
+const IN_A_READ: u16 = kind(Keyword::Writes);
+/// … and so does a lock strength right after `FOR` (`FOR UPDATE`, `FOR KEY SHARE`)…
+const AFTER_FOR: u16 = IN_A_READ | kind(Keyword::LockStrength);
+/// … and `FOR` right after MySQL's `VALUE` (`NEXT VALUE FOR s`, a sequence).
+const AFTER_VALUE: u16 = IN_A_READ | kind(Keyword::For);
+/// What a word refuses next, by its keyword: a lookup, not a branch per keyword.
+const REFUSED_AFTER: [u16; 6] = {
+    let mut after = [IN_A_READ; 6];
+    after[Keyword::For as usize] = AFTER_FOR;
+    after[Keyword::Value as usize] = AFTER_VALUE;
+    after
+};
 /// Nothing may follow the one `;`.
-const AFTER_THE_END: u8 = u8::MAX;
+const AFTER_THE_END: u16 = u16::MAX;
 
 impl Take for Query<'_, '_> {
     /// Takes the next token: `false` once the statement cannot be a plain read.
@@ -46,12 +55,7 @@ impl Take for Query<'_, '_> {
         let (kind, refused_next) = match token {
             Token::Word(span, keyword) => {
                 self.previous = span;
-                let next = if keyword == Keyword::For {
-                    AFTER_FOR
-                } else {
-                    IN_A_READ
-                };
-                (kind(keyword), next)
+                (kind(keyword), REFUSED_AFTER[keyword as usize])
             }
             Token::Open => {
                 let name = std::mem::replace(&mut self.previous, NO_WORD);

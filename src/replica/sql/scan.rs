@@ -1,7 +1,15 @@
-//! The classifier's tokenizer: just enough of PostgreSQL's lexical syntax to never be
-//! fooled by comments (nested `/* */` and `--`), string literals (`'…'`, `E'…'` with
-//! backslash escapes), quoted identifiers (`"…"`) or dollar-quoted bodies (`$tag$…$tag$`),
-//! and the few keywords the rules act on. It does not parse.
+//! The classifier's tokenizer: just enough of each dialect's lexical syntax to never be
+//! fooled by comments, string literals, quoted identifiers or dollar-quoted bodies, and the
+//! few keywords the rules act on. It does not parse.
+//!
+//! - PostgreSQL ([`Postgres`]): nested `/* */` and `--` comments, `'…'` and `E'…'` (with
+//!   backslash escapes) literals, `"…"` identifiers, `$tag$…$tag$` bodies, `$1` parameters.
+//! - MySQL and MariaDB ([`MySql`]): `#`, `-- ` (dashes and a space) and unnested `/* */`
+//!   comments; `/*! … */` and `/*M! … */` (version comments) whose content is SQL that the
+//!   server runs; `'…'` and `"…"` literals, `` `…` `` identifiers, `@var` and `@@var`
+//!   variables. Whether a backslash escapes in a literal depends on the server's `sql_mode`
+//!   (`NO_BACKSLASH_ESCAPES`), which the text does not tell: a literal with a backslash is
+//!   not read (the text goes to the primary).
 
 /// Where a word is in the text, quotes included for a quoted one.
 pub(super) type Span = (usize, usize);
@@ -25,6 +33,67 @@ pub(super) enum Token {
 pub(super) struct Word<'a> {
     pub(super) text: &'a [u8],
     pub(super) quoted: bool,
+}
+
+/// The lexical rules of one SQL dialect: what [`scan`] is compiled for, once per dialect.
+pub(super) trait Dialect {
+    /// `#` comments, `-- ` only with a space after, version comments, backtick
+    /// identifiers, variables, `$` in identifiers, literals whose backslashes are ambiguous.
+    const MYSQL: bool;
+    /// Whether the content of a MySQL version comment is read as SQL (the server runs it
+    /// if it is at least the version the comment names) or skipped as a comment (if
+    /// older): text with such comments is a read only if it is one both ways.
+    const RUN_VERSION_COMMENTS: bool = Self::MYSQL;
+
+    /// The keyword a bare word is, given its first eight bytes as [`word_end`] packs them
+    /// and the whole word.
+    fn keyword(packed: u64, word: &[u8]) -> Keyword;
+}
+
+/// PostgreSQL's lexical rules.
+pub(super) struct Postgres;
+
+/// MySQL's and MariaDB's lexical rules (with the default `sql_mode`; see the module docs
+/// for what is read conservatively).
+pub(super) struct MySql;
+
+/// [`MySql`] on a server older than the text's version comments: they are comments.
+pub(super) struct MySqlSkippingVersions;
+
+impl Dialect for MySqlSkippingVersions {
+    const MYSQL: bool = true;
+    const RUN_VERSION_COMMENTS: bool = false;
+
+    #[inline(always)]
+    fn keyword(packed: u64, word: &[u8]) -> Keyword {
+        MySql::keyword(packed, word)
+    }
+}
+
+impl Dialect for Postgres {
+    const MYSQL: bool = false;
+
+    #[inline(always)]
+    fn keyword(packed: u64, _: &[u8]) -> Keyword {
+        Keyword::of(packed)
+    }
+}
+
+impl Dialect for MySql {
+    const MYSQL: bool = true;
+
+    #[inline(always)]
+    fn keyword(packed: u64, word: &[u8]) -> Keyword {
+        match packed {
+            // `LOCK IN SHARE MODE`, a row lock (`LOCK` is reserved: never a bare column).
+            LOCK => Keyword::Writes,
+            // `NEXT VALUE FOR s`, `PREVIOUS VALUE FOR s`: sequences.
+            VALUE => Keyword::Value,
+            // Too long to pack: makes the session's `FOUND_ROWS()` count this query.
+            0 if word.eq_ignore_ascii_case(b"sql_calc_found_rows") => Keyword::Writes,
+            _ => Keyword::of(packed),
+        }
+    }
 }
 
 /// A keyword packed as [`word_end`] packs a word: little-endian, lower case.
@@ -51,18 +120,23 @@ const FOR: u64 = packed(b"for");
 const SHARE: u64 = packed(b"share");
 const NO: u64 = packed(b"no");
 const KEY: u64 = packed(b"key");
+const LOCK: u64 = packed(b"lock");
+const VALUE: u64 = packed(b"value");
 
 /// The keywords the classifier acts on.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Keyword {
     /// Starts a read: `SELECT`, `WITH`, `VALUES`, `TABLE`.
     Reads,
-    /// Writes wherever it appears: `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `INTO`.
+    /// Writes wherever it appears: `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `INTO` (and in
+    /// MySQL `LOCK`, `SQL_CALC_FOUND_ROWS` and any variable, the connection's own state).
     Writes,
     /// `FOR`, which a lock strength may follow.
     For,
     /// `SHARE`, `NO` (KEY UPDATE), `KEY` (SHARE): after `FOR`, a row lock.
     LockStrength,
+    /// MySQL's `VALUE`, which `FOR` may follow: `NEXT VALUE FOR`, a sequence.
+    Value,
     Other,
 }
 
@@ -120,10 +194,10 @@ const fn keyword_slot(packed: u64) -> usize {
 }
 
 impl<'a> Word<'a> {
-    /// The word spelled by `span`: quoted if it starts with `"`.
+    /// The word spelled by `span`: quoted if it starts with `"` (or MySQL's `` ` ``).
     pub(super) fn at(span: &'a [u8]) -> Self {
         match span {
-            [b'"', text @ .., _] => Word { text, quoted: true },
+            [b'"' | b'`', text @ .., _] => Word { text, quoted: true },
             text => Word {
                 text,
                 quoted: false,
@@ -156,7 +230,7 @@ pub(super) trait Take {
 /// `take` is inlined where each kind of token is found, rather than called after a `match`
 /// on the kind (the sink is a type parameter), and the position lives in a local rather
 /// than in a struct: the scan is most of the classifier's time.
-pub(super) fn scan(sql: &[u8], sink: &mut impl Take) -> Option<bool> {
+pub(super) fn scan<D: Dialect>(sql: &[u8], sink: &mut impl Take) -> Option<bool> {
     macro_rules! emit {
         ($token:expr) => {
             if !sink.take($token) {
@@ -165,11 +239,13 @@ pub(super) fn scan(sql: &[u8], sink: &mut impl Take) -> Option<bool> {
         };
     }
     let mut at = 0;
+    // Inside a MySQL version comment (`/*! … */`): its `*/` is skipped like a space.
+    let mut in_version_comment = false;
     while let Some(&byte) = sql.get(at) {
         let class = CLASSES[usize::from(byte)];
-        if class & WORD_START != 0 {
+        if class & WORD_START != 0 || (D::MYSQL && byte == b'$') {
             let (end, next, packed) = word_end(sql, at);
-            if end - at == 1 {
+            if !D::MYSQL && end - at == 1 {
                 if let Some(prefixed) = prefixed_string(sql, at) {
                     let (token, end) = prefixed?;
                     at = end;
@@ -179,7 +255,10 @@ pub(super) fn scan(sql: &[u8], sink: &mut impl Take) -> Option<bool> {
             }
             let start = at;
             at = next;
-            emit!(Token::Word((start, end), Keyword::of(packed)));
+            emit!(Token::Word(
+                (start, end),
+                D::keyword(packed, &sql[start..end])
+            ));
             continue;
         }
         if class == SPACE {
@@ -187,11 +266,28 @@ pub(super) fn scan(sql: &[u8], sink: &mut impl Take) -> Option<bool> {
             continue;
         }
         match byte {
-            b'-' if sql.get(at + 1) == Some(&b'-') => {
-                at += sql[at..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .unwrap_or(sql.len() - at);
+            // MySQL reads `--` as a comment only before a space or a control character
+            // (`5--1` is five minus minus one).
+            b'-' if sql.get(at + 1) == Some(&b'-')
+                && (!D::MYSQL || sql.get(at + 2).is_none_or(|&b| b <= b' ')) =>
+            {
+                at = line_end(sql, at);
+            }
+            b'#' if D::MYSQL => at = line_end(sql, at),
+            b'/' if D::MYSQL && sql.get(at + 1) == Some(&b'*') => {
+                match version_comment_body(sql, at) {
+                    Some(body) if D::RUN_VERSION_COMMENTS && !in_version_comment => {
+                        in_version_comment = true;
+                        at = body;
+                    }
+                    // A version comment inside one: not something to guess about.
+                    Some(_) if D::RUN_VERSION_COMMENTS => return None,
+                    _ => at = flat_comment_end(sql, at)?,
+                }
+            }
+            b'*' if in_version_comment && sql.get(at + 1) == Some(&b'/') => {
+                in_version_comment = false;
+                at += 2;
             }
             b'/' if sql.get(at + 1) == Some(&b'*') => at = block_comment_end(sql, at)?,
             b';' => {
@@ -206,14 +302,37 @@ pub(super) fn scan(sql: &[u8], sink: &mut impl Take) -> Option<bool> {
                 at = past_one_space(sql, at + 1);
                 emit!(Token::Close);
             }
+            b'\'' if D::MYSQL => {
+                at = unescaped_end(sql, at)?;
+                emit!(Token::Other);
+            }
             b'\'' => {
                 at = string_end(sql, at, false)?;
                 emit!(Token::Other);
+            }
+            // A string in MySQL's default mode, an identifier with `ANSI_QUOTES`: a quoted
+            // word either way, which names nothing the rules allow.
+            b'"' if D::MYSQL => {
+                let start = at;
+                at = unescaped_end(sql, at)?;
+                emit!(Token::Word((start, at), Keyword::Other));
             }
             b'"' => {
                 let start = at;
                 at = quoted_end(sql, at)?;
                 emit!(Token::Word((start, at), Keyword::Other));
+            }
+            b'`' if D::MYSQL => {
+                let start = at;
+                at = doubled_quote_end(sql, at, b'`')?;
+                emit!(Token::Word((start, at), Keyword::Other));
+            }
+            // `@v`, `@@v`, `@'quoted'`: a variable of the connection (or of the server, which
+            // differs between nodes), read or written: the primary's business.
+            b'@' if D::MYSQL => {
+                let start = at;
+                at = variable_end(sql, at)?;
+                emit!(Token::Word((start, at), Keyword::Writes));
             }
             b'$' => {
                 at = dollar_end(sql, at)?;
@@ -233,7 +352,85 @@ pub(super) fn scan(sql: &[u8], sink: &mut impl Take) -> Option<bool> {
             }
         }
     }
-    Some(true)
+    (!in_version_comment).then_some(true)
+}
+
+/// Where the line of the comment at `at` ends.
+fn line_end(sql: &[u8], at: usize) -> usize {
+    at + sql[at..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(sql.len() - at)
+}
+
+/// Whether `sql` may hold a MySQL version comment: then it is classified both ways.
+pub(super) fn may_hold_version_comment(sql: &[u8]) -> bool {
+    sql.contains(&b'!')
+        && (0..sql.len()).any(|at| sql[at] == b'/' && version_comment_body(sql, at).is_some())
+}
+
+/// Where the SQL inside the MySQL version comment at `at` begins (past `/*!`, `/*M!` and
+/// the version number), if it is one.
+#[cold]
+fn version_comment_body(sql: &[u8], at: usize) -> Option<usize> {
+    let marker = match sql.get(at + 1..)? {
+        [b'*', b'!', ..] => 3,
+        [b'*', b'M' | b'm', b'!', ..] => 4,
+        _ => return None,
+    };
+    let body = at + marker;
+    Some(
+        body + sql[body..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count(),
+    )
+}
+
+/// Where the MySQL `/* … */` comment at `at` ends: they do not nest.
+fn flat_comment_end(sql: &[u8], at: usize) -> Option<usize> {
+    let body = at + 2;
+    let end = sql.get(body..)?.windows(2).position(|w| w == b"*/")?;
+    Some(body + end + 2)
+}
+
+/// Where the MySQL `'…'` or `"…"` literal at `at` ends (its quote doubled is a quote); `None`
+/// when it does not, or holds a backslash, which escapes or not as the server's `sql_mode`
+/// says: both readings would have to be followed to be sure, and such literals are rare
+/// in text sent with bound parameters.
+fn unescaped_end(sql: &[u8], at: usize) -> Option<usize> {
+    let end = doubled_quote_end(sql, at, sql[at])?;
+    (!sql[at..end].contains(&b'\\')).then_some(end)
+}
+
+/// Where the text quoted by `quote` at `at` ends, the quote doubled being one inside.
+fn doubled_quote_end(sql: &[u8], mut at: usize, quote: u8) -> Option<usize> {
+    at += 1;
+    loop {
+        match *sql.get(at)? {
+            b if b == quote && sql.get(at + 1) == Some(&quote) => at += 2,
+            b if b == quote => return Some(at + 1),
+            _ => at += 1,
+        }
+    }
+}
+
+/// Where the MySQL variable at `at` ends: `@name`, `@@name`, `@@session.name`, or a quoted
+/// name (`@'…'`, `` @`…` ``).
+fn variable_end(sql: &[u8], at: usize) -> Option<usize> {
+    let mut end = at + 1;
+    if sql.get(end) == Some(&b'@') {
+        end += 1;
+    }
+    match sql.get(end) {
+        Some(&quote @ (b'\'' | b'"' | b'`')) => doubled_quote_end(sql, end, quote),
+        _ => Some(
+            end + sql[end..]
+                .iter()
+                .take_while(|&&b| is_word_byte(b) || b == b'.')
+                .count(),
+        ),
+    }
 }
 
 /// `at`, or just past a space there. Most words and operators are followed by one space:

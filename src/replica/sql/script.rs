@@ -1,15 +1,16 @@
 //! The rules for text that is not one plain query but may still be read on a replica: several
 //! statements that are all reads (`SELECT 1; SELECT 2`), optionally wrapped in one
-//! transaction (`BEGIN READ ONLY; …; COMMIT`); `EXPLAIN` without `ANALYZE` of anything (it
-//! plans, it does not run), and `EXPLAIN ANALYZE` of a read; `COPY (read) TO STDOUT` and
-//! `COPY table TO STDOUT`; empty statements; `CALL` of a procedure declared read-only.
+//! transaction (`BEGIN READ ONLY; …; COMMIT`); in PostgreSQL `EXPLAIN` without `ANALYZE` of
+//! anything (it plans, it does not run), and `EXPLAIN ANALYZE` of a read, in MySQL `EXPLAIN`
+//! of a read only; PostgreSQL's `COPY (read) TO STDOUT` and `COPY table TO STDOUT`; empty
+//! statements; `CALL` of a procedure declared read-only.
 //!
 //! The plain-query rules ([`Query`]) run first, alone, on every text; this runs only when
 //! they stop between statements, so a single `SELECT` never pays for it.
 
 use super::query::Query;
 use super::scan::{Take, Token, Word};
-use super::SqlClassifier;
+use super::{Dialect, SqlClassifier};
 
 /// What the script rules have seen so far.
 pub(super) struct Script<'c, 'a> {
@@ -45,6 +46,9 @@ enum Phase {
     ExplainOptions {
         analyze: bool,
     },
+    /// After MySQL's `EXPLAIN` and its options: a query must follow (a read-only replica
+    /// refuses to explain a write).
+    ExplainQuery,
     /// The rest of a statement that runs nothing: `EXPLAIN` without `ANALYZE`, the options
     /// of `COPY … TO STDOUT`.
     Inert,
@@ -106,12 +110,15 @@ impl<'c, 'a> Script<'c, 'a> {
         }
         let first = !std::mem::replace(&mut self.begun, true);
         let is = |word: &str| self.word(token).is_some_and(|w| !w.quoted && w.is(word));
-        self.phase = if is("explain") {
+        let mysql = self.classifier.dialect == Dialect::MySql;
+        self.phase = if is("explain") && mysql {
+            Phase::ExplainQuery
+        } else if is("explain") {
             Phase::Explain {
                 analyze: false,
                 options: true,
             }
-        } else if is("copy") {
+        } else if is("copy") && !mysql {
             Phase::Copy
         } else if is("begin") || is("start") {
             if !first {
@@ -156,6 +163,29 @@ const TRANSACTION_MODES: &[&str] = &[
     "repeatable",
     "deferrable",
     "not",
+];
+
+/// Words allowed in MySQL's `START TRANSACTION` (not `READ WRITE`).
+const MYSQL_TRANSACTION_MODES: &[&str] = &[
+    "transaction",
+    "work",
+    "read",
+    "only",
+    "with",
+    "consistent",
+    "snapshot",
+];
+
+/// What may come between MySQL's `EXPLAIN` and the query it explains (`ANALYZE` runs it:
+/// a plain read, then).
+const EXPLAIN_OPTIONS: &[&str] = &[
+    "extended",
+    "partitions",
+    "analyze",
+    "format",
+    "json",
+    "traditional",
+    "tree",
 ];
 
 impl Take for Script<'_, '_> {
@@ -222,6 +252,11 @@ impl Take for Script<'_, '_> {
                 }
                 true
             }
+            Phase::ExplainQuery => match token {
+                Token::Other => true, // `FORMAT=JSON`
+                _ if EXPLAIN_OPTIONS.iter().any(|option| is(option)) => true,
+                token => self.query_from(token),
+            },
             Phase::Inert => {
                 if let Token::Semicolon = token {
                     self.phase = Phase::Start;
@@ -287,7 +322,10 @@ impl Take for Script<'_, '_> {
                     true
                 }
                 Token::Other => true, // the commas between modes
-                _ if self.phase == Phase::Begin => TRANSACTION_MODES.iter().any(|mode| is(mode)),
+                _ if self.phase == Phase::Begin => match self.classifier.dialect {
+                    Dialect::Postgres => TRANSACTION_MODES.iter().any(|mode| is(mode)),
+                    Dialect::MySql => MYSQL_TRANSACTION_MODES.iter().any(|mode| is(mode)),
+                },
                 _ => is("work") || is("transaction"),
             },
             Phase::Call => match token {
