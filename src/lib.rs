@@ -71,11 +71,13 @@
 //! - `sqlx-postgres`: the PostgreSQL side of [`replica`] on sqlx 0.9: the router as a sqlx
 //!   `Executor`, position-based read-your-own-writes, and the lag and role probes;
 //!   `sqlx-0_8`: the same on sqlx 0.8 (`replica::sqlx_0_8`).
+//! - `sqlx-mysql`: MariaDB's lag (by GTID) and role probes on sqlx 0.9.
 //! - `metrics`: balancers, retry policies and replica routers publish through the `metrics`
 //!   facade (`telemetry`, with the table of names); the request path pays nothing.
 //!
 //! The minimum supported Rust version is 1.85 (`rust-version` in Cargo.toml) for the crate
-//! and every feature but `sqlx-postgres`, which needs sqlx 0.9's, 1.94; CI checks both.
+//! and every feature but `sqlx-postgres` and `sqlx-mysql`, which need sqlx 0.9's, 1.94; CI
+//! checks both.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

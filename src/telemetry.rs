@@ -32,6 +32,7 @@
 //! | `tower_lb_router_reads_refused_total` | counter | `router`, `reason` = `primary_read_share` / `no_replica` | reads shed |
 //! | `tower_lb_replica_lag_seconds` | gauge | `router` (+ `replica`) | the most a replica is behind (since its last replay), per lag round |
 //! | `tower_lb_replica_lag_bytes` | gauge | `router` (+ `replica`) | the most WAL bytes a replica is behind |
+//! | `tower_lb_replica_lag_transactions` | gauge | `router` (+ `replica`) | the most transactions a replica is behind (GTID probes) |
 //! | `tower_lb_replica_position_wait_seconds` | histogram | `router` | how long an own-read waited for a replica to replay its session's write |
 //!
 //! ```
@@ -79,6 +80,7 @@ pub(crate) const READS_RESENT: &str = "tower_lb_router_reads_resent_total";
 pub(crate) const READS_REFUSED: &str = "tower_lb_router_reads_refused_total";
 pub(crate) const LAG_SECONDS: &str = "tower_lb_replica_lag_seconds";
 pub(crate) const LAG_BYTES: &str = "tower_lb_replica_lag_bytes";
+pub(crate) const LAG_TRANSACTIONS: &str = "tower_lb_replica_lag_transactions";
 pub(crate) const POSITION_WAIT: &str = "tower_lb_replica_position_wait_seconds";
 
 /// Where and how a component publishes its metrics: its name (the `pool` or `router` label),
@@ -246,6 +248,11 @@ pub(crate) fn describe() {
         describe_counter!(READS_REFUSED, Unit::Count, "Reads shed.");
         describe_gauge!(LAG_SECONDS, Unit::Seconds, "How far a replica is behind.");
         describe_gauge!(LAG_BYTES, Unit::Bytes, "WAL bytes a replica is behind.");
+        describe_gauge!(
+            LAG_TRANSACTIONS,
+            Unit::Count,
+            "Transactions a replica is behind."
+        );
         describe_histogram!(
             POSITION_WAIT,
             Unit::Seconds,

@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 
 pub use crate::background::BoxFuture;
 
-/// How far a replica is behind its primary.
+/// How far a replica is behind its primary: in the bytes of a byte-addressed log
+/// (PostgreSQL's WAL) or in transactions (MariaDB's and MySQL's GTIDs), and in time.
 ///
 /// ```
 /// use std::time::Duration;
@@ -21,24 +22,44 @@ pub use crate::background::BoxFuture;
 ///
 /// let lag = Lag::new(0, Duration::from_secs(600));
 /// assert_eq!(lag.bytes_behind, 0); // caught up, however long ago it last replayed
+/// let lag = Lag::transactions(3, Duration::from_secs(1));
+/// assert!(lag.is_behind());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Lag {
     /// WAL bytes the primary has written that the replica has not replayed yet.
     pub bytes_behind: u64,
-    /// Time since the replica last replayed a transaction. It grows on a quiet primary too,
-    /// so it counts only while the replica is behind (`bytes_behind > 0`).
+    /// Transactions the primary has committed that the replica has not applied yet.
+    pub transactions_behind: u64,
+    /// Time since the replica last replayed a transaction (or, for MySQL, how old the event
+    /// it applies is). It grows on a quiet primary too, so it counts only while the replica
+    /// is behind.
     pub since_last_replay: Duration,
 }
 
 impl Lag {
-    /// A measurement.
+    /// A measurement in WAL bytes.
     pub fn new(bytes_behind: u64, since_last_replay: Duration) -> Self {
         Lag {
             bytes_behind,
+            transactions_behind: 0,
             since_last_replay,
         }
+    }
+
+    /// A measurement in transactions (GTIDs).
+    pub fn transactions(transactions_behind: u64, since_last_replay: Duration) -> Self {
+        Lag {
+            bytes_behind: 0,
+            transactions_behind,
+            since_last_replay,
+        }
+    }
+
+    /// Whether the replica has anything left to apply.
+    pub fn is_behind(&self) -> bool {
+        self.bytes_behind > 0 || self.transactions_behind > 0
     }
 }
 
@@ -66,7 +87,8 @@ where
 /// Every `interval` (default 1 s, at least 50 ms) each replica is probed, with a timeout (the
 /// interval). A replica is held out of reads while
 /// - its lag is unknown (the probe failed or timed out), or
-/// - it is more than `max_bytes` behind (default 8 MiB), or
+/// - it is more than `max_bytes` behind (default 8 MiB), or more than `max_transactions`
+///   (default 1 000, for GTID-based probes), or
 /// - it is behind at all and has not replayed for longer than `max_lag` (default 1 s).
 ///
 /// It returns as soon as a probe finds it within bounds. Time without replay alone never
@@ -89,6 +111,7 @@ pub struct LagMonitor<K> {
     interval: Duration,
     max_lag: Duration,
     max_bytes: u64,
+    max_transactions: u64,
     rounds: Rounds,
     /// The lag gauges, when the router publishes metrics.
     #[cfg(feature = "metrics")]
@@ -106,7 +129,7 @@ struct LagGauges<K> {
 #[cfg(feature = "metrics")]
 impl<K: Clone + fmt::Debug + Eq + std::hash::Hash> LagGauges<K> {
     fn record(&self, key: &K, lag: Option<&Lag>, in_pool: &[K]) {
-        use crate::telemetry::{LAG_BYTES, LAG_SECONDS};
+        use crate::telemetry::{LAG_BYTES, LAG_SECONDS, LAG_TRANSACTIONS};
         let mut last = crate::locks::lock(&self.last);
         match lag {
             Some(lag) => last.insert(key.clone(), *lag),
@@ -115,9 +138,11 @@ impl<K: Clone + fmt::Debug + Eq + std::hash::Hash> LagGauges<K> {
         last.retain(|key, _| in_pool.contains(key));
         let gauges = |labels: &[(&'static str, String)], lag: &Lag| {
             let seconds = lag.since_last_replay.as_secs_f64();
-            let seconds = if lag.bytes_behind == 0 { 0.0 } else { seconds };
+            let seconds = if lag.is_behind() { seconds } else { 0.0 };
             (self.metrics.router_gauge(LAG_SECONDS, labels)).set(seconds);
             (self.metrics.router_gauge(LAG_BYTES, labels)).set(lag.bytes_behind as f64);
+            let transactions = lag.transactions_behind as f64;
+            (self.metrics.router_gauge(LAG_TRANSACTIONS, labels)).set(transactions);
         };
         if let (Some(lag), Some(label)) = (lag, self.metrics.endpoint("replica", key)) {
             gauges(&[label], lag);
@@ -125,14 +150,15 @@ impl<K: Clone + fmt::Debug + Eq + std::hash::Hash> LagGauges<K> {
         let most = last
             .values()
             .fold(Lag::new(0, Duration::ZERO), |most, lag| {
-                let since = match lag.bytes_behind {
-                    0 => Duration::ZERO,
-                    _ => lag.since_last_replay,
+                let since = match lag.is_behind() {
+                    false => Duration::ZERO,
+                    true => lag.since_last_replay,
                 };
-                Lag::new(
-                    most.bytes_behind.max(lag.bytes_behind),
-                    most.since_last_replay.max(since),
-                )
+                Lag {
+                    bytes_behind: most.bytes_behind.max(lag.bytes_behind),
+                    transactions_behind: most.transactions_behind.max(lag.transactions_behind),
+                    since_last_replay: most.since_last_replay.max(since),
+                }
             });
         gauges(&[], &most);
     }
@@ -153,6 +179,7 @@ where
             interval: Duration::from_secs(1),
             max_lag: Duration::from_secs(1),
             max_bytes: 8 << 20,
+            max_transactions: 1000,
             rounds: Rounds::new(0),
             #[cfg(feature = "metrics")]
             gauges: None,
@@ -192,14 +219,20 @@ where
         self
     }
 
+    /// How many transactions a replica may be behind (GTID-based probes such as
+    /// [`MySqlLagProbe`](super::MySqlLagProbe)).
+    pub fn max_transactions(mut self, max_transactions: u64) -> Self {
+        self.max_transactions = max_transactions;
+        self
+    }
+
     /// Why `lag` keeps a replica out of reads, if it does.
     fn verdict(&self, lag: &Result<Lag, BoxError>) -> Option<&'static str> {
         match lag {
             Err(_) => Some(LAG_UNKNOWN),
             Ok(lag) if lag.bytes_behind > self.max_bytes => Some(LAGGING),
-            Ok(lag) if lag.bytes_behind > 0 && lag.since_last_replay > self.max_lag => {
-                Some(LAGGING)
-            }
+            Ok(lag) if lag.transactions_behind > self.max_transactions => Some(LAGGING),
+            Ok(lag) if lag.is_behind() && lag.since_last_replay > self.max_lag => Some(LAGGING),
             Ok(_) => None,
         }
     }
@@ -274,6 +307,7 @@ impl<K> fmt::Debug for LagMonitor<K> {
             .field("interval", &self.interval)
             .field("max_lag", &self.max_lag)
             .field("max_bytes", &self.max_bytes)
+            .field("max_transactions", &self.max_transactions)
             .finish_non_exhaustive()
     }
 }
@@ -295,5 +329,16 @@ mod tests {
         assert_eq!(verdict(10, 2), Some(LAGGING));
         assert_eq!(verdict(1001, 0), Some(LAGGING));
         assert_eq!(monitor.verdict(&Err("down".into())), Some(LAG_UNKNOWN));
+        let monitor = monitor.max_transactions(5);
+        let verdict = |transactions, secs| {
+            monitor.verdict(&Ok(Lag::transactions(
+                transactions,
+                Duration::from_secs(secs),
+            )))
+        };
+        assert_eq!(verdict(0, 3600), None, "caught up, GTIDs");
+        assert_eq!(verdict(5, 0), None);
+        assert_eq!(verdict(6, 0), Some(LAGGING));
+        assert_eq!(verdict(1, 2), Some(LAGGING));
     }
 }

@@ -13,10 +13,13 @@
 //! the primary as fallback, replicas only, or the primary).
 //!
 //! With a sqlx feature the router over `PgPool`s is a sqlx `Executor` (`PgRouter`), and
-//! `PgHosts` builds one from a libpq multi-host URL.
+//! `PgHosts` builds one from a libpq multi-host URL. With `sqlx-mysql`, `MySqlLagProbe` and
+//! `MySqlRoleProbe` watch MariaDB replicas by GTID.
 
 mod classify;
 mod lag;
+#[cfg(feature = "sqlx-mysql")]
+mod mysql;
 mod nodes;
 mod position;
 #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
@@ -29,6 +32,8 @@ mod sql;
 
 pub use classify::{Access, Classify, HttpMethods};
 pub use lag::{BoxFuture, Lag, LagMonitor, LagProbe};
+#[cfg(feature = "sqlx-mysql")]
+pub use mysql::{MySqlLagProbe, MySqlRoleProbe};
 pub use nodes::Nodes;
 pub use position::{Token, TokenError, DEFAULT_POSITION_CAP};
 #[cfg(feature = "sqlx-0_8")]

@@ -1,0 +1,202 @@
+//! MariaDB probes for the replica monitors: lag by GTID, and role.
+
+use super::gtid::GtidPosition;
+use crate::error::BoxError;
+use crate::locks::lock;
+use crate::replica::{BoxFuture, Lag, LagProbe, Role, RoleProbe};
+use sqlx::mysql::MySqlRow;
+use sqlx::{MySqlPool, Row};
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Measures a MariaDB replica's lag in transactions: the GTIDs the primary has written
+/// (`@@gtid_binlog_pos`) that the replica has not applied (`@@gtid_slave_pos`), domain by
+/// domain, and in time, from `SHOW SLAVE STATUS`.
+///
+/// `Seconds_Behind_Master` alone misleads, so it is only the time part: it has a resolution
+/// of one second, reads 0 while hundreds of transactions behind, and is NULL whenever a
+/// replication thread is stopped, even when caught up. **A stopped thread is never "0 s
+/// behind"**: with the I/O or SQL thread not running, the time is unbounded, so the replica
+/// leaves reads as soon as it is behind by one transaction (and stays in them while it is
+/// caught up, since nothing is lost yet).
+///
+/// **A dead primary does not take the replicas down**: the primary is asked with a deadline
+/// of its own ([`primary_timeout`](Self::primary_timeout), 100 ms by default) while the
+/// replica is asked; without an answer the replica is judged against the later of the
+/// primary's last known position and what it has received (`Gtid_IO_Pos`).
+///
+/// A node with no replication configured (a primary, or a promoted replica after `RESET
+/// SLAVE ALL`) counts as far behind: it leaves the read set. The probing user needs the
+/// `SLAVE MONITOR` privilege (`REPLICATION CLIENT` before MariaDB 10.5), which does not let
+/// it write on a read-only replica. MySQL's own GTIDs (`uuid:1-42` sets) are not read.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use sqlx::MySqlPool;
+/// use tower_lb::replica::{LagMonitor, MySqlLagProbe};
+///
+/// # async fn pools() -> Result<(), sqlx::Error> {
+/// let primary = MySqlPool::connect("mysql://app:secret@127.0.0.1:3306/app").await?;
+/// let replica = MySqlPool::connect("mysql://app:secret@127.0.0.1:3307/app").await?;
+/// let probe = MySqlLagProbe::new(primary, [("replica-a", replica)]);
+/// let monitor = LagMonitor::new(probe).max_transactions(100).max_lag(Duration::from_secs(2));
+/// # let _ = monitor; Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct MySqlLagProbe<K> {
+    primary: MySqlPool,
+    replicas: HashMap<K, MySqlPool>,
+    primary_timeout: Duration,
+    /// The latest position the primary has reported.
+    primary_position: Arc<Mutex<GtidPosition>>,
+}
+
+impl<K: Eq + Hash> MySqlLagProbe<K> {
+    /// Probes `replicas` (keyed as in the replica pool) against `primary`.
+    pub fn new(primary: MySqlPool, replicas: impl IntoIterator<Item = (K, MySqlPool)>) -> Self {
+        MySqlLagProbe {
+            primary,
+            replicas: replicas.into_iter().collect(),
+            primary_timeout: Duration::from_millis(100),
+            primary_position: Arc::default(),
+        }
+    }
+
+    /// How long a probe waits for the primary's position before it judges the replica from
+    /// the replica's side (default 100 ms). Keep it well under the monitor's interval.
+    pub fn primary_timeout(mut self, timeout: Duration) -> Self {
+        self.primary_timeout = timeout;
+        self
+    }
+}
+
+/// What `SHOW SLAVE STATUS` says of a replica's replication, if it has any.
+struct Replication {
+    /// Both the I/O and the SQL thread run.
+    running: bool,
+    /// Neither runs (replication stopped, as on a promoted replica).
+    stopped: bool,
+    seconds_behind: Option<u64>,
+    received: GtidPosition,
+}
+
+/// `SHOW SLAVE STATUS` of `pool`'s node: `None` when it replicates from nothing.
+async fn replication(pool: &MySqlPool) -> Result<Option<Replication>, BoxError> {
+    // Not preparable: the text protocol.
+    let Some(row) = sqlx::raw_sql("SHOW SLAVE STATUS")
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let text = |row: &MySqlRow, column: &str| -> Result<String, BoxError> {
+        Ok(row
+            .try_get::<Option<String>, _>(column)?
+            .unwrap_or_default())
+    };
+    let (io, sql) = (
+        text(&row, "Slave_IO_Running")?,
+        text(&row, "Slave_SQL_Running")?,
+    );
+    let seconds_behind: Option<u64> = row.try_get("Seconds_Behind_Master")?;
+    Ok(Some(Replication {
+        running: io == "Yes" && sql == "Yes",
+        stopped: io == "No" && sql == "No",
+        seconds_behind,
+        received: GtidPosition::parse(&text(&row, "Gtid_IO_Pos")?)?,
+    }))
+}
+
+impl<K> LagProbe<K> for MySqlLagProbe<K>
+where
+    K: Eq + Hash + Send + Sync + 'static,
+{
+    fn lag(&self, replica: &K) -> BoxFuture<Result<Lag, BoxError>> {
+        let primary = self.primary.clone();
+        let replica = self.replicas.get(replica).cloned();
+        let (timeout, known) = (self.primary_timeout, Arc::clone(&self.primary_position));
+        Box::pin(async move {
+            let replica = replica.ok_or("no connection pool for this replica")?;
+            let written = async {
+                let asked =
+                    sqlx::query_scalar::<_, String>("SELECT @@gtid_binlog_pos").fetch_one(&primary);
+                let text = tokio::time::timeout(timeout, asked).await.ok()?.ok()?;
+                let position = GtidPosition::parse(&text).ok()?;
+                let mut known = lock(&known);
+                *known = known.max(&position);
+                Some(position)
+            };
+            let applied = async {
+                let position: String = sqlx::query_scalar("SELECT @@gtid_slave_pos")
+                    .fetch_one(&replica)
+                    .await?;
+                Ok::<_, BoxError>((replication(&replica).await?, position))
+            };
+            let (written, applied) = tokio::join!(written, applied);
+            let (replication, applied) = applied?;
+            let Some(replication) = replication else {
+                return Ok(Lag::transactions(u64::MAX, Duration::MAX)); // not a replica
+            };
+            let applied = GtidPosition::parse(&applied)?;
+            let target = written.unwrap_or_else(|| lock(&known).max(&replication.received));
+            let since = match (replication.running, replication.seconds_behind) {
+                (true, Some(seconds)) => Duration::from_secs(seconds),
+                _ => Duration::MAX, // a thread stopped: it will not catch up by itself
+            };
+            Ok(Lag::transactions(target.ahead_of(&applied), since))
+        })
+    }
+}
+
+/// Finds a MariaDB node's role: the primary is a node with `@@read_only` off that does not
+/// replicate (no `SHOW SLAVE STATUS` row, or both its threads stopped, as on a replica an
+/// operator promoted with `STOP SLAVE; SET GLOBAL read_only = 0`); any other node is a
+/// replica. So a primary fenced with `read_only` for a switchover leaves the primary pool at
+/// the next probe. The probing user needs `SLAVE MONITOR`.
+///
+/// ```no_run
+/// use sqlx::MySqlPool;
+/// use tower_lb::replica::{MySqlRoleProbe, RoleMonitor};
+///
+/// # async fn pools() -> Result<(), sqlx::Error> {
+/// let db1 = MySqlPool::connect("mysql://app:secret@127.0.0.1:3306/app").await?;
+/// let db2 = MySqlPool::connect("mysql://app:secret@127.0.0.1:3307/app").await?;
+/// let monitor = RoleMonitor::new(MySqlRoleProbe::new([("db-1", db1), ("db-2", db2)]));
+/// # let _ = monitor; Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct MySqlRoleProbe<K> {
+    nodes: HashMap<K, MySqlPool>,
+}
+
+impl<K: Eq + Hash> MySqlRoleProbe<K> {
+    /// Probes `nodes`, keyed as in the pools.
+    pub fn new(nodes: impl IntoIterator<Item = (K, MySqlPool)>) -> Self {
+        MySqlRoleProbe {
+            nodes: nodes.into_iter().collect(),
+        }
+    }
+}
+
+impl<K> RoleProbe<K> for MySqlRoleProbe<K>
+where
+    K: Eq + Hash + Send + Sync + 'static,
+{
+    fn role(&self, node: &K) -> BoxFuture<Result<Role, BoxError>> {
+        let pool = self.nodes.get(node).cloned();
+        Box::pin(async move {
+            let pool = pool.ok_or("no connection pool for this node")?;
+            let read_only: i64 = sqlx::query_scalar("SELECT @@read_only")
+                .fetch_one(&pool)
+                .await?;
+            let replicates = replication(&pool).await?.is_some_and(|r| !r.stopped);
+            Ok(if read_only == 0 && !replicates {
+                Role::Primary
+            } else {
+                Role::Replica
+            })
+        })
+    }
+}
