@@ -13,8 +13,8 @@
 //! the primary as fallback, replicas only, or the primary).
 //!
 //! With a sqlx feature the router over `PgPool`s is a sqlx `Executor` (`PgRouter`), and
-//! `PgHosts` builds one from a libpq multi-host URL. With `sqlx-mysql`, `MySqlLagProbe` and
-//! `MySqlRoleProbe` watch MariaDB replicas by GTID.
+//! `PgHosts` builds one from a libpq multi-host URL. With `sqlx-mysql`, `MySqlLagProbe`,
+//! `MySqlRoleProbe` and `GaleraRoleProbe` watch MariaDB replicas and Galera nodes.
 
 mod classify;
 mod lag;
@@ -33,7 +33,7 @@ mod sql;
 pub use classify::{Access, Classify, HttpMethods};
 pub use lag::{BoxFuture, Lag, LagMonitor, LagProbe};
 #[cfg(feature = "sqlx-mysql")]
-pub use mysql::{MySqlLagProbe, MySqlRoleProbe};
+pub use mysql::{GaleraRoleProbe, MySqlLagProbe, MySqlRoleProbe};
 pub use nodes::Nodes;
 pub use position::{Token, TokenError, DEFAULT_POSITION_CAP};
 #[cfg(feature = "sqlx-0_8")]

@@ -1,15 +1,14 @@
-//! A throwaway MariaDB primary with a GTID replica, on loopback ports in a temp dir, started
-//! from the system's MariaDB binaries (`mariadb-install-db`, `mariadbd`).
+//! Throwaway MariaDB servers on loopback ports in a temp dir, started from the system's
+//! MariaDB binaries (`mariadb-install-db`, `mariadbd`): a primary with a GTID replica
+//! ([`Cluster`]), or a three-node Galera cluster ([`Galera`]).
 //!
-//! One cluster per test binary ([`Cluster::shared`]): starting one takes seconds. A static is
-//! never dropped, so a reaper (a shell loop started with the servers) kills them and removes
-//! the directory as soon as the test process is gone, whether it ended, panicked or was
-//! killed.
+//! One of each per test binary (`shared()`): starting one takes seconds. A static is never
+//! dropped, so a reaper (a shell loop started with the servers) kills them and removes the
+//! directory as soon as the test process is gone, whether it ended, panicked or was killed.
 //!
-//! Without the binaries, [`Cluster::shared`] prints a loud skip notice and returns `None`,
-//! unless `CI` is set: then it panics, so that CI cannot pass by skipping. As root (mariadbd
-//! refuses to run as root without `--user`), the servers run as the `mysql` user through
-//! `runuser`.
+//! Without the binaries, `shared()` prints a loud skip notice and returns `None`, unless `CI`
+//! is set: then it panics, so that CI cannot pass by skipping. As root (mariadbd refuses to
+//! run as root without `--user`), the servers run as the `mysql` user through `runuser`.
 #![allow(dead_code)] // each includer uses a different part
 
 #[path = "host.rs"]
@@ -27,10 +26,13 @@ pub const USER: &str = "app";
 /// The database the ordinary user owns.
 pub const DATABASE: &str = "app";
 
+const MARIADBD: &str = "/usr/sbin/mariadbd";
+const INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
+const GALERA: &str = "/usr/lib/galera/libgalera_smm.so";
+
 /// A running primary and a replica applying its binlog by GTID, `read_only` on.
 pub struct Cluster {
-    dir: PathBuf,
-    run_as_mysql: bool,
+    servers: Servers,
     pub primary_port: u16,
     pub replica_port: u16,
 }
@@ -44,50 +46,46 @@ impl Cluster {
     }
 
     fn start() -> Option<Cluster> {
-        if !Path::new(MARIADBD).exists() || !Path::new(INSTALL_DB).exists() {
-            let notice = "MariaDB binaries not found (install mariadb-server)";
-            if std::env::var_os("CI").is_some() {
-                panic!("{notice}: CI is set, so the MariaDB tests may not be skipped");
-            }
-            eprintln!(
-                "\n{}\nSKIPPED: {notice}\n{}\n",
-                "!".repeat(72),
-                "!".repeat(72)
-            );
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("tower-lb-mariadb-{}", std::process::id()));
+        let servers = Servers::new("mariadb", &[MARIADBD, INSTALL_DB])?;
         let cluster = Cluster {
-            dir,
-            run_as_mysql: is_root(),
+            servers,
             primary_port: free_port(),
             replica_port: free_port(),
         };
-        cluster.create_dir();
-        cluster.start_reaper();
         let started = Instant::now();
-        cluster.install("primary");
-        cluster.install("replica");
-        cluster.start_server("primary", cluster.primary_port, 1, &[]);
-        cluster.start_server("replica", cluster.replica_port, 2, &["--read-only=ON"]);
+        let replication = |id: &str| {
+            vec![
+                format!("--server-id={id}"),
+                "--log-bin=binlog".into(),
+                "--log-slave-updates".into(),
+                "--gtid-strict-mode=1".into(),
+                // Else a replicated `CREATE FUNCTION … MODIFIES SQL DATA` stops replication.
+                "--log-bin-trust-function-creators=1".into(),
+            ]
+        };
+        let mut replica = replication("2");
+        replica.push("--read-only=ON".into());
+        cluster.servers.install("primary");
+        cluster.servers.install("replica");
+        let (primary_port, replica_port) = (cluster.primary_port, cluster.replica_port);
+        cluster
+            .servers
+            .start("primary", primary_port, &replication("1"));
+        cluster.servers.start("replica", replica_port, &replica);
         cluster.primary_sql(&format!(
             "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl';
              GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';
-             CREATE DATABASE {DATABASE};
-             CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY '{USER}';
-             GRANT ALL ON {DATABASE}.* TO '{USER}'@'127.0.0.1';"
+             {}",
+            ordinary_user()
         ));
         cluster.replica_sql(&format!(
-            "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {},
+            "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {primary_port},
                  MASTER_USER = 'repl', MASTER_PASSWORD = 'repl', MASTER_USE_GTID = slave_pos;
-             START SLAVE;",
-            cluster.primary_port
+             START SLAVE;"
         ));
         cluster.wait_for_replica();
         eprintln!(
-            "MariaDB primary :{} and replica :{} up in {:?}",
-            cluster.primary_port,
-            cluster.replica_port,
+            "MariaDB primary :{primary_port} and replica :{replica_port} up in {:?}",
             started.elapsed()
         );
         Some(cluster)
@@ -105,12 +103,12 @@ impl Cluster {
 
     /// Runs `sql` on the primary as root, through the `mariadb` client.
     pub fn primary_sql(&self, sql: &str) -> String {
-        self.client(self.primary_port, sql)
+        client(self.primary_port, sql)
     }
 
     /// Runs `sql` on the replica as root, through the `mariadb` client.
     pub fn replica_sql(&self, sql: &str) -> String {
-        self.client(self.replica_port, sql)
+        client(self.replica_port, sql)
     }
 
     /// Waits (bounded) until the replica has applied everything the primary has written.
@@ -126,17 +124,194 @@ impl Cluster {
             "the replica did not catch up within 30 s"
         );
     }
+}
 
-    fn create_dir(&self) {
-        std::fs::create_dir_all(&self.dir).expect("temp dir");
-        if self.run_as_mysql {
+/// A running three-node Galera cluster (MariaDB with `galera-4`): every node takes writes.
+pub struct Galera {
+    servers: Servers,
+    nodes: Vec<GaleraNode>,
+}
+
+/// One Galera node's ports: clients, group communication, incremental and full state
+/// transfer.
+struct GaleraNode {
+    port: u16,
+    group: u16,
+    ist: u16,
+    sst: u16,
+}
+
+impl Galera {
+    /// The test binary's cluster, started on first use (see [`Cluster::shared`]).
+    pub fn shared() -> Option<&'static Galera> {
+        static GALERA_CLUSTER: OnceLock<Option<Galera>> = OnceLock::new();
+        GALERA_CLUSTER.get_or_init(Galera::start).as_ref()
+    }
+
+    fn start() -> Option<Galera> {
+        let servers = Servers::new("galera", &[MARIADBD, INSTALL_DB, GALERA, "/usr/bin/rsync"])?;
+        let nodes = (0..3)
+            .map(|_| GaleraNode {
+                port: free_port(),
+                group: free_port(),
+                ist: free_port(),
+                sst: free_port(),
+            })
+            .collect();
+        let galera = Galera { servers, nodes };
+        let started = Instant::now();
+        for node in 0..3 {
+            galera.servers.install(&name(node));
+        }
+        galera.start_node(0, true);
+        galera.sql(0, &ordinary_user());
+        for node in 1..3 {
+            galera.start_node(node, false);
+        }
+        eprintln!("Galera cluster of 3 up in {:?}", started.elapsed());
+        Some(galera)
+    }
+
+    /// Node `node`'s client port.
+    pub fn port(&self, node: usize) -> u16 {
+        self.nodes[node].port
+    }
+
+    /// A sqlx URL for node `node`, as the ordinary user.
+    pub fn url(&self, node: usize) -> String {
+        url(self.nodes[node].port)
+    }
+
+    /// Runs `sql` on node `node` as root.
+    pub fn sql(&self, node: usize, sql: &str) -> String {
+        client(self.nodes[node].port, sql)
+    }
+
+    /// Node `node`'s `wsrep_local_state_comment` (`Synced`, `Joiner`, `Donor/Desynced`…), or
+    /// `None` if it does not answer.
+    pub fn state(&self, node: usize) -> Option<String> {
+        // SHOW STATUS answers while the node refuses queries (1047) as it joins.
+        let status = try_client(
+            self.nodes[node].port,
+            "SHOW GLOBAL STATUS LIKE 'wsrep_local_state_comment'",
+        )?;
+        Some(
+            status
+                .split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    }
+
+    /// Kills node `node` with SIGKILL, as a crash would.
+    pub fn kill(&self, node: usize) {
+        self.servers.kill(&name(node));
+    }
+
+    /// Starts node `node` again after [`kill`](Self::kill), and returns at once: it rejoins
+    /// by state transfer, answering nothing, then `SHOW STATUS` only, until it is synced.
+    pub fn restart(&self, node: usize) {
+        self.spawn_node(node, false);
+    }
+
+    fn start_node(&self, node: usize, new_cluster: bool) {
+        self.spawn_node(node, new_cluster);
+        self.servers
+            .wait_for_clients(&name(node), self.nodes[node].port);
+        let started = Instant::now();
+        while self.state(node).as_deref() != Some("Synced") {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "Galera node {node} did not sync within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn spawn_node(&self, node: usize, new_cluster: bool) {
+        let me = &self.nodes[node];
+        let members: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.group))
+            .collect();
+        let mut args = vec![
+            "--wsrep-on=ON".to_string(),
+            format!("--wsrep-provider={GALERA}"),
+            "--wsrep-cluster-name=tower-lb".into(),
+            format!("--wsrep-cluster-address=gcomm://{}", members.join(",")),
+            format!("--wsrep-node-address=127.0.0.1:{}", me.group),
+            format!(
+                "--wsrep-provider-options=gmcast.listen_addr=tcp://127.0.0.1:{};\
+                 ist.recv_addr=127.0.0.1:{};gcache.size=32M",
+                me.group, me.ist
+            ),
+            "--wsrep-sst-method=rsync".into(),
+            format!("--wsrep-sst-receive-address=127.0.0.1:{}", me.sst),
+            "--binlog-format=ROW".into(),
+            "--innodb-autoinc-lock-mode=2".into(),
+            format!("--server-id={}", node + 1),
+        ];
+        if new_cluster {
+            args.push("--wsrep-new-cluster".into());
+        }
+        self.servers.spawn(&name(node), me.port, &args);
+    }
+}
+
+fn name(node: usize) -> String {
+    format!("node{}", node + 1)
+}
+
+/// The ordinary user and its database.
+fn ordinary_user() -> String {
+    format!(
+        "CREATE DATABASE {DATABASE};
+         CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY '{USER}';
+         GRANT ALL ON {DATABASE}.* TO '{USER}'@'127.0.0.1';"
+    )
+}
+
+/// The servers of one cluster: their directory, and how they are run.
+struct Servers {
+    dir: PathBuf,
+    run_as_mysql: bool,
+}
+
+impl Servers {
+    /// A directory for servers of `kind`, reaped with this process; `None` (with a notice)
+    /// when a binary is missing and `CI` is not set.
+    fn new(kind: &str, binaries: &[&str]) -> Option<Servers> {
+        if let Some(missing) = binaries.iter().find(|binary| !Path::new(binary).exists()) {
+            let notice =
+                format!("{missing} not found (install mariadb-server, galera-4 and rsync)");
+            if std::env::var_os("CI").is_some() {
+                panic!("{notice}: CI is set, so the MariaDB tests may not be skipped");
+            }
+            eprintln!(
+                "\n{}\nSKIPPED: {notice}\n{}\n",
+                "!".repeat(72),
+                "!".repeat(72)
+            );
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("tower-lb-{kind}-{}", std::process::id()));
+        let servers = Servers {
+            dir,
+            run_as_mysql: is_root(),
+        };
+        std::fs::create_dir_all(&servers.dir).expect("temp dir");
+        if servers.run_as_mysql {
             let status = Command::new("chown")
                 .args(["mysql:mysql"])
-                .arg(&self.dir)
+                .arg(&servers.dir)
                 .status()
                 .expect("chown");
-            assert!(status.success(), "chown {}", self.dir.display());
+            assert!(status.success(), "chown {}", servers.dir.display());
         }
+        servers.start_reaper();
+        Some(servers)
     }
 
     /// Kills the servers and removes the directory once this process has gone.
@@ -160,75 +335,59 @@ impl Cluster {
     }
 
     fn install(&self, name: &str) {
-        let data = self.dir.join(name);
-        self.run_checked(
-            INSTALL_DB,
-            &[
-                "--no-defaults".into(),
-                format!("--datadir={}", data.display()),
-                "--auth-root-authentication-method=normal".into(),
-                "--skip-test-db".into(),
-            ],
+        let mut command = self.command(INSTALL_DB);
+        command.args([
+            "--no-defaults".to_string(),
+            format!("--datadir={}", self.dir.join(name).display()),
+            "--auth-root-authentication-method=normal".into(),
+            "--skip-test-db".into(),
+        ]);
+        let output = output_within_a_minute(command, INSTALL_DB);
+        assert!(
+            output.status.success(),
+            "{INSTALL_DB} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         );
     }
 
-    // The server is not waited for: it runs until the reaper kills it.
+    /// Starts server `name` on `port` with `extra` arguments; returns once it answers.
+    fn start(&self, name: &str, port: u16, extra: &[String]) {
+        self.spawn(name, port, extra);
+        self.wait_for_clients(name, port);
+    }
+
+    // The server is not waited for: it runs until it is killed, or the reaper kills it.
     #[allow(clippy::zombie_processes)]
-    fn start_server(&self, name: &str, port: u16, server_id: u32, extra: &[&str]) {
+    fn spawn(&self, name: &str, port: u16, extra: &[String]) {
+        let file = |suffix: &str| self.dir.join(format!("{name}.{suffix}"));
         let mut args: Vec<String> = vec![
             "--no-defaults".into(),
             format!("--datadir={}", self.dir.join(name).display()),
             format!("--port={port}"),
             "--bind-address=127.0.0.1".into(),
-            format!(
-                "--socket={}",
-                self.dir.join(format!("{name}.sock")).display()
-            ),
-            format!(
-                "--pid-file={}",
-                self.dir.join(format!("{name}.pid")).display()
-            ),
-            format!(
-                "--log-error={}",
-                self.dir.join(format!("{name}.err")).display()
-            ),
-            format!("--server-id={server_id}"),
-            "--log-bin=binlog".into(),
-            "--log-slave-updates".into(),
-            "--gtid-strict-mode=1".into(),
-            // Else a replicated `CREATE FUNCTION … MODIFIES SQL DATA` stops replication.
-            "--log-bin-trust-function-creators=1".into(),
+            format!("--socket={}", file("sock").display()),
+            format!("--pid-file={}", file("pid").display()),
+            format!("--log-error={}", file("err").display()),
             "--skip-name-resolve".into(),
             "--innodb-buffer-pool-size=32M".into(),
             "--innodb-flush-log-at-trx-commit=2".into(),
             "--sync-binlog=0".into(),
             "--max-connections=100".into(),
         ];
-        args.extend(extra.iter().map(|arg| arg.to_string()));
-        let mut command = self.command(MARIADBD);
-        command
+        args.extend(extra.iter().cloned());
+        self.command(MARIADBD)
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        command.spawn().expect("mariadbd");
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+    }
+
+    fn wait_for_clients(&self, name: &str, port: u16) {
         let started = Instant::now();
-        loop {
-            let ping = Command::new("mariadb-admin")
-                .args([
-                    "--no-defaults",
-                    "-h127.0.0.1",
-                    "-uroot",
-                    "--connect-timeout=1",
-                ])
-                .arg(format!("-P{port}"))
-                .arg("ping")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            if ping.is_ok_and(|status| status.success()) {
-                return;
-            }
+        while try_client(port, "SELECT 1").is_none() {
             if started.elapsed() > Duration::from_secs(60) {
                 let log = std::fs::read_to_string(self.dir.join(format!("{name}.err")));
                 panic!("mariadbd {name} did not start within 60 s: {log:?}");
@@ -237,43 +396,61 @@ impl Cluster {
         }
     }
 
-    fn client(&self, port: u16, sql: &str) -> String {
-        let output = Command::new("mariadb")
-            .args(["--no-defaults", "-h127.0.0.1", "-uroot", "-N", "-B"])
-            .arg(format!("-P{port}"))
-            .arg("-e")
-            .arg(sql)
-            .output()
-            .expect("mariadb client");
-        assert!(
-            output.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("utf-8")
+    /// Kills server `name` with SIGKILL and waits (bounded) until it is gone.
+    fn kill(&self, name: &str) {
+        let pid_file = self.dir.join(format!("{name}.pid"));
+        let pid = std::fs::read_to_string(&pid_file).expect("pid file");
+        let pid = pid.trim();
+        let _ = Command::new("kill").args(["-9", pid]).status();
+        let started = Instant::now();
+        while Command::new("kill")
+            .args(["-0", pid])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+        {
+            assert!(started.elapsed() < Duration::from_secs(10), "{name} lives");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(pid_file);
     }
 
     fn command(&self, program: &str) -> Command {
         command_as(self.run_as_mysql.then_some("mysql"), program.as_ref())
     }
-
-    /// Runs `program` to its end, bounded by a minute.
-    fn run_checked(&self, program: &str, args: &[String]) {
-        let mut command = self.command(program);
-        command.args(args);
-        let output = output_within_a_minute(command, program);
-        assert!(
-            output.status.success(),
-            "{program} failed: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
 }
-
-const MARIADBD: &str = "/usr/sbin/mariadbd";
-const INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
 
 fn url(port: u16) -> String {
     format!("mysql://{USER}:{USER}@127.0.0.1:{port}/{DATABASE}")
+}
+
+/// Runs `sql` as root through the `mariadb` client; panics if it fails.
+fn client(port: u16, sql: &str) -> String {
+    let output = client_output(port, sql);
+    assert!(
+        output.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+/// `client`, or `None` if the server does not answer or refuses.
+fn try_client(port: u16, sql: &str) -> Option<String> {
+    let output = client_output(port, sql);
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8(output.stdout).expect("utf-8"))
+}
+
+fn client_output(port: u16, sql: &str) -> std::process::Output {
+    let mut command = Command::new("mariadb");
+    command
+        .args(["--no-defaults", "-h127.0.0.1", "-uroot", "-N", "-B"])
+        .arg("--connect-timeout=2")
+        .arg(format!("-P{port}"))
+        .arg("-e")
+        .arg(sql);
+    output_within_a_minute(command, "mariadb")
 }

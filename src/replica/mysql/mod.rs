@@ -1,7 +1,7 @@
 //! MySQL and MariaDB through sqlx 0.9 (feature `sqlx-mysql`): the probes the replica
-//! monitors use, lag by GTID and role.
+//! monitors use: lag by GTID, the role of a replicated node, and of a Galera node.
 
 mod gtid;
 mod probes;
 
-pub use probes::{MySqlLagProbe, MySqlRoleProbe};
+pub use probes::{GaleraRoleProbe, MySqlLagProbe, MySqlRoleProbe};

@@ -200,3 +200,91 @@ where
         })
     }
 }
+
+/// Finds a Galera node's role in a multi-primary cluster (MariaDB with `galera-4`): every
+/// node that is synced with the cluster takes writes, so each is a primary; a node that is
+/// not (joining, a donor, cut off from the cluster's primary component, or fenced with
+/// `read_only`) is not. Put every node in the primary pool, and writes spread over the
+/// synced ones.
+///
+/// A node is the primary when `wsrep_ready` is `ON`, `wsrep_local_state` is 4 (`Synced`),
+/// `wsrep_cluster_status` is `Primary` and `@@read_only` is off. Otherwise the probe answers
+/// with an error naming the state, so the role monitor takes the node out of writes ("role
+/// unknown": a node that answers 1047 `WSREP has not yet prepared node for application use`
+/// must not be sent any), and it returns at the first probe that finds it synced again. A
+/// node with `read_only` on is a replica. `SHOW GLOBAL STATUS` is read, which needs no
+/// privilege and answers while the node refuses queries.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use sqlx::MySqlPool;
+/// use tower_lb::replica::{GaleraRoleProbe, RoleMonitor};
+///
+/// # async fn pools() -> Result<(), sqlx::Error> {
+/// let nodes = [
+///     ("galera-1", MySqlPool::connect("mysql://app:secret@127.0.0.1:3306/app").await?),
+///     ("galera-2", MySqlPool::connect("mysql://app:secret@127.0.0.1:3307/app").await?),
+///     ("galera-3", MySqlPool::connect("mysql://app:secret@127.0.0.1:3308/app").await?),
+/// ];
+/// let monitor = RoleMonitor::new(GaleraRoleProbe::new(nodes)).every(Duration::from_millis(500));
+/// # let _ = monitor; Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct GaleraRoleProbe<K> {
+    nodes: HashMap<K, MySqlPool>,
+}
+
+impl<K: Eq + Hash> GaleraRoleProbe<K> {
+    /// Probes `nodes`, keyed as in the pools.
+    pub fn new(nodes: impl IntoIterator<Item = (K, MySqlPool)>) -> Self {
+        GaleraRoleProbe {
+            nodes: nodes.into_iter().collect(),
+        }
+    }
+}
+
+impl<K> RoleProbe<K> for GaleraRoleProbe<K>
+where
+    K: Eq + Hash + Send + Sync + 'static,
+{
+    fn role(&self, node: &K) -> BoxFuture<Result<Role, BoxError>> {
+        let pool = self.nodes.get(node).cloned();
+        Box::pin(async move {
+            let pool = pool.ok_or("no connection pool for this node")?;
+            // SHOW STATUS answers while the node refuses queries (1047) as it joins, so the
+            // probe can say why; the text protocol, as it is not preparable everywhere.
+            let rows = sqlx::raw_sql("SHOW GLOBAL STATUS LIKE 'wsrep\\_%'")
+                .fetch_all(&pool)
+                .await?;
+            let status: Vec<(String, String)> = rows
+                .iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<_, sqlx::Error>>()?;
+            let of = |name: &str| {
+                status
+                    .iter()
+                    .find(|(variable, _)| variable.eq_ignore_ascii_case(name))
+                    .map_or("", |(_, value)| value.as_str())
+            };
+            let synced = of("WSREP_READY") == "ON"
+                && of("WSREP_LOCAL_STATE") == "4"
+                && of("WSREP_CLUSTER_STATUS") == "Primary";
+            if !synced {
+                return Err(format!(
+                    "Galera node not synced: state {:?}, cluster {:?}, ready {:?}",
+                    of("WSREP_LOCAL_STATE_COMMENT"),
+                    of("WSREP_CLUSTER_STATUS"),
+                    of("WSREP_READY")
+                )
+                .into());
+            }
+            let read_only: i64 = sqlx::query_scalar("SELECT @@read_only")
+                .fetch_one(&pool)
+                .await?;
+            Ok(match read_only {
+                0 => Role::Primary,
+                _ => Role::Replica,
+            })
+        })
+    }
+}
