@@ -11,6 +11,8 @@
 //! The files in `front/` are compiled once per major, each time against that major's sqlx:
 //! `sqlx_0_9.rs` and `sqlx_0_8.rs` are their roots, with the little that differs between
 //! majors (how a statement's text is held, the signatures of `prepare` and `describe`):
+//! - `front/database`: what the front needs of each database (`FrontDatabase`), so that the
+//!   rest is written once for all of them;
 //! - `front/executor`: the `Executor` impls, glue only (sqlx-core's `pool/executor.rs` shape);
 //! - `front/statement`: one statement routed, run on a connection, accounted, resent if it may be;
 //! - `front/transaction`: [`PgTransaction`], on the primary;
@@ -44,6 +46,9 @@ macro_rules! sqlx_front_modules {
         #[path = "front/connect.rs"]
         #[allow(clippy::duplicate_mod)]
         mod connect;
+        #[path = "front/database.rs"]
+        #[allow(clippy::duplicate_mod)]
+        mod database;
         #[path = "front/executor.rs"]
         #[allow(clippy::duplicate_mod)]
         mod executor;

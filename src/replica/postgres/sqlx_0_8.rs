@@ -10,52 +10,59 @@
 
 use super::sqlx_front_modules;
 use ::sqlx_0_8 as sqlx;
-use sqlx::error::BoxDynError;
-use sqlx::postgres::{PgArguments, PgStatement};
-use sqlx::{Execute, Postgres};
 
 sqlx_front_modules!();
 
-/// A statement that can be sent more than once. sqlx's `Execute` is consumed by the send, so
-/// it is taken apart into its text and arguments (which clone) first.
-#[derive(Clone)]
-struct Statement<'q> {
-    sql: &'q str,
-    arguments: Option<PgArguments>,
-    persistent: bool,
+/// The statement as the front holds it: public in a private module, as the front's
+/// `FrontDatabase` impl names it.
+mod sendable {
+    use super::sqlx;
+    use sqlx::error::BoxDynError;
+    use sqlx::postgres::{PgArguments, PgStatement};
+    use sqlx::{Execute, Postgres};
+
+    /// A statement that can be sent more than once. sqlx's `Execute` is consumed by the send, so
+    /// it is taken apart into its text and arguments (which clone) first.
+    #[derive(Clone, Debug)]
+    pub struct Statement<'q> {
+        sql: &'q str,
+        arguments: Option<PgArguments>,
+        persistent: bool,
+    }
+
+    impl<'q> Statement<'q> {
+        pub(super) fn take(mut query: impl Execute<'q, Postgres>) -> Result<Self, sqlx::Error> {
+            Ok(Statement {
+                sql: query.sql(),
+                persistent: query.persistent(),
+                arguments: query.take_arguments().map_err(sqlx::Error::Encode)?,
+            })
+        }
+
+        pub(super) fn text(&self) -> &str {
+            self.sql
+        }
+    }
+
+    impl<'q> Execute<'q, Postgres> for Statement<'q> {
+        fn sql(&self) -> &'q str {
+            self.sql
+        }
+
+        fn statement(&self) -> Option<&PgStatement<'q>> {
+            None // sqlx prepares it again, from its statement cache when persistent
+        }
+
+        fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
+            Ok(self.arguments.take())
+        }
+
+        fn persistent(&self) -> bool {
+            self.persistent
+        }
+    }
 }
-
-impl<'q> Statement<'q> {
-    fn take(mut query: impl Execute<'q, Postgres>) -> Result<Self, sqlx::Error> {
-        Ok(Statement {
-            sql: query.sql(),
-            persistent: query.persistent(),
-            arguments: query.take_arguments().map_err(sqlx::Error::Encode)?,
-        })
-    }
-
-    fn text(&self) -> &str {
-        self.sql
-    }
-}
-
-impl<'q> Execute<'q, Postgres> for Statement<'q> {
-    fn sql(&self) -> &'q str {
-        self.sql
-    }
-
-    fn statement(&self) -> Option<&PgStatement<'q>> {
-        None // sqlx prepares it again, from its statement cache when persistent
-    }
-
-    fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
-        Ok(self.arguments.take())
-    }
-
-    fn persistent(&self) -> bool {
-        self.persistent
-    }
-}
+use sendable::Statement;
 
 /// `Executor::prepare_with` and `describe`, on the primary's pool (`$router`'s).
 macro_rules! prepare_and_describe {
@@ -63,8 +70,8 @@ macro_rules! prepare_and_describe {
         fn prepare_with<'e, 'q: 'e>(
             self,
             sql: &'q str,
-            parameters: &'e [sqlx::postgres::PgTypeInfo],
-        ) -> BoxFuture<'e, Result<sqlx::postgres::PgStatement<'q>, sqlx::Error>>
+            parameters: &'e [<DB as sqlx::Database>::TypeInfo],
+        ) -> BoxFuture<'e, Result<<DB as sqlx::Database>::Statement<'q>, sqlx::Error>>
         where
             'c: 'e,
         {
@@ -76,7 +83,7 @@ macro_rules! prepare_and_describe {
         fn describe<'e, 'q: 'e>(
             self,
             sql: &'q str,
-        ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
+        ) -> BoxFuture<'e, Result<sqlx::Describe<DB>, sqlx::Error>>
         where
             'c: 'e,
         {

@@ -4,57 +4,64 @@
 
 use super::sqlx_front_modules;
 use ::sqlx;
-use sqlx::error::BoxDynError;
-use sqlx::postgres::{PgArguments, PgStatement};
-use sqlx::{Execute, Postgres, SqlStr};
-use std::marker::PhantomData;
 
 sqlx_front_modules!();
 
-/// A statement that can be sent more than once. sqlx's `Execute` is consumed by the send, so
-/// it is taken apart into its text and arguments (which clone) first.
-#[derive(Clone)]
-struct Statement<'q> {
-    sql: SqlStr,
-    arguments: Option<PgArguments>,
-    persistent: bool,
-    query: PhantomData<&'q str>,
+/// The statement as the front holds it: public in a private module, as the front's
+/// `FrontDatabase` impl names it.
+mod sendable {
+    use super::sqlx;
+    use sqlx::error::BoxDynError;
+    use sqlx::postgres::{PgArguments, PgStatement};
+    use sqlx::{Execute, Postgres, SqlStr};
+    use std::marker::PhantomData;
+
+    /// A statement that can be sent more than once. sqlx's `Execute` is consumed by the send, so
+    /// it is taken apart into its text and arguments (which clone) first.
+    #[derive(Clone, Debug)]
+    pub struct Statement<'q> {
+        sql: SqlStr,
+        arguments: Option<PgArguments>,
+        persistent: bool,
+        query: PhantomData<&'q str>,
+    }
+
+    impl<'q> Statement<'q> {
+        pub(super) fn take(mut query: impl Execute<'q, Postgres>) -> Result<Self, sqlx::Error> {
+            let persistent = query.persistent();
+            let arguments = query.take_arguments().map_err(sqlx::Error::Encode)?;
+            Ok(Statement {
+                sql: query.sql(),
+                arguments,
+                persistent,
+                query: PhantomData,
+            })
+        }
+
+        pub(super) fn text(&self) -> &str {
+            self.sql.as_str()
+        }
+    }
+
+    impl<'q> Execute<'q, Postgres> for Statement<'q> {
+        fn sql(self) -> SqlStr {
+            self.sql
+        }
+
+        fn statement(&self) -> Option<&PgStatement> {
+            None // sqlx prepares it again, from its statement cache when persistent
+        }
+
+        fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
+            Ok(self.arguments.take())
+        }
+
+        fn persistent(&self) -> bool {
+            self.persistent
+        }
+    }
 }
-
-impl<'q> Statement<'q> {
-    fn take(mut query: impl Execute<'q, Postgres>) -> Result<Self, sqlx::Error> {
-        let persistent = query.persistent();
-        let arguments = query.take_arguments().map_err(sqlx::Error::Encode)?;
-        Ok(Statement {
-            sql: query.sql(),
-            arguments,
-            persistent,
-            query: PhantomData,
-        })
-    }
-
-    fn text(&self) -> &str {
-        self.sql.as_str()
-    }
-}
-
-impl<'q> Execute<'q, Postgres> for Statement<'q> {
-    fn sql(self) -> SqlStr {
-        self.sql
-    }
-
-    fn statement(&self) -> Option<&PgStatement> {
-        None // sqlx prepares it again, from its statement cache when persistent
-    }
-
-    fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
-        Ok(self.arguments.take())
-    }
-
-    fn persistent(&self) -> bool {
-        self.persistent
-    }
-}
+use sendable::Statement;
 
 /// `Executor::prepare_with` and `describe`, on the primary's pool (`$router`'s).
 macro_rules! prepare_and_describe {
@@ -62,8 +69,8 @@ macro_rules! prepare_and_describe {
         fn prepare_with<'e>(
             self,
             sql: sqlx::SqlStr,
-            parameters: &'e [sqlx::postgres::PgTypeInfo],
-        ) -> BoxFuture<'e, Result<sqlx::postgres::PgStatement, sqlx::Error>>
+            parameters: &'e [<DB as sqlx::Database>::TypeInfo],
+        ) -> BoxFuture<'e, Result<<DB as sqlx::Database>::Statement, sqlx::Error>>
         where
             'c: 'e,
         {
@@ -75,7 +82,7 @@ macro_rules! prepare_and_describe {
         fn describe<'e>(
             self,
             sql: sqlx::SqlStr,
-        ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
+        ) -> BoxFuture<'e, Result<sqlx::Describe<DB>, sqlx::Error>>
         where
             'c: 'e,
         {

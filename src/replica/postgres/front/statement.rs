@@ -7,25 +7,30 @@
 //! leaves rotation (a monitor found it dead, health ejected it) instead of waiting out the
 //! pool's `acquire_timeout`: it was not sent, so even a write may go elsewhere.
 
-use super::position::{capture_position, replayed};
-use super::sqlstate::{is_query_fault, is_read_only, unavailable, worth_resending};
-use super::{sqlx, PgNodes, Statement};
+use super::database::{capture_position, FrontDatabase, Item};
+use super::sqlstate::{is_query_fault, unavailable};
+use super::sqlx;
 use crate::balance::Lease;
 use crate::error::Error;
+use crate::policy::Pick;
 use crate::replica::postgres::rows::Rows;
-use crate::replica::postgres::PgRouter;
 use crate::replica::router::route::{caught_up, Route, Why};
 use crate::replica::router::Shared;
-use crate::replica::{Nodes, Role, SqlClassifier};
+use crate::replica::{Nodes, ReplicaRouter, Role, SqlClassifier};
 use futures_core::Stream;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgQueryResult, PgRow};
-use sqlx::{Either, Execute, Executor, PgPool, Postgres};
+use sqlx::{Either, Execute, Pool};
 use std::time::Duration;
 use tokio::sync::mpsc::Sender;
 
-/// One result of a statement, as sqlx's `fetch_many` yields it.
-pub(super) type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
+/// A router whose pools hold `Pool<DB>`s, as the sqlx front routes through.
+type Router<P, R, X> = ReplicaRouter<P, R, SqlClassifier, X>;
+
+/// Says that a returned stream holds the statement it was given, of lifetime `'q` (the
+/// statement type is the database's, so the compiler cannot shorten it to the stream's).
+pub(super) trait Captures<'q> {}
+
+impl<T: ?Sized> Captures<'_> for T {}
 
 /// What a statement fetches: every result, or only its first row (`fetch_optional`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,18 +44,19 @@ pub(super) enum Fetch {
 const MAX_ROUTES: usize = 4;
 
 /// The results of `query` from the session in `slot`, routed and run as a stream.
-pub(super) fn results<'e, 'q: 'e, P, R, X>(
-    router: &'e PgRouter<P, R, X>,
+pub(super) fn results<'e, 'q: 'e, P, R, X, DB>(
+    router: &'e Router<P, R, X>,
     slot: Option<usize>,
-    query: impl Execute<'q, Postgres> + 'q,
+    query: impl Execute<'q, DB> + 'q,
     fetch: Fetch,
-) -> impl Stream<Item = Item> + Send + 'e
+) -> impl Stream<Item = Item<DB>> + Send + Captures<'q> + 'e
 where
-    P: PgNodes,
-    R: PgNodes,
+    P: Nodes<Service = Pool<DB>, Policy: Pick<()>>,
+    R: Nodes<Service = Pool<DB>, Policy: Pick<()>>,
     X: Send + Sync + 'static,
+    DB: FrontDatabase,
 {
-    let statement = Statement::take(query);
+    let statement = DB::take(query);
     Rows::new(move |results| async move {
         let ran = match statement {
             Ok(statement) => run(router, slot, statement, fetch, &results).await,
@@ -63,20 +69,21 @@ where
 }
 
 /// Routes `statement`, runs it and sends its results; the error that ends it, if any.
-async fn run<P, R, X>(
-    router: &PgRouter<P, R, X>,
+async fn run<P, R, X, DB>(
+    router: &Router<P, R, X>,
     slot: Option<usize>,
-    statement: Statement<'_>,
+    statement: DB::Sendable<'_>,
     fetch: Fetch,
-    results: &Sender<Item>,
+    results: &Sender<Item<DB>>,
 ) -> Result<(), sqlx::Error>
 where
-    P: PgNodes,
-    R: PgNodes,
+    P: Nodes<Service = Pool<DB>, Policy: Pick<()>>,
+    R: Nodes<Service = Pool<DB>, Policy: Pick<()>>,
     X: Send + Sync + 'static,
+    DB: FrontDatabase,
 {
     let shared = router.shared();
-    let access = shared.classify.classify(statement.text());
+    let access = shared.classify.classify(DB::text(&statement));
     let mut route = shared.decide(access, slot, true);
     let mut statement = Some(statement);
     for _ in 0..MAX_ROUTES {
@@ -95,8 +102,8 @@ where
                 continue;
             }
             Acquired::Failed(error) => {
-                fail(shared, lease, &route, &error);
-                if worth_resending(&error) && shared.resend(&mut route, &error) {
+                fail::<X, DB>(shared, lease, &route, &error);
+                if DB::worth_resending(&error) && shared.resend(&mut route, &error) {
                     continue;
                 }
                 return Err(error);
@@ -109,7 +116,7 @@ where
             (false, Some(last)) => last,
             (_, None) => break, // never: only the last send takes it
         };
-        match execute(&mut connection, sent, fetch, results).await {
+        match execute::<DB>(&mut connection, sent, fetch, results).await {
             Ok(()) => {
                 drop(connection);
                 let pool = lease.service.clone();
@@ -118,8 +125,8 @@ where
                 return Ok(());
             }
             Err(Failure { error, sent_any }) => {
-                fail(shared, lease, &route, &error);
-                if !sent_any && worth_resending(&error) && shared.resend(&mut route, &error) {
+                fail::<X, DB>(shared, lease, &route, &error);
+                if !sent_any && DB::worth_resending(&error) && shared.resend(&mut route, &error) {
                     continue;
                 }
                 return Err(error);
@@ -131,19 +138,20 @@ where
 
 /// Takes a node for `route` from its pool; in position mode, first asks the replicas which
 /// has replayed the session's write.
-async fn lease<P, R, X>(
-    router: &PgRouter<P, R, X>,
+async fn lease<P, R, X, DB>(
+    router: &Router<P, R, X>,
     route: &mut Route<SqlClassifier, X>,
-) -> Result<Lease<PgPool>, Error>
+) -> Result<Lease<Pool<DB>>, Error>
 where
-    P: PgNodes,
-    R: PgNodes,
+    P: Nodes<Service = Pool<DB>, Policy: Pick<()>>,
+    R: Nodes<Service = Pool<DB>, Policy: Pick<()>>,
+    DB: FrontDatabase,
 {
     let mut caught_up = match (route.to, route.position()) {
         (Role::Replica, Some(position)) => {
-            let replayed = |replica: &PgPool| {
+            let replayed = |replica: &Pool<DB>| {
                 let replica = replica.clone();
-                async move { replayed(&replica).await }
+                async move { DB::replayed(&replica).await }
             };
             let wait = router
                 .shared()
@@ -165,13 +173,13 @@ where
 }
 
 /// A connection to the leased node, unless it leaves rotation first.
-enum Acquired {
-    Connection(PoolConnection<Postgres>),
+enum Acquired<DB: sqlx::Database> {
+    Connection(PoolConnection<DB>),
     NodeLeft,
     Failed(sqlx::Error),
 }
 
-async fn acquire<N: Nodes>(pool: &N, lease: &Lease<PgPool>) -> Acquired {
+async fn acquire<N: Nodes, DB: sqlx::Database>(pool: &N, lease: &Lease<Pool<DB>>) -> Acquired<DB> {
     tokio::select! {
         biased;
         connection = lease.service.acquire() => match connection {
@@ -193,15 +201,15 @@ struct Failure {
 }
 
 /// Runs `statement` on `connection`, sending each result on.
-async fn execute(
-    connection: &mut PoolConnection<Postgres>,
-    statement: Statement<'_>,
+async fn execute<DB: FrontDatabase>(
+    connection: &mut PoolConnection<DB>,
+    statement: DB::Sendable<'_>,
     fetch: Fetch,
-    results: &Sender<Item>,
+    results: &Sender<Item<DB>>,
 ) -> Result<(), Failure> {
     let failed = |error, sent_any| Failure { error, sent_any };
     if fetch == Fetch::Optional {
-        return match (&mut **connection).fetch_optional(statement).await {
+        return match DB::fetch_optional(&mut **connection, statement).await {
             Ok(Some(row)) => {
                 let _ = results.send(Ok(Either::Right(row))).await;
                 Ok(())
@@ -210,7 +218,7 @@ async fn execute(
             Err(error) => Err(failed(error, false)),
         };
     }
-    let mut rows = (&mut **connection).fetch_many(statement);
+    let mut rows = DB::fetch_many(&mut **connection, statement);
     let mut sent_any = false;
     while let Some(result) = std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await {
         match result {
@@ -229,14 +237,14 @@ async fn execute(
 /// Accounts for a statement that failed: against its node only for a connection-level
 /// error (not the statement's own); a write refused as read-only (SQLSTATE 25006) wakes the
 /// role monitor, since the node believed primary is not (any more).
-fn fail<X>(
+fn fail<X, DB: FrontDatabase>(
     shared: &Shared<SqlClassifier, X>,
-    lease: Lease<PgPool>,
+    lease: Lease<Pool<DB>>,
     route: &Route<SqlClassifier, X>,
     error: &sqlx::Error,
 ) {
     if let (Why::Write, true, Some(reprobe)) =
-        (route.why, is_read_only(error), &shared.reprobe_roles)
+        (route.why, DB::is_read_only(error), &shared.reprobe_roles)
     {
         tracing::warn!("a write reached a read-only node: re-probing roles");
         reprobe.notify_one();

@@ -1,6 +1,6 @@
 //! A transaction on the primary ([`PgTransaction`]), and how the router begins one.
 
-use super::position::capture_position;
+use super::database::capture_position;
 use super::sqlstate::{is_query_fault, unavailable};
 use super::{sqlx, PgNodes};
 use crate::error::Error;

@@ -1,0 +1,119 @@
+//! What the front needs of a database it speaks through this sqlx major: the statement as
+//! it can be sent again, the two ways to run one on a connection, where a write's position
+//! is read, and what an error means for routing. Routing, running and accounting a
+//! statement ([`statement`](super::statement)) and the `Executor` impls are written once,
+//! over this trait.
+
+use super::position::{current_position, replayed};
+use super::sqlstate::{is_read_only, worth_resending};
+use super::{sqlx, Statement};
+use crate::replica::router::WriteMark;
+use crate::replica::SqlClassifier;
+use sqlx::{Database, Either, Execute, Executor, Pool, Postgres};
+use std::future::Future;
+use std::pin::Pin;
+
+pub(super) type BoxStream<'a, T> = Pin<Box<dyn futures_core::Stream<Item = T> + Send + 'a>>;
+pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One result of a statement, as sqlx's `fetch_many` yields it.
+pub(super) type Item<DB> =
+    Result<Either<<DB as Database>::QueryResult, <DB as Database>::Row>, sqlx::Error>;
+
+/// A database the router's sqlx front speaks (public in a private module: named in the
+/// `Executor` impls' bounds, implemented by the front alone).
+pub trait FrontDatabase: Database {
+    /// A statement taken apart so that it can be sent more than once.
+    #[doc(hidden)]
+    type Sendable<'q>: Execute<'q, Self> + Clone + Send + 'q;
+
+    #[doc(hidden)]
+    fn take<'q>(query: impl Execute<'q, Self>) -> Result<Self::Sendable<'q>, sqlx::Error>;
+
+    #[doc(hidden)]
+    fn text<'s>(statement: &'s Self::Sendable<'_>) -> &'s str;
+
+    #[doc(hidden)]
+    fn fetch_many<'c, 'q: 'c>(
+        connection: &'c mut Self::Connection,
+        statement: Self::Sendable<'q>,
+    ) -> BoxStream<'c, Item<Self>>;
+
+    #[doc(hidden)]
+    fn fetch_optional<'c, 'q: 'c>(
+        connection: &'c mut Self::Connection,
+        statement: Self::Sendable<'q>,
+    ) -> BoxFuture<'c, Result<Option<Self::Row>, sqlx::Error>>;
+
+    /// The primary's position now (read after a write committed), if it can be read.
+    #[doc(hidden)]
+    fn current_position(primary: &Pool<Self>) -> BoxFuture<'_, Option<u64>>;
+
+    /// How far `replica` has applied its primary's changes.
+    #[doc(hidden)]
+    fn replayed(replica: &Pool<Self>) -> BoxFuture<'_, Option<u64>>;
+
+    /// A write refused because the node is read-only.
+    #[doc(hidden)]
+    fn is_read_only(error: &sqlx::Error) -> bool;
+
+    /// A read a replica failed that is worth sending to the primary.
+    #[doc(hidden)]
+    fn worth_resending(error: &sqlx::Error) -> bool;
+}
+
+impl FrontDatabase for Postgres {
+    type Sendable<'q> = Statement<'q>;
+
+    fn take<'q>(query: impl Execute<'q, Self>) -> Result<Statement<'q>, sqlx::Error> {
+        Statement::take(query)
+    }
+
+    fn text<'s>(statement: &'s Statement<'_>) -> &'s str {
+        statement.text()
+    }
+
+    fn fetch_many<'c, 'q: 'c>(
+        connection: &'c mut sqlx::PgConnection,
+        statement: Statement<'q>,
+    ) -> BoxStream<'c, Item<Self>> {
+        connection.fetch_many(statement)
+    }
+
+    fn fetch_optional<'c, 'q: 'c>(
+        connection: &'c mut sqlx::PgConnection,
+        statement: Statement<'q>,
+    ) -> BoxFuture<'c, Result<Option<sqlx::postgres::PgRow>, sqlx::Error>> {
+        connection.fetch_optional(statement)
+    }
+
+    fn current_position(primary: &sqlx::PgPool) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(current_position(primary))
+    }
+
+    fn replayed(replica: &sqlx::PgPool) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(replayed(replica))
+    }
+
+    fn is_read_only(error: &sqlx::Error) -> bool {
+        is_read_only(error)
+    }
+
+    fn worth_resending(error: &sqlx::Error) -> bool {
+        worth_resending(error)
+    }
+}
+
+/// In position mode, records the primary's position, read after the write committed, as the
+/// position the writing session's reads must see. If it cannot be read, the session's reads
+/// go to the primary until the cap (the highest position there is).
+pub(super) async fn capture_position<DB: FrontDatabase, X>(
+    primary: &Pool<DB>,
+    mark: Option<&WriteMark<SqlClassifier, X>>,
+) {
+    let Some((positions, slot)) = mark.and_then(WriteMark::positions) else {
+        return;
+    };
+    let position = DB::current_position(primary).await.unwrap_or(u64::MAX);
+    positions.wrote(slot, position);
+}
