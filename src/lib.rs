@@ -71,7 +71,8 @@
 //! - `sqlx-postgres`: the PostgreSQL side of [`replica`] on sqlx 0.9: the router as a sqlx
 //!   `Executor`, position-based read-your-own-writes, and the lag and role probes;
 //!   `sqlx-0_8`: the same on sqlx 0.8 (`replica::sqlx_0_8`).
-//! - `sqlx-mysql`: MariaDB's lag (by GTID) and role probes on sqlx 0.9.
+//! - `sqlx-mysql`: the MySQL and MariaDB side of [`replica`] on sqlx 0.9: the router as a
+//!   sqlx `Executor` over `MySqlPool`s, GTID positions, lag (by GTID), role and Galera probes.
 //! - `metrics`: balancers, retry policies and replica routers publish through the `metrics`
 //!   facade (`telemetry`, with the table of names); the request path pays nothing.
 //!

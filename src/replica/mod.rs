@@ -22,7 +22,11 @@ mod lag;
 mod mysql;
 mod nodes;
 mod position;
-#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
+#[cfg(any(
+    feature = "sqlx-postgres",
+    feature = "sqlx-0_8",
+    feature = "sqlx-mysql"
+))]
 mod postgres;
 mod probing;
 mod role;
@@ -36,16 +40,19 @@ pub use lag::{BoxFuture, Lag, LagMonitor, LagProbe};
 pub use mysql::{GaleraRoleProbe, MySqlLagProbe, MySqlRoleProbe};
 pub use nodes::Nodes;
 pub use position::{Token, TokenError, DEFAULT_POSITION_CAP};
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+pub use postgres::router_error;
 #[cfg(feature = "sqlx-0_8")]
 pub use postgres::sqlx_0_8;
-#[cfg(feature = "sqlx-postgres")]
-pub use postgres::{
-    router_error, PgHosts, PgHostsPrimary, PgHostsReplicas, PgHostsRouter, PgLagProbe, PgRoleProbe,
-    PgTransaction,
-};
 #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
 pub use postgres::{
     LoadBalanceHosts, PgRouter, PgSession, PgUrlError, SqlxPgPool, TargetSessionAttrs,
+};
+#[cfg(feature = "sqlx-mysql")]
+pub use postgres::{MySqlRouter, MySqlSession};
+#[cfg(feature = "sqlx-postgres")]
+pub use postgres::{
+    PgHosts, PgHostsPrimary, PgHostsReplicas, PgHostsRouter, PgLagProbe, PgRoleProbe, PgTransaction,
 };
 pub use role::{Role, RoleMonitor, RoleProbe};
 pub use router::{

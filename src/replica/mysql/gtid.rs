@@ -73,6 +73,16 @@ impl GtidPosition {
         GtidPosition { domains }
     }
 
+    /// The sequence number of domain 0, if that is the only domain: a position the
+    /// read-your-own-writes machinery can compare (0 for the empty position).
+    pub(crate) fn sequence_in_only_domain_0(&self) -> Option<u64> {
+        match self.domains[..] {
+            [] => Some(0),
+            [(0, sequence)] => Some(sequence),
+            _ => None,
+        }
+    }
+
     fn sequence_in(&self, domain: u32) -> u64 {
         self.domains
             .binary_search_by_key(&domain, |&(d, _)| d)

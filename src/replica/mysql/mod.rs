@@ -2,6 +2,8 @@
 //! monitors use: lag by GTID, the role of a replicated node, and of a Galera node.
 
 mod gtid;
+
+pub(crate) use gtid::GtidPosition;
 mod probes;
 
 pub use probes::{GaleraRoleProbe, MySqlLagProbe, MySqlRoleProbe};

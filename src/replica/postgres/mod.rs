@@ -17,32 +17,41 @@
 //! - `front/statement`: one statement routed, run on a connection, accounted, resent if it may be;
 //! - `front/transaction`: [`PgTransaction`], on the primary;
 //! - `front/sqlstate`: what a server's error means for routing, and the router's errors in sqlx's;
-//! - `front/position`: WAL positions, captured after a commit and read on a replica;
+//! - `front/postgres`: PostgreSQL's statements, WAL positions and SQLSTATEs (`FrontDatabase`);
 //! - `front/probes`: lag and role;
 //! - `front/connect`: [`PgHosts`], a router from a multi-host URL.
 
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
 mod hosts;
 mod rows;
 mod session;
 #[cfg(feature = "sqlx-0_8")]
 pub mod sqlx_0_8;
-#[cfg(feature = "sqlx-postgres")]
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
 mod sqlx_0_9;
 
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
 pub use hosts::{LoadBalanceHosts, PgUrlError, TargetSessionAttrs};
+pub use session::PgSession;
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
 use session::Sealed;
-pub use session::{PgRouter, PgSession, SqlxPgPool};
+#[cfg(feature = "sqlx-mysql")]
+pub use session::{MySqlRouter, MySqlSession};
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
+pub use session::{PgRouter, SqlxPgPool};
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+pub use sqlx_0_9::router_error;
 #[cfg(feature = "sqlx-postgres")]
 pub use sqlx_0_9::{
-    router_error, PgHosts, PgHostsPrimary, PgHostsReplicas, PgHostsRouter, PgLagProbe, PgRoleProbe,
-    PgTransaction,
+    PgHosts, PgHostsPrimary, PgHostsReplicas, PgHostsRouter, PgLagProbe, PgRoleProbe, PgTransaction,
 };
 
 /// The front's files, declared in the root of each major's front (`use … as sqlx;` there
 /// names the major they compile against), and what it offers.
 macro_rules! sqlx_front_modules {
-    () => {
+    (postgres: #[$postgres:meta]) => {
         // Loaded once per major, by design: each time against another sqlx.
+        #[$postgres]
         #[path = "front/connect.rs"]
         #[allow(clippy::duplicate_mod)]
         mod connect;
@@ -52,9 +61,11 @@ macro_rules! sqlx_front_modules {
         #[path = "front/executor.rs"]
         #[allow(clippy::duplicate_mod)]
         mod executor;
-        #[path = "front/position.rs"]
+        #[$postgres]
+        #[path = "front/postgres.rs"]
         #[allow(clippy::duplicate_mod)]
-        mod position;
+        mod postgres;
+        #[$postgres]
         #[path = "front/probes.rs"]
         #[allow(clippy::duplicate_mod)]
         mod probes;
@@ -64,15 +75,20 @@ macro_rules! sqlx_front_modules {
         #[path = "front/statement.rs"]
         #[allow(clippy::duplicate_mod)]
         mod statement;
+        #[$postgres]
         #[path = "front/transaction.rs"]
         #[allow(clippy::duplicate_mod)]
         mod transaction;
 
+        #[$postgres]
         pub use connect::{PgHosts, PgHostsPrimary, PgHostsReplicas, PgHostsRouter};
+        #[$postgres]
         pub use probes::{PgLagProbe, PgRoleProbe};
         pub use sqlstate::router_error;
+        #[$postgres]
         pub use transaction::PgTransaction;
 
+        #[$postgres]
         mod nodes {
             use super::sqlx::PgPool;
             use crate::policy::Pick;
@@ -85,6 +101,7 @@ macro_rules! sqlx_front_modules {
 
             impl<N: Nodes<Service = PgPool, Policy: Pick<()>>> PgNodes for N {}
         }
+        #[$postgres]
         use nodes::PgNodes;
     };
 }

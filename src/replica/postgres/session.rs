@@ -54,6 +54,37 @@ use std::hash::Hash;
 /// `P` and `R` are the primary and replica pools: [`Balance`](crate::Balance)s of `PgPool`s.
 pub type PgRouter<P, R = P, X = WholeRouter> = ReplicaRouter<P, R, SqlClassifier, X>;
 
+/// The sqlx front over MySQL or MariaDB (feature `sqlx-mysql`): a [`ReplicaRouter`] whose
+/// endpoints are `MySqlPool`s is a sqlx `Executor`, the same type and the same routing as
+/// [`PgRouter`]. Statements are classified in MySQL's dialect (as by
+/// [`SqlClassifier::mysql`], with the router's classifier's declared functions, whichever
+/// dialect it was built for); in position mode, a write's position is the primary's GTID
+/// in replication domain 0, and a replica serves the session once its `@@gtid_slave_pos`
+/// has reached it. Transactions (`begin`) are not there yet for MySQL.
+///
+/// ```no_run
+/// use sqlx::MySqlPool;
+/// use tower_lb::{policy::P2c, replica::ReplicaRouter, Balance};
+///
+/// # async fn app() -> Result<(), Box<dyn std::error::Error>> {
+/// let primary = MySqlPool::connect("mysql://app:secret@127.0.0.1:3306/app").await?;
+/// let replica = MySqlPool::connect("mysql://app:secret@127.0.0.1:3307/app").await?;
+/// let db = ReplicaRouter::builder(
+///     Balance::builder(P2c::new()).endpoint("primary", primary).build()?,
+///     Balance::builder(P2c::new()).endpoint("replica", replica).build()?,
+/// )
+/// .build();
+/// sqlx::query("INSERT INTO posts (author) VALUES (?)").bind(42).execute(&db.session(42)).await?;
+/// let rows = sqlx::query("SELECT * FROM posts WHERE author = ?").bind(42).fetch_all(&db.session(42)).await?;
+/// # let _ = rows; Ok(()) }
+/// ```
+#[cfg(feature = "sqlx-mysql")]
+pub type MySqlRouter<P, R = P, X = WholeRouter> = ReplicaRouter<P, R, SqlClassifier, X>;
+
+/// One session of a [`MySqlRouter`] (the same type as [`PgSession`]).
+#[cfg(feature = "sqlx-mysql")]
+pub type MySqlSession<'r, P, R, X> = PgSession<'r, P, R, X>;
+
 mod sealed {
     pub trait Sealed {}
 }

@@ -11,7 +11,7 @@
 use super::sqlx_front_modules;
 use ::sqlx_0_8 as sqlx;
 
-sqlx_front_modules!();
+sqlx_front_modules!(postgres: #[cfg(all())]);
 
 /// The statement as the front holds it: public in a private module, as the front's
 /// `FrontDatabase` impl names it.
@@ -20,22 +20,37 @@ mod sendable {
     use sqlx::error::BoxDynError;
     use sqlx::postgres::{PgArguments, PgStatement};
     use sqlx::{Execute, Postgres};
+    use std::marker::PhantomData;
 
     /// A statement that can be sent more than once. sqlx's `Execute` is consumed by the send, so
-    /// it is taken apart into its text and arguments (which clone) first.
-    #[derive(Clone, Debug)]
-    pub struct Statement<'q> {
+    /// it is taken apart into its text and arguments (which clone) first. On sqlx 0.8 the
+    /// front speaks PostgreSQL only: `DB` is always `Postgres`.
+    #[derive(Debug)]
+    pub struct Statement<'q, DB = Postgres> {
         sql: &'q str,
         arguments: Option<PgArguments>,
         persistent: bool,
+        database: PhantomData<fn() -> DB>,
     }
 
-    impl<'q> Statement<'q> {
+    impl Clone for Statement<'_, Postgres> {
+        fn clone(&self) -> Self {
+            Statement {
+                sql: self.sql,
+                arguments: self.arguments.clone(),
+                persistent: self.persistent,
+                database: PhantomData,
+            }
+        }
+    }
+
+    impl<'q> Statement<'q, Postgres> {
         pub(super) fn take(mut query: impl Execute<'q, Postgres>) -> Result<Self, sqlx::Error> {
             Ok(Statement {
                 sql: query.sql(),
                 persistent: query.persistent(),
                 arguments: query.take_arguments().map_err(sqlx::Error::Encode)?,
+                database: PhantomData,
             })
         }
 
@@ -44,7 +59,7 @@ mod sendable {
         }
     }
 
-    impl<'q> Execute<'q, Postgres> for Statement<'q> {
+    impl<'q> Execute<'q, Postgres> for Statement<'q, Postgres> {
         fn sql(&self) -> &'q str {
             self.sql
         }

@@ -5,29 +5,32 @@
 use super::sqlx_front_modules;
 use ::sqlx;
 
-sqlx_front_modules!();
+sqlx_front_modules!(postgres: #[cfg(feature = "sqlx-postgres")]);
+
+// MySQL and MariaDB, on sqlx 0.9 only.
+#[cfg(feature = "sqlx-mysql")]
+#[path = "front/mysql.rs"]
+mod mysql;
 
 /// The statement as the front holds it: public in a private module, as the front's
 /// `FrontDatabase` impl names it.
 mod sendable {
     use super::sqlx;
     use sqlx::error::BoxDynError;
-    use sqlx::postgres::{PgArguments, PgStatement};
-    use sqlx::{Execute, Postgres, SqlStr};
+    use sqlx::{Database, Execute, SqlStr};
     use std::marker::PhantomData;
 
     /// A statement that can be sent more than once. sqlx's `Execute` is consumed by the send, so
     /// it is taken apart into its text and arguments (which clone) first.
-    #[derive(Clone, Debug)]
-    pub struct Statement<'q> {
+    pub struct Statement<'q, DB: Database> {
         sql: SqlStr,
-        arguments: Option<PgArguments>,
+        arguments: Option<DB::Arguments>,
         persistent: bool,
         query: PhantomData<&'q str>,
     }
 
-    impl<'q> Statement<'q> {
-        pub(super) fn take(mut query: impl Execute<'q, Postgres>) -> Result<Self, sqlx::Error> {
+    impl<'q, DB: Database> Statement<'q, DB> {
+        pub(super) fn take(mut query: impl Execute<'q, DB>) -> Result<Self, sqlx::Error> {
             let persistent = query.persistent();
             let arguments = query.take_arguments().map_err(sqlx::Error::Encode)?;
             Ok(Statement {
@@ -43,16 +46,38 @@ mod sendable {
         }
     }
 
-    impl<'q> Execute<'q, Postgres> for Statement<'q> {
+    impl<DB: Database> Clone for Statement<'_, DB>
+    where
+        DB::Arguments: Clone,
+    {
+        fn clone(&self) -> Self {
+            Statement {
+                sql: self.sql.clone(),
+                arguments: self.arguments.clone(),
+                persistent: self.persistent,
+                query: PhantomData,
+            }
+        }
+    }
+
+    impl<DB: Database> std::fmt::Debug for Statement<'_, DB> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Statement")
+                .field("sql", &self.sql.as_str())
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl<'q, DB: Database> Execute<'q, DB> for Statement<'q, DB> {
         fn sql(self) -> SqlStr {
             self.sql
         }
 
-        fn statement(&self) -> Option<&PgStatement> {
+        fn statement(&self) -> Option<&DB::Statement> {
             None // sqlx prepares it again, from its statement cache when persistent
         }
 
-        fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
+        fn take_arguments(&mut self) -> Result<Option<DB::Arguments>, BoxDynError> {
             Ok(self.arguments.take())
         }
 

@@ -8,7 +8,7 @@
 //! `COALESCE(`, a column list after `AS`).
 
 use super::scan::{is_word_byte, Span, Word};
-use super::{mysql_functions, pg_functions, Dialect, SqlClassifier};
+use super::{mysql_functions, pg_functions, Dialect, Rules};
 
 /// Words that may stand before `(` without calling a function: SQL syntax, and type names
 /// with modifiers that are no function in `pg_catalog`. Sorted bytewise.
@@ -94,7 +94,8 @@ static SYNTAX: [&str; 77] = [
 
 /// Whether a read may call the function named at `name` in `sql` (`name` is the word right
 /// before a `(`).
-pub(super) fn may_call(classifier: &SqlClassifier, sql: &[u8], name: Span) -> bool {
+pub(super) fn may_call(rules: Rules<'_>, sql: &[u8], name: Span) -> bool {
+    let classifier = rules.classifier;
     let word = Word::at(&sql[name.0..name.1]);
     if classifier.write_functions.iter().any(|w| word.is(w)) {
         return false;
@@ -102,12 +103,12 @@ pub(super) fn may_call(classifier: &SqlClassifier, sql: &[u8], name: Span) -> bo
     if classifier.read_functions.iter().any(|r| word.is(r)) {
         return true;
     }
-    let (syntax, builtins): (&[&str], &[&str]) = match classifier.dialect {
+    let (syntax, builtins): (&[&str], &[&str]) = match rules.dialect {
         Dialect::Postgres => (&SYNTAX, &pg_functions::READ_FUNCTIONS),
         Dialect::MySql => (&MYSQL_SYNTAX, &mysql_functions::READ_FUNCTIONS),
     };
     match qualifier(sql, name.0) {
-        Some(schema) if classifier.dialect == Dialect::Postgres && schema.is("pg_catalog") => {
+        Some(schema) if rules.dialect == Dialect::Postgres && schema.is("pg_catalog") => {
             return is_builtin(word, builtins)
         }
         // Another schema's function of the same name is not ours; MySQL's built-in
@@ -116,7 +117,7 @@ pub(super) fn may_call(classifier: &SqlClassifier, sql: &[u8], name: Span) -> bo
         None => {}
     }
     // A quoted name in MySQL is a stored function's, never a built-in's.
-    if word.quoted && classifier.dialect == Dialect::MySql {
+    if word.quoted && rules.dialect == Dialect::MySql {
         return false;
     }
     let syntax = !word.quoted && (is_syntax(word, syntax) || names_columns(sql, name.0));

@@ -187,20 +187,44 @@ impl SqlClassifier {
 
     /// Whether `sql` is a read ([`Access::Read`]) or must go to the primary.
     pub fn classify(&self, sql: &str) -> Access {
+        self.classify_in(self.dialect, sql)
+    }
+
+    /// `classify` in MySQL's dialect, whatever this classifier's, with its declared
+    /// functions: what the sqlx front uses for a statement to a MySQL or MariaDB pool.
+    #[cfg_attr(not(feature = "sqlx-mysql"), allow(dead_code))]
+    pub(crate) fn classify_mysql(&self, sql: &str) -> Access {
+        self.classify_in(Dialect::MySql, sql)
+    }
+
+    fn classify_in(&self, dialect: Dialect, sql: &str) -> Access {
         let sql = sql.as_bytes();
-        match self.dialect {
-            Dialect::Postgres => self.classify_as::<Postgres>(sql),
-            Dialect::MySql => match self.classify_as::<MySql>(sql) {
+        let rules = Rules {
+            classifier: self,
+            dialect,
+        };
+        match dialect {
+            Dialect::Postgres => rules.classify_as::<Postgres>(sql),
+            Dialect::MySql => match rules.classify_as::<MySql>(sql) {
                 Access::Read if may_hold_version_comment(sql) => {
-                    self.classify_as::<MySqlSkippingVersions>(sql)
+                    rules.classify_as::<MySqlSkippingVersions>(sql)
                 }
                 access => access,
             },
         }
     }
+}
 
+/// The rules one text is classified by: the classifier's declarations, in one dialect.
+#[derive(Clone, Copy)]
+struct Rules<'c> {
+    classifier: &'c SqlClassifier,
+    dialect: Dialect,
+}
+
+impl Rules<'_> {
     /// `classify`, with one dialect's lexical rules.
-    fn classify_as<D: scan::Dialect>(&self, sql: &[u8]) -> Access {
+    fn classify_as<D: scan::Dialect>(self, sql: &[u8]) -> Access {
         let mut query = Query::new(self, sql);
         match scan::<D>(sql, &mut query) {
             None => return Access::Write, // unterminated: no server reads it

@@ -3,11 +3,11 @@
 
 use super::calls::may_call;
 use super::scan::{Keyword, Span, Take, Token, NO_WORD};
-use super::SqlClassifier;
+use super::Rules;
 
 /// What the classifier has seen of a query so far.
 pub(super) struct Query<'c, 'a> {
-    classifier: &'c SqlClassifier,
+    rules: Rules<'c>,
     sql: &'a [u8],
     /// The kinds of token (bits by [`kind`]) that would make the statement more than a plain
     /// read if they came next: one test per token instead of a branch per rule.
@@ -59,7 +59,7 @@ impl Take for Query<'_, '_> {
             }
             Token::Open => {
                 let name = std::mem::replace(&mut self.previous, NO_WORD);
-                if name != NO_WORD && !may_call(self.classifier, self.sql, name) {
+                if name != NO_WORD && !may_call(self.rules, self.sql, name) {
                     return false;
                 }
                 // Parentheses may open a read (`(SELECT 1)`): until its keyword, the only
@@ -91,9 +91,9 @@ impl Take for Query<'_, '_> {
 
 impl<'c, 'a> Query<'c, 'a> {
     /// A plain read about to start in `sql`.
-    pub(super) fn new(classifier: &'c SqlClassifier, sql: &'a [u8]) -> Self {
+    pub(super) fn new(rules: Rules<'c>, sql: &'a [u8]) -> Self {
         Query {
-            classifier,
+            rules,
             sql,
             refused: BEFORE_THE_FIRST_WORD,
             previous: NO_WORD,
@@ -103,10 +103,10 @@ impl<'c, 'a> Query<'c, 'a> {
 
     /// A read already under way (the arguments of a `CALL` of a read-only procedure): any
     /// token but a writing one may come.
-    pub(super) fn under_way(classifier: &'c SqlClassifier, sql: &'a [u8]) -> Self {
+    pub(super) fn under_way(rules: Rules<'c>, sql: &'a [u8]) -> Self {
         Query {
             refused: IN_A_READ,
-            ..Query::new(classifier, sql)
+            ..Query::new(rules, sql)
         }
     }
 

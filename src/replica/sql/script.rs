@@ -10,11 +10,11 @@
 
 use super::query::Query;
 use super::scan::{Take, Token, Word};
-use super::{Dialect, SqlClassifier};
+use super::{Dialect, Rules};
 
 /// What the script rules have seen so far.
 pub(super) struct Script<'c, 'a> {
-    classifier: &'c SqlClassifier,
+    rules: Rules<'c>,
     sql: &'a [u8],
     phase: Phase,
     /// The current query, in [`Phase::Query`] and [`Phase::CopyQuery`].
@@ -69,12 +69,12 @@ enum Phase {
 }
 
 impl<'c, 'a> Script<'c, 'a> {
-    pub(super) fn new(classifier: &'c SqlClassifier, sql: &'a [u8]) -> Self {
+    pub(super) fn new(rules: Rules<'c>, sql: &'a [u8]) -> Self {
         Script {
-            classifier,
+            rules,
             sql,
             phase: Phase::Start,
-            query: Query::new(classifier, sql),
+            query: Query::new(rules, sql),
             depth: 0,
             begun: false,
             in_transaction: false,
@@ -110,7 +110,7 @@ impl<'c, 'a> Script<'c, 'a> {
         }
         let first = !std::mem::replace(&mut self.begun, true);
         let is = |word: &str| self.word(token).is_some_and(|w| !w.quoted && w.is(word));
-        let mysql = self.classifier.dialect == Dialect::MySql;
+        let mysql = self.rules.dialect == Dialect::MySql;
         self.phase = if is("explain") && mysql {
             Phase::ExplainQuery
         } else if is("explain") {
@@ -143,7 +143,7 @@ impl<'c, 'a> Script<'c, 'a> {
 
     /// Starts a query with `token`.
     fn query_from(&mut self, token: Token) -> bool {
-        self.query = Query::new(self.classifier, self.sql);
+        self.query = Query::new(self.rules, self.sql);
         self.phase = Phase::Query;
         self.query.take(token)
     }
@@ -266,7 +266,7 @@ impl Take for Script<'_, '_> {
             Phase::Copy => match token {
                 Token::Open => {
                     self.depth = 1;
-                    self.query = Query::new(self.classifier, self.sql);
+                    self.query = Query::new(self.rules, self.sql);
                     self.phase = Phase::CopyQuery;
                     true
                 }
@@ -322,7 +322,7 @@ impl Take for Script<'_, '_> {
                     true
                 }
                 Token::Other => true, // the commas between modes
-                _ if self.phase == Phase::Begin => match self.classifier.dialect {
+                _ if self.phase == Phase::Begin => match self.rules.dialect {
                     Dialect::Postgres => TRANSACTION_MODES.iter().any(|mode| is(mode)),
                     Dialect::MySql => MYSQL_TRANSACTION_MODES.iter().any(|mode| is(mode)),
                 },
@@ -337,10 +337,14 @@ impl Take for Script<'_, '_> {
                 Token::Open => {
                     let declared = self.procedure.is_some_and(|(start, end)| {
                         let name = Word::at(&self.sql[start..end]);
-                        self.classifier.read_functions.iter().any(|r| name.is(r))
+                        self.rules
+                            .classifier
+                            .read_functions
+                            .iter()
+                            .any(|r| name.is(r))
                     });
                     // Its arguments: a read under way, calling only what a read may call.
-                    self.query = Query::under_way(self.classifier, self.sql);
+                    self.query = Query::under_way(self.rules, self.sql);
                     self.phase = Phase::Query;
                     declared && self.query.take(token)
                 }

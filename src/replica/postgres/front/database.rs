@@ -4,12 +4,10 @@
 //! statement ([`statement`](super::statement)) and the `Executor` impls are written once,
 //! over this trait.
 
-use super::position::{current_position, replayed};
-use super::sqlstate::{is_read_only, worth_resending};
-use super::{sqlx, Statement};
+use super::sqlx;
 use crate::replica::router::WriteMark;
-use crate::replica::SqlClassifier;
-use sqlx::{Database, Either, Execute, Executor, Pool, Postgres};
+use crate::replica::{Access, SqlClassifier};
+use sqlx::{Database, Either, Execute, Pool};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -32,6 +30,10 @@ pub trait FrontDatabase: Database {
 
     #[doc(hidden)]
     fn text<'s>(statement: &'s Self::Sendable<'_>) -> &'s str;
+
+    /// Whether `text` only reads, in this database's SQL dialect.
+    #[doc(hidden)]
+    fn classify(classifier: &SqlClassifier, text: &str) -> Access;
 
     #[doc(hidden)]
     fn fetch_many<'c, 'q: 'c>(
@@ -60,48 +62,6 @@ pub trait FrontDatabase: Database {
     /// A read a replica failed that is worth sending to the primary.
     #[doc(hidden)]
     fn worth_resending(error: &sqlx::Error) -> bool;
-}
-
-impl FrontDatabase for Postgres {
-    type Sendable<'q> = Statement<'q>;
-
-    fn take<'q>(query: impl Execute<'q, Self>) -> Result<Statement<'q>, sqlx::Error> {
-        Statement::take(query)
-    }
-
-    fn text<'s>(statement: &'s Statement<'_>) -> &'s str {
-        statement.text()
-    }
-
-    fn fetch_many<'c, 'q: 'c>(
-        connection: &'c mut sqlx::PgConnection,
-        statement: Statement<'q>,
-    ) -> BoxStream<'c, Item<Self>> {
-        connection.fetch_many(statement)
-    }
-
-    fn fetch_optional<'c, 'q: 'c>(
-        connection: &'c mut sqlx::PgConnection,
-        statement: Statement<'q>,
-    ) -> BoxFuture<'c, Result<Option<sqlx::postgres::PgRow>, sqlx::Error>> {
-        connection.fetch_optional(statement)
-    }
-
-    fn current_position(primary: &sqlx::PgPool) -> BoxFuture<'_, Option<u64>> {
-        Box::pin(current_position(primary))
-    }
-
-    fn replayed(replica: &sqlx::PgPool) -> BoxFuture<'_, Option<u64>> {
-        Box::pin(replayed(replica))
-    }
-
-    fn is_read_only(error: &sqlx::Error) -> bool {
-        is_read_only(error)
-    }
-
-    fn worth_resending(error: &sqlx::Error) -> bool {
-        worth_resending(error)
-    }
 }
 
 /// In position mode, records the primary's position, read after the write committed, as the

@@ -1,12 +1,13 @@
-//! What a PostgreSQL error means for routing, and how the router's own errors travel inside
-//! sqlx's.
+//! What a database error means for routing (the database's own codes are in its
+//! [`FrontDatabase`](super::database::FrontDatabase) impl), and how the router's own errors
+//! travel inside sqlx's.
 
 use super::sqlx;
 use crate::error::Error;
 
 /// Whether a failed statement is the statement's fault (an SQL error, a missing row, a type
 /// mismatch) rather than the node's: only the node's faults count against it.
-pub(super) fn is_query_fault(error: &sqlx::Error) -> bool {
+pub(crate) fn is_query_fault(error: &sqlx::Error) -> bool {
     !matches!(
         error,
         sqlx::Error::Io(_)
@@ -16,20 +17,6 @@ pub(super) fn is_query_fault(error: &sqlx::Error) -> bool {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
     )
-}
-
-/// SQLSTATE 25006, `read_only_sql_transaction`: a write reached a node in recovery or fenced
-/// read-only.
-pub(super) fn is_read_only(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("25006"))
-}
-
-/// Whether a read that failed on a replica is worth sending to the primary: the replica
-/// failed (a connection-level error), or cancelled it in a conflict with recovery (SQLSTATE
-/// 40001 on a standby), not the statement itself.
-pub(super) fn worth_resending(error: &sqlx::Error) -> bool {
-    !is_query_fault(error)
-        || matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("40001"))
 }
 
 /// The router's own error, as sqlx reports errors: an I/O error that never reached a node,

@@ -83,7 +83,7 @@ where
     DB: FrontDatabase,
 {
     let shared = router.shared();
-    let access = shared.classify.classify(DB::text(&statement));
+    let access = DB::classify(&shared.classify, DB::text(&statement));
     let mut route = shared.decide(access, slot, true);
     let mut statement = Some(statement);
     for _ in 0..MAX_ROUTES {
