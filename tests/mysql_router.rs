@@ -2,7 +2,8 @@
 //! GTID replica: writes go to the primary, plain reads to the replica, statements are
 //! classified in MySQL's dialect, and in position mode a session reads its own writes from
 //! the replica once it has applied their GTID, never stale (a naive read of the replica
-//! right after the write is stale most of the time: measured below too).
+//! right after the write is often stale: measured below too); transactions run on the
+//! primary.
 #![cfg(feature = "sqlx-mysql")]
 
 #[path = "support/mariadb.rs"]
@@ -124,6 +125,37 @@ async fn writes_go_to_the_primary_and_own_reads_are_never_stale() {
         on_replica > 0,
         "position mode keeps own-reads on the replica"
     );
+
+    // A transaction runs on the primary, on one connection; its commit is the session's
+    // position; a rolled-back one leaves nothing.
+    let session = db.session(-2);
+    let mut tx = session.begin().await.unwrap();
+    sqlx::query("INSERT INTO notes (author, body) VALUES (-2, 'in a transaction')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let inside: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notes WHERE author = -2")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(inside, 1, "the transaction reads its own write");
+    tx.commit().await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notes WHERE author = -2")
+        .fetch_one(&session)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "the committed write is read by its session");
+    let mut tx = session.begin().await.unwrap();
+    sqlx::query("INSERT INTO notes (author, body) VALUES (-3, 'rolled back')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notes WHERE author = -3")
+        .fetch_one(&primary)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
 
     // Replication held back: own-reads go to the primary, still never stale.
     cluster.replica_sql("STOP SLAVE SQL_THREAD");

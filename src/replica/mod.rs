@@ -40,20 +40,24 @@ pub use lag::{BoxFuture, Lag, LagMonitor, LagProbe};
 pub use mysql::{GaleraRoleProbe, MySqlLagProbe, MySqlRoleProbe};
 pub use nodes::Nodes;
 pub use position::{Token, TokenError, DEFAULT_POSITION_CAP};
-#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
-pub use postgres::router_error;
 #[cfg(feature = "sqlx-0_8")]
 pub use postgres::sqlx_0_8;
+#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
+pub use postgres::{router_error, RouterTransaction};
 #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
-pub use postgres::{
-    LoadBalanceHosts, PgRouter, PgSession, PgUrlError, SqlxPgPool, TargetSessionAttrs,
-};
+pub use postgres::{LoadBalanceHosts, PgRouter, PgUrlError, TargetSessionAttrs};
 #[cfg(feature = "sqlx-mysql")]
-pub use postgres::{MySqlRouter, MySqlSession};
+pub use postgres::{MySqlRouter, MySqlSession, MySqlTransaction};
 #[cfg(feature = "sqlx-postgres")]
 pub use postgres::{
     PgHosts, PgHostsPrimary, PgHostsReplicas, PgHostsRouter, PgLagProbe, PgRoleProbe, PgTransaction,
 };
+#[cfg(any(
+    feature = "sqlx-postgres",
+    feature = "sqlx-0_8",
+    feature = "sqlx-mysql"
+))]
+pub use postgres::{PgSession, SqlxPool};
 pub use role::{Role, RoleMonitor, RoleProbe};
 pub use router::{
     Reads, ReplicaRouter, ReplicaRouterBuilder, ResponseFuture, RouterStats, WholeRouter,

@@ -3,7 +3,7 @@
 //! `sqlx-0_8` for 0.8).
 //!
 //! The front is written once. What holds no sqlx type is compiled once:
-//! - `session`: [`PgRouter`], [`PgSession`] (what a user holds) and [`SqlxPgPool`], through
+//! - `session`: [`PgRouter`], [`PgSession`] (what a user holds) and [`SqlxPool`], through
 //!   which `begin` reaches the major of the router's pools;
 //! - `rows`: a statement's results as a stream;
 //! - `hosts`: a libpq multi-host URL taken apart, one single-host URL per node.
@@ -32,15 +32,16 @@ mod sqlx_0_9;
 
 #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
 pub use hosts::{LoadBalanceHosts, PgUrlError, TargetSessionAttrs};
-pub use session::PgSession;
 #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
+pub use session::PgRouter;
 use session::Sealed;
 #[cfg(feature = "sqlx-mysql")]
 pub use session::{MySqlRouter, MySqlSession};
-#[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
-pub use session::{PgRouter, SqlxPgPool};
+pub use session::{PgSession, SqlxPool};
+#[cfg(feature = "sqlx-mysql")]
+pub use sqlx_0_9::MySqlTransaction;
 #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
-pub use sqlx_0_9::router_error;
+pub use sqlx_0_9::{router_error, RouterTransaction};
 #[cfg(feature = "sqlx-postgres")]
 pub use sqlx_0_9::{
     PgHosts, PgHostsPrimary, PgHostsReplicas, PgHostsRouter, PgLagProbe, PgRoleProbe, PgTransaction,
@@ -75,7 +76,6 @@ macro_rules! sqlx_front_modules {
         #[path = "front/statement.rs"]
         #[allow(clippy::duplicate_mod)]
         mod statement;
-        #[$postgres]
         #[path = "front/transaction.rs"]
         #[allow(clippy::duplicate_mod)]
         mod transaction;
@@ -85,24 +85,11 @@ macro_rules! sqlx_front_modules {
         #[$postgres]
         pub use probes::{PgLagProbe, PgRoleProbe};
         pub use sqlstate::router_error;
-        #[$postgres]
-        pub use transaction::PgTransaction;
+        pub use transaction::RouterTransaction;
 
+        /// A transaction on a PostgreSQL primary ([`PgRouter::begin`](crate::replica::PgRouter)).
         #[$postgres]
-        mod nodes {
-            use super::sqlx::PgPool;
-            use crate::policy::Pick;
-            use crate::replica::Nodes;
-
-            /// A pool of PostgreSQL nodes, as the sqlx front needs each of the router's
-            /// pools: a [`Balance`](crate::Balance) of `PgPool`s whose policy picks without a
-            /// request.
-            pub trait PgNodes: Nodes<Service = PgPool, Policy: Pick<()>> {}
-
-            impl<N: Nodes<Service = PgPool, Policy: Pick<()>>> PgNodes for N {}
-        }
-        #[$postgres]
-        use nodes::PgNodes;
+        pub type PgTransaction<X> = transaction::RouterTransaction<X, sqlx::Postgres>;
     };
 }
 use sqlx_front_modules;

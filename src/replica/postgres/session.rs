@@ -60,7 +60,8 @@ pub type PgRouter<P, R = P, X = WholeRouter> = ReplicaRouter<P, R, SqlClassifier
 /// [`SqlClassifier::mysql`], with the router's classifier's declared functions, whichever
 /// dialect it was built for); in position mode, a write's position is the primary's GTID
 /// in replication domain 0, and a replica serves the session once its `@@gtid_slave_pos`
-/// has reached it. Transactions (`begin`) are not there yet for MySQL.
+/// has reached it. [`begin`](ReplicaRouter::begin) starts a
+/// [`MySqlTransaction`](crate::replica::MySqlTransaction) on the primary.
 ///
 /// ```no_run
 /// use sqlx::MySqlPool;
@@ -96,15 +97,15 @@ pub(super) use sealed::Sealed;
 ///
 /// ```no_run
 /// use sqlx::postgres::PgPool;
-/// use tower_lb::replica::{PgTransaction, SqlxPgPool};
+/// use tower_lb::replica::{PgTransaction, SqlxPool};
 ///
 /// // sqlx 0.9's transactions are this crate's `PgTransaction`.
-/// fn is_0_9<X>(_: Option<<PgPool as SqlxPgPool>::Transaction<X>>) -> Option<PgTransaction<X>> {
+/// fn is_0_9<X>(_: Option<<PgPool as SqlxPool>::Transaction<X>>) -> Option<PgTransaction<X>> {
 ///     None
 /// }
 /// # let _ = is_0_9::<()>;
 /// ```
-pub trait SqlxPgPool: Sealed + Clone + Send + Sync + 'static {
+pub trait SqlxPool: Sealed + Clone + Send + Sync + 'static {
     /// A transaction on one of these pools ([`PgTransaction`](crate::replica::PgTransaction)
     /// for sqlx 0.9's, `replica::sqlx_0_8::PgTransaction` for 0.8's).
     type Transaction<X>;
@@ -149,15 +150,15 @@ impl<P: Nodes, R: Nodes, X> PgRouter<P, R, X> {
         session
     }
 
-    /// Starts a transaction on the primary for the router-wide session: a
-    /// [`PgTransaction`](crate::replica::PgTransaction) (of sqlx 0.8's
-    /// `replica::sqlx_0_8` for 0.8's pools).
+    /// Starts a transaction on the primary for the router-wide session: a `PgTransaction`
+    /// or a `MySqlTransaction` (`replica::sqlx_0_8`'s for sqlx 0.8's pools), both a
+    /// [`RouterTransaction`](crate::replica#reexports) of the pools' database.
     pub async fn begin(
         &self,
-    ) -> Result<<P::Service as SqlxPgPool>::Transaction<X>, <P::Service as SqlxPgPool>::Error>
+    ) -> Result<<P::Service as SqlxPool>::Transaction<X>, <P::Service as SqlxPool>::Error>
     where
         P: Nodes<Policy: Pick<()>>,
-        P::Service: SqlxPgPool,
+        P::Service: SqlxPool,
         X: Send + Sync + 'static,
     {
         P::Service::begin(self, self.session_slot(())).await
@@ -174,10 +175,10 @@ impl<P: Nodes, R: Nodes, X> PgSession<'_, P, R, X> {
     /// Starts a transaction on the primary for this session.
     pub async fn begin(
         &self,
-    ) -> Result<<P::Service as SqlxPgPool>::Transaction<X>, <P::Service as SqlxPgPool>::Error>
+    ) -> Result<<P::Service as SqlxPool>::Transaction<X>, <P::Service as SqlxPool>::Error>
     where
         P: Nodes<Policy: Pick<()>>,
-        P::Service: SqlxPgPool,
+        P::Service: SqlxPool,
         X: Send + Sync + 'static,
     {
         P::Service::begin(self.router, self.slot).await

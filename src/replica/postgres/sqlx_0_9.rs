@@ -12,6 +12,10 @@ sqlx_front_modules!(postgres: #[cfg(feature = "sqlx-postgres")]);
 #[path = "front/mysql.rs"]
 mod mysql;
 
+/// A transaction on a MySQL or MariaDB primary.
+#[cfg(feature = "sqlx-mysql")]
+pub type MySqlTransaction<X> = RouterTransaction<X, sqlx::MySql>;
+
 /// The statement as the front holds it: public in a private module, as the front's
 /// `FrontDatabase` impl names it.
 mod sendable {
