@@ -63,6 +63,14 @@ pub type PgRouter<P, R = P, X = WholeRouter> = ReplicaRouter<P, R, SqlClassifier
 /// has reached it. [`begin`](ReplicaRouter::begin) starts a
 /// [`MySqlTransaction`](crate::replica::MySqlTransaction) on the primary.
 ///
+/// Over a multi-primary Galera cluster (every node in the primary pool,
+/// [`GaleraRoleProbe`](crate::replica::GaleraRoleProbe)), writes spread over the synced
+/// nodes. A write that loses certification to another node's (MariaDB 1213, SQLSTATE
+/// `40001`) comes back as that database error and is never sent again by the router: the
+/// application decides whether to retry it. A write is never resent at all once sent (it
+/// may have applied); one that never reached a node (its node left rotation while it waited
+/// for a connection) goes to another primary.
+///
 /// ```no_run
 /// use sqlx::MySqlPool;
 /// use tower_lb::{policy::P2c, replica::ReplicaRouter, Balance};
