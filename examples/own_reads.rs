@@ -12,8 +12,12 @@
 //! ROWS=200 cargo run --release --example own_reads --features sqlx-postgres # heavier writes
 //! ```
 
+#[path = "support/own_reads.rs"]
+mod own_reads;
 #[path = "../tests/support/postgres.rs"]
 mod postgres;
+
+use own_reads::{percentiles, print_head, print_row, Mode, MODES};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,12 +36,6 @@ struct Run {
     db: tower_lb::replica::PgRouter<Balance<&'static str, PgPool, P2c>>,
     stale: usize,
     latencies: Vec<Duration>,
-}
-
-#[derive(Clone, Copy)]
-enum Mode {
-    Window,
-    Position { wait: Duration },
 }
 
 #[tokio::main]
@@ -96,43 +94,9 @@ async fn main() -> Result<(), BoxError> {
         .collect();
 
     let plain = plain_replica_reads(&replica).await?;
-    println!("{WRITERS} writers busy on the primary ({rows} rows per insert); {TRIALS} write-then-read trials per mode\n");
-    println!("| read-your-own-writes | own-reads on the replica | stale | read p50 | read p99 | p99 over a plain replica read |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    println!(
-        "| (plain replica read, for reference) | | | {} | {} | |",
-        micros(plain.0),
-        micros(plain.1)
-    );
-    let modes = [
-        ("window, 2 s (Rails)", Mode::Window),
-        (
-            "position, no wait",
-            Mode::Position {
-                wait: Duration::ZERO,
-            },
-        ),
-        (
-            "position, wait ≤ 2 ms",
-            Mode::Position {
-                wait: Duration::from_millis(2),
-            },
-        ),
-        (
-            "position, wait ≤ 5 ms",
-            Mode::Position {
-                wait: Duration::from_millis(5),
-            },
-        ),
-        (
-            "position, wait ≤ 20 ms",
-            Mode::Position {
-                wait: Duration::from_millis(20),
-            },
-        ),
-    ];
+    print_head(WRITERS, TRIALS, &format!("{rows} rows per insert"), plain);
     let mut runs = Vec::new();
-    for (name, mode) in modes {
+    for (name, mode) in MODES {
         let builder = ReplicaRouter::builder(
             Balance::builder(P2c::new())
                 .endpoint("primary", primary.clone())
@@ -178,15 +142,13 @@ async fn main() -> Result<(), BoxError> {
     }
     for run in &mut runs {
         let on_replica = run.db.stats().replica_reads;
-        let (p50, p99) = percentiles(&mut run.latencies);
-        println!(
-            "| {} | {:.1} % | {} | {} | {} | {} |",
+        print_row(
             run.name,
-            100.0 * on_replica as f64 / f64::from(TRIALS),
+            on_replica,
+            TRIALS,
             run.stale,
-            micros(p50),
-            micros(p99),
-            micros(p99.saturating_sub(plain.1)),
+            &mut run.latencies,
+            plain.1,
         );
     }
     stop.store(true, Ordering::Relaxed);
@@ -210,14 +172,4 @@ async fn plain_replica_reads(replica: &PgPool) -> Result<(Duration, Duration), B
         latencies.push(reading.elapsed());
     }
     Ok(percentiles(&mut latencies))
-}
-
-fn percentiles(latencies: &mut [Duration]) -> (Duration, Duration) {
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
-fn micros(duration: Duration) -> String {
-    format!("{} µs", duration.as_micros())
 }

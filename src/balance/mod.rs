@@ -216,7 +216,11 @@ where
 
     /// Resolves once `endpoint` leaves rotation (see [`Pool::out_of_rotation`](crate::pool::Pool)).
     #[cfg_attr(
-        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        not(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-0_8",
+            feature = "sqlx-mysql"
+        )),
         allow(dead_code)
     )]
     pub(crate) async fn out_of_rotation(&self, endpoint: &Arc<crate::endpoint::EndpointStats>) {

@@ -122,7 +122,11 @@ where
     /// does: its callers share one handle (`&PgRouter`), so a per-handle cache would need a
     /// clone of the handle per lease, two more atomic writes on the balancer's count.
     #[cfg_attr(
-        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        not(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-0_8",
+            feature = "sqlx-mysql"
+        )),
         allow(dead_code)
     )]
     pub(crate) fn lease<Req>(
@@ -170,7 +174,11 @@ where
 /// Public in a private module: the replica router's [`Nodes`](crate::replica::Nodes) trait
 /// names it, and nothing outside the crate can.
 #[cfg_attr(
-    not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+    not(any(
+        feature = "sqlx-postgres",
+        feature = "sqlx-0_8",
+        feature = "sqlx-mysql"
+    )),
     allow(dead_code)
 )]
 pub struct Lease<S> {
@@ -187,7 +195,11 @@ impl<S> std::fmt::Debug for Lease<S> {
 impl<S> Lease<S> {
     /// The endpoint the lease counts against.
     #[cfg_attr(
-        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        not(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-0_8",
+            feature = "sqlx-mysql"
+        )),
         allow(dead_code)
     )]
     pub(crate) fn endpoint(&self) -> &Arc<EndpointStats> {
@@ -196,7 +208,11 @@ impl<S> Lease<S> {
 
     /// Ends the call: its outcome feeds load accounting and outlier detection.
     #[cfg_attr(
-        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        not(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-0_8",
+            feature = "sqlx-mysql"
+        )),
         allow(dead_code)
     )]
     pub(crate) fn complete(self, succeeded: bool) {

@@ -111,7 +111,11 @@ where
     /// outside a call (for a connection from a database pool) and must stop waiting when
     /// the endpoint is known dead.
     #[cfg_attr(
-        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        not(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-0_8",
+            feature = "sqlx-mysql"
+        )),
         allow(dead_code)
     )]
     pub(crate) async fn out_of_rotation(&self, endpoint: &Arc<EndpointStats>) {

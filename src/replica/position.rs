@@ -2,7 +2,11 @@
 //! only once that replica has replayed the write. Positions are captured and checked by the
 //! sqlx front (feature `sqlx-postgres`); without it only the token type is used.
 #![cfg_attr(
-    not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+    not(any(
+        feature = "sqlx-postgres",
+        feature = "sqlx-0_8",
+        feature = "sqlx-mysql"
+    )),
     allow(dead_code)
 )]
 
@@ -250,6 +254,10 @@ impl FromStr for Token {
 }
 
 /// A PostgreSQL WAL position (`16/B374D848`) as a number.
+#[cfg_attr(
+    not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+    allow(dead_code)
+)]
 pub(crate) fn parse_lsn(text: &str) -> Option<u64> {
     let (high, low) = text.split_once('/')?;
     let high = u32::from_str_radix(high, 16).ok()?;

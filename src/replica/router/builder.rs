@@ -76,7 +76,11 @@ pub enum Reads {
 /// How sessions read their own writes.
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(
-    not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+    not(any(
+        feature = "sqlx-postgres",
+        feature = "sqlx-0_8",
+        feature = "sqlx-mysql"
+    )),
     allow(dead_code)
 )]
 enum Consistency {
@@ -165,10 +169,15 @@ where
         self
     }
 
-    #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
-    /// Read-your-own-writes by position instead of by window (the sqlx front,
-    /// [`PgRouter`](crate::replica::PgRouter), feature `sqlx-postgres`): after a session's write
-    /// commits, the router captures the primary's WAL position, and the session's reads go to
+    #[cfg(any(
+        feature = "sqlx-postgres",
+        feature = "sqlx-0_8",
+        feature = "sqlx-mysql"
+    ))]
+    /// Read-your-own-writes by position instead of by window (the sqlx front: `PgRouter`,
+    /// features `sqlx-postgres` and `sqlx-0_8`, or `MySqlRouter`, feature `sqlx-mysql`): after
+    /// a session's write commits, the router captures the primary's position (PostgreSQL's
+    /// WAL position, MariaDB's GTID), and the session's reads go to
     /// a replica only once that replica has replayed it (checked per read, one round trip to
     /// the replica), otherwise to the primary. A session's position holds for `cap` (30 s,
     /// [`DEFAULT_POSITION_CAP`](crate::replica::DEFAULT_POSITION_CAP)); the tower front, which cannot
@@ -178,7 +187,11 @@ where
         self
     }
 
-    #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
+    #[cfg(any(
+        feature = "sqlx-postgres",
+        feature = "sqlx-0_8",
+        feature = "sqlx-mysql"
+    ))]
     /// Position mode: how long a read may wait for a replica to replay the session's write
     /// before it goes to the primary (default zero: each replica is asked once, at once).
     ///

@@ -27,7 +27,11 @@ pub(crate) struct WriteMark<Cl, X> {
 impl<Cl, X> WriteMark<Cl, X> {
     /// In position mode: the table to record the write's position in, and the session's slot.
     #[cfg_attr(
-        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        not(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-0_8",
+            feature = "sqlx-mysql"
+        )),
         allow(dead_code)
     )]
     pub(crate) fn positions(&self) -> Option<(&SessionPositions, usize)> {

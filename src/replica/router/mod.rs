@@ -230,7 +230,11 @@ impl<P, R, Cl, X> ReplicaRouter<P, R, Cl, X> {
 
     /// What the clones share: the decision's state and counters.
     #[cfg_attr(
-        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        not(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-0_8",
+            feature = "sqlx-mysql"
+        )),
         allow(dead_code)
     )]
     pub(crate) fn shared(&self) -> &Arc<Shared<Cl, X>> {
@@ -239,7 +243,11 @@ impl<P, R, Cl, X> ReplicaRouter<P, R, Cl, X> {
 
     /// The read-your-own-writes slot of a session, when read-your-own-writes is on.
     #[cfg_attr(
-        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        not(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-0_8",
+            feature = "sqlx-mysql"
+        )),
         allow(dead_code)
     )]
     pub(crate) fn session_slot(&self, session: impl Hash) -> Option<usize> {

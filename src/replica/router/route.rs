@@ -68,7 +68,11 @@ impl<Cl, X> Route<Cl, X> {
 
     /// Position mode: the position a replica must have replayed to serve this read.
     #[cfg_attr(
-        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        not(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-0_8",
+            feature = "sqlx-mysql"
+        )),
         allow(dead_code)
     )]
     pub(crate) fn position(&self) -> Option<u64> {
@@ -196,7 +200,11 @@ impl<Cl, X> Shared<Cl, X> {
     /// Position mode: `wait` (the search for a replica that replayed the session's write),
     /// timed into the router's position-wait histogram when it publishes metrics.
     #[cfg_attr(
-        not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+        not(any(
+            feature = "sqlx-postgres",
+            feature = "sqlx-0_8",
+            feature = "sqlx-mysql"
+        )),
         allow(dead_code)
     )]
     pub(crate) async fn position_wait<T>(&self, wait: impl Future<Output = T>) -> T {
@@ -250,7 +258,11 @@ impl<Cl, X> Shared<Cl, X> {
 /// asked again. `None` when none has, or none is in rotation. The lease counts as the read's
 /// call on that replica.
 #[cfg_attr(
-    not(any(feature = "sqlx-postgres", feature = "sqlx-0_8")),
+    not(any(
+        feature = "sqlx-postgres",
+        feature = "sqlx-0_8",
+        feature = "sqlx-mysql"
+    )),
     allow(dead_code)
 )]
 pub(crate) async fn caught_up<N, F, Fut>(
