@@ -3,12 +3,25 @@
 
 use std::time::Duration;
 
+/// One mode's router and what its trials saw.
+pub struct Run<R> {
+    pub name: &'static str,
+    pub db: R,
+    pub stale: usize,
+    pub latencies: Vec<Duration>,
+}
+
 /// How a router keeps a session's reads consistent with its writes.
 #[derive(Clone, Copy)]
 pub enum Mode {
     Window,
     Position { wait: Duration },
 }
+
+/// Write-then-read trials per mode.
+pub const TRIALS: i32 = 2000;
+/// Writers keeping the primary busy.
+pub const WRITERS: usize = 4;
 
 /// The modes compared, with their names in the table.
 pub const MODES: [(&str, Mode); 5] = [
@@ -79,4 +92,118 @@ pub fn print_row(
         micros(p99),
         micros(p99.saturating_sub(plain_p99)),
     );
+}
+
+/// The measurement itself, written once for both databases (a macro, so that each example
+/// runs it on its own concrete pool and router types): four writers busy on `$primary`,
+/// then the [`MODES`] in turn, trial by trial, each trial a session's `$write` and its
+/// `$read` of it, and the table. `$load(rows)` is the writers' statement.
+macro_rules! measure {
+    (
+        primary: $primary:expr,
+        replica: $replica:expr,
+        router: $router:ty,
+        load: $load:expr,
+        write: $write:expr,
+        read: $read:expr $(,)?
+    ) => {{
+        let (primary, replica) = ($primary, $replica);
+        let rows: u32 = std::env::var("ROWS")
+            .ok()
+            .and_then(|rows| rows.parse().ok())
+            .unwrap_or(4);
+        let insert = $load(rows);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let (primary, stop, insert) = (primary.clone(), Arc::clone(&stop), insert.clone());
+                tokio::spawn(async move {
+                    let mut writes = 0_u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if sqlx::raw_sql(sqlx::AssertSqlSafe(insert.as_str()))
+                            .execute(&primary)
+                            .await
+                            .is_ok()
+                        {
+                            writes += 1;
+                        }
+                    }
+                    writes
+                })
+            })
+            .collect();
+
+        // The same read sent straight to the replica, under the same load.
+        let mut plain = Vec::with_capacity(TRIALS as usize);
+        for user in 0..TRIALS {
+            let reading = Instant::now();
+            let _: i64 = sqlx::query_scalar($read)
+                .bind(-user)
+                .fetch_one(&replica)
+                .await?;
+            plain.push(reading.elapsed());
+        }
+        let plain = percentiles(&mut plain);
+        print_head(WRITERS, TRIALS, &format!("{rows} rows per insert"), plain);
+        let mut runs = Vec::new();
+        for (name, mode) in MODES {
+            let builder = ReplicaRouter::builder(
+                Balance::builder(P2c::new())
+                    .endpoint("primary", primary.clone())
+                    .build()?,
+                Balance::builder(P2c::new())
+                    .endpoint("replica", replica.clone())
+                    .build()?,
+            );
+            let db: $router = match mode {
+                Mode::Window => builder.read_your_writes(Duration::from_secs(2)).build(),
+                Mode::Position { wait } => builder
+                    .read_your_writes_by_position(DEFAULT_POSITION_CAP)
+                    .replay_wait(wait)
+                    .build(),
+            };
+            runs.push(Run {
+                name,
+                db,
+                stale: 0,
+                latencies: Vec::with_capacity(TRIALS as usize),
+            });
+        }
+        // The modes take turns, trial by trial: the replica's lag drifts over a run, and each
+        // mode must see the same drift.
+        let mut user = 0;
+        for trial in 0..TRIALS {
+            for turn in 0..runs.len() {
+                let run = &mut runs[(trial as usize + turn) % 5];
+                user += 1;
+                let session = run.db.session(user);
+                sqlx::query($write).bind(user).execute(&session).await?;
+                let reading = Instant::now();
+                let mine: i64 = sqlx::query_scalar($read)
+                    .bind(user)
+                    .fetch_one(&session)
+                    .await?;
+                run.latencies.push(reading.elapsed());
+                run.stale += usize::from(mine != 1);
+            }
+        }
+        for run in &mut runs {
+            let on_replica = run.db.stats().replica_reads;
+            print_row(
+                run.name,
+                on_replica,
+                TRIALS,
+                run.stale,
+                &mut run.latencies,
+                plain.1,
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut writes = 0;
+        for writer in writers {
+            writes += writer.await?;
+        }
+        println!("\n({writes} writes by the writers meanwhile)");
+        Ok::<(), BoxError>(())
+    }};
 }
