@@ -89,3 +89,37 @@ mod tests {
         assert_eq!(answers, [round.clone(), round].concat());
     }
 }
+
+/// The connection pools a database probe asks, by the nodes' keys in the router's pools.
+#[cfg_attr(
+    not(any(
+        feature = "sqlx-postgres",
+        feature = "sqlx-0_8",
+        feature = "sqlx-mysql"
+    )),
+    allow(dead_code)
+)]
+#[derive(Debug)]
+pub(crate) struct PoolsByKey<K, S>(std::collections::HashMap<K, S>);
+
+#[cfg_attr(
+    not(any(
+        feature = "sqlx-postgres",
+        feature = "sqlx-0_8",
+        feature = "sqlx-mysql"
+    )),
+    allow(dead_code)
+)]
+impl<K: Eq + std::hash::Hash, S: Clone> PoolsByKey<K, S> {
+    pub(crate) fn new(pools: impl IntoIterator<Item = (K, S)>) -> Self {
+        PoolsByKey(pools.into_iter().collect())
+    }
+
+    /// The pool of `key`, to take into a probe's future; why not, if it has none.
+    pub(crate) fn of(&self, key: &K) -> Result<S, &'static str> {
+        self.0
+            .get(key)
+            .cloned()
+            .ok_or("no connection pool for this node")
+    }
+}

@@ -3,10 +3,10 @@
 use super::gtid::GtidPosition;
 use crate::error::BoxError;
 use crate::locks::lock;
+use crate::replica::probing::PoolsByKey;
 use crate::replica::{BoxFuture, Lag, LagProbe, Role, RoleProbe};
 use sqlx::mysql::MySqlRow;
 use sqlx::{MySqlPool, Row};
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,7 +47,7 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct MySqlLagProbe<K> {
     primary: MySqlPool,
-    replicas: HashMap<K, MySqlPool>,
+    replicas: PoolsByKey<K, MySqlPool>,
     primary_timeout: Duration,
     /// The latest position the primary has reported.
     primary_position: Arc<Mutex<GtidPosition>>,
@@ -58,7 +58,7 @@ impl<K: Eq + Hash> MySqlLagProbe<K> {
     pub fn new(primary: MySqlPool, replicas: impl IntoIterator<Item = (K, MySqlPool)>) -> Self {
         MySqlLagProbe {
             primary,
-            replicas: replicas.into_iter().collect(),
+            replicas: PoolsByKey::new(replicas),
             primary_timeout: Duration::from_millis(100),
             primary_position: Arc::default(),
         }
@@ -115,10 +115,10 @@ where
 {
     fn lag(&self, replica: &K) -> BoxFuture<Result<Lag, BoxError>> {
         let primary = self.primary.clone();
-        let replica = self.replicas.get(replica).cloned();
+        let replica = self.replicas.of(replica);
         let (timeout, known) = (self.primary_timeout, Arc::clone(&self.primary_position));
         Box::pin(async move {
-            let replica = replica.ok_or("no connection pool for this replica")?;
+            let replica = replica?;
             let written = async {
                 let asked =
                     sqlx::query_scalar::<_, String>("SELECT @@gtid_binlog_pos").fetch_one(&primary);
@@ -168,14 +168,14 @@ where
 /// ```
 #[derive(Debug)]
 pub struct MySqlRoleProbe<K> {
-    nodes: HashMap<K, MySqlPool>,
+    nodes: PoolsByKey<K, MySqlPool>,
 }
 
 impl<K: Eq + Hash> MySqlRoleProbe<K> {
     /// Probes `nodes`, keyed as in the pools.
     pub fn new(nodes: impl IntoIterator<Item = (K, MySqlPool)>) -> Self {
         MySqlRoleProbe {
-            nodes: nodes.into_iter().collect(),
+            nodes: PoolsByKey::new(nodes),
         }
     }
 }
@@ -185,9 +185,9 @@ where
     K: Eq + Hash + Send + Sync + 'static,
 {
     fn role(&self, node: &K) -> BoxFuture<Result<Role, BoxError>> {
-        let pool = self.nodes.get(node).cloned();
+        let pool = self.nodes.of(node);
         Box::pin(async move {
-            let pool = pool.ok_or("no connection pool for this node")?;
+            let pool = pool?;
             let read_only: i64 = sqlx::query_scalar("SELECT @@read_only")
                 .fetch_one(&pool)
                 .await?;
@@ -231,14 +231,14 @@ where
 /// ```
 #[derive(Debug)]
 pub struct GaleraRoleProbe<K> {
-    nodes: HashMap<K, MySqlPool>,
+    nodes: PoolsByKey<K, MySqlPool>,
 }
 
 impl<K: Eq + Hash> GaleraRoleProbe<K> {
     /// Probes `nodes`, keyed as in the pools.
     pub fn new(nodes: impl IntoIterator<Item = (K, MySqlPool)>) -> Self {
         GaleraRoleProbe {
-            nodes: nodes.into_iter().collect(),
+            nodes: PoolsByKey::new(nodes),
         }
     }
 }
@@ -248,9 +248,9 @@ where
     K: Eq + Hash + Send + Sync + 'static,
 {
     fn role(&self, node: &K) -> BoxFuture<Result<Role, BoxError>> {
-        let pool = self.nodes.get(node).cloned();
+        let pool = self.nodes.of(node);
         Box::pin(async move {
-            let pool = pool.ok_or("no connection pool for this node")?;
+            let pool = pool?;
             // SHOW STATUS answers while the node refuses queries (1047) as it joins, so the
             // probe can say why; the text protocol, as it is not preparable everywhere.
             let rows = sqlx::raw_sql("SHOW GLOBAL STATUS LIKE 'wsrep\\_%'")

@@ -11,6 +11,8 @@
 //!   (`NO_BACKSLASH_ESCAPES`), which the text does not tell: a literal with a backslash is
 //!   not read (the text goes to the primary).
 
+pub(super) use super::dialect::Dialect;
+
 /// Where a word is in the text, quotes included for a quoted one.
 pub(super) type Span = (usize, usize);
 
@@ -35,69 +37,8 @@ pub(super) struct Word<'a> {
     pub(super) quoted: bool,
 }
 
-/// The lexical rules of one SQL dialect: what [`scan`] is compiled for, once per dialect.
-pub(super) trait Dialect {
-    /// `#` comments, `-- ` only with a space after, version comments, backtick
-    /// identifiers, variables, `$` in identifiers, literals whose backslashes are ambiguous.
-    const MYSQL: bool;
-    /// Whether the content of a MySQL version comment is read as SQL (the server runs it
-    /// if it is at least the version the comment names) or skipped as a comment (if
-    /// older): text with such comments is a read only if it is one both ways.
-    const RUN_VERSION_COMMENTS: bool = Self::MYSQL;
-
-    /// The keyword a bare word is, given its first eight bytes as [`word_end`] packs them
-    /// and the whole word.
-    fn keyword(packed: u64, word: &[u8]) -> Keyword;
-}
-
-/// PostgreSQL's lexical rules.
-pub(super) struct Postgres;
-
-/// MySQL's and MariaDB's lexical rules (with the default `sql_mode`; see the module docs
-/// for what is read conservatively).
-pub(super) struct MySql;
-
-/// [`MySql`] on a server older than the text's version comments: they are comments.
-pub(super) struct MySqlSkippingVersions;
-
-impl Dialect for MySqlSkippingVersions {
-    const MYSQL: bool = true;
-    const RUN_VERSION_COMMENTS: bool = false;
-
-    #[inline(always)]
-    fn keyword(packed: u64, word: &[u8]) -> Keyword {
-        MySql::keyword(packed, word)
-    }
-}
-
-impl Dialect for Postgres {
-    const MYSQL: bool = false;
-
-    #[inline(always)]
-    fn keyword(packed: u64, _: &[u8]) -> Keyword {
-        Keyword::of(packed)
-    }
-}
-
-impl Dialect for MySql {
-    const MYSQL: bool = true;
-
-    #[inline(always)]
-    fn keyword(packed: u64, word: &[u8]) -> Keyword {
-        match packed {
-            // `LOCK IN SHARE MODE`, a row lock (`LOCK` is reserved: never a bare column).
-            LOCK => Keyword::Writes,
-            // `NEXT VALUE FOR s`, `PREVIOUS VALUE FOR s`: sequences.
-            VALUE => Keyword::Value,
-            // Too long to pack: makes the session's `FOUND_ROWS()` count this query.
-            0 if word.eq_ignore_ascii_case(b"sql_calc_found_rows") => Keyword::Writes,
-            _ => Keyword::of(packed),
-        }
-    }
-}
-
 /// A keyword packed as [`word_end`] packs a word: little-endian, lower case.
-const fn packed(word: &[u8]) -> u64 {
+pub(super) const fn packed(word: &[u8]) -> u64 {
     let mut packed = 0u64;
     let mut i = 0;
     while i < word.len() {
@@ -120,8 +61,8 @@ const FOR: u64 = packed(b"for");
 const SHARE: u64 = packed(b"share");
 const NO: u64 = packed(b"no");
 const KEY: u64 = packed(b"key");
-const LOCK: u64 = packed(b"lock");
-const VALUE: u64 = packed(b"value");
+pub(super) const LOCK: u64 = packed(b"lock");
+pub(super) const VALUE: u64 = packed(b"value");
 
 /// The keywords the classifier acts on.
 #[derive(Clone, Copy, PartialEq, Eq)]

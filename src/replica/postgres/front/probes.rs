@@ -5,7 +5,7 @@ use crate::error::BoxError;
 use crate::replica::position::parse_lsn;
 use crate::replica::{BoxFuture, Lag, LagProbe, Role, RoleProbe};
 use sqlx::PgPool;
-use std::collections::HashMap;
+use crate::replica::probing::PoolsByKey;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -46,7 +46,7 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct PgLagProbe<K> {
     primary: PgPool,
-    replicas: HashMap<K, PgPool>,
+    replicas: PoolsByKey<K, PgPool>,
     primary_timeout: Duration,
     /// The highest position the primary has reported (0: none yet).
     primary_position: Arc<AtomicU64>,
@@ -57,7 +57,7 @@ impl<K: Eq + Hash> PgLagProbe<K> {
     pub fn new(primary: PgPool, replicas: impl IntoIterator<Item = (K, PgPool)>) -> Self {
         PgLagProbe {
             primary,
-            replicas: replicas.into_iter().collect(),
+            replicas: PoolsByKey::new(replicas),
             primary_timeout: Duration::from_millis(100),
             primary_position: Arc::new(AtomicU64::new(0)),
         }
@@ -78,10 +78,10 @@ where
 {
     fn lag(&self, replica: &K) -> BoxFuture<Result<Lag, BoxError>> {
         let primary = self.primary.clone();
-        let replica = self.replicas.get(replica).cloned();
+        let replica = self.replicas.of(replica);
         let (timeout, known) = (self.primary_timeout, Arc::clone(&self.primary_position));
         Box::pin(async move {
-            let replica = replica.ok_or("no connection pool for this replica")?;
+            let replica = replica?;
             let written = async {
                 let asked =
                     sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(&primary);
@@ -134,14 +134,14 @@ where
 /// ```
 #[derive(Debug)]
 pub struct PgRoleProbe<K> {
-    nodes: HashMap<K, PgPool>,
+    nodes: PoolsByKey<K, PgPool>,
 }
 
 impl<K: Eq + Hash> PgRoleProbe<K> {
     /// Probes `nodes`, keyed as in the pools.
     pub fn new(nodes: impl IntoIterator<Item = (K, PgPool)>) -> Self {
         PgRoleProbe {
-            nodes: nodes.into_iter().collect(),
+            nodes: PoolsByKey::new(nodes),
         }
     }
 }
@@ -151,9 +151,9 @@ where
     K: Eq + Hash + Send + Sync + 'static,
 {
     fn role(&self, node: &K) -> BoxFuture<Result<Role, BoxError>> {
-        let pool = self.nodes.get(node).cloned();
+        let pool = self.nodes.of(node);
         Box::pin(async move {
-            let pool = pool.ok_or("no connection pool for this node")?;
+            let pool = pool?;
             let read_only: bool = sqlx::query_scalar(
                 "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool",
             )
