@@ -14,10 +14,19 @@ pub fn is_root() -> bool {
 
 /// A loopback port free right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
+    free_ports(1)[0]
+}
+
+/// `n` distinct loopback ports free right now: each is held until all are found, as the OS
+/// may hand out a port just released again (two servers of one cluster on one port).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("bound").port())
+        .collect()
 }
 
 /// `program`, to be run as the system user `user` through `runuser` when given.

@@ -13,7 +13,7 @@
 
 #[path = "host.rs"]
 mod host;
-use host::{command_as, free_port, is_root, output_within_a_minute};
+use host::{command_as, free_ports, is_root, output_within_a_minute};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -47,10 +47,13 @@ impl Cluster {
 
     fn start() -> Option<Cluster> {
         let servers = Servers::new("mariadb", &[MARIADBD, INSTALL_DB])?;
+        let [primary_port, replica_port] = free_ports(2)[..] else {
+            unreachable!("two ports asked")
+        };
         let cluster = Cluster {
             servers,
-            primary_port: free_port(),
-            replica_port: free_port(),
+            primary_port,
+            replica_port,
         };
         let started = Instant::now();
         let replication = |id: &str| {
@@ -67,7 +70,6 @@ impl Cluster {
         replica.push("--read-only=ON".into());
         cluster.servers.install("primary");
         cluster.servers.install("replica");
-        let (primary_port, replica_port) = (cluster.primary_port, cluster.replica_port);
         cluster
             .servers
             .start("primary", primary_port, &replication("1"));
@@ -150,12 +152,13 @@ impl Galera {
 
     fn start() -> Option<Galera> {
         let servers = Servers::new("galera", &[MARIADBD, INSTALL_DB, GALERA, "/usr/bin/rsync"])?;
-        let nodes = (0..3)
-            .map(|_| GaleraNode {
-                port: free_port(),
-                group: free_port(),
-                ist: free_port(),
-                sst: free_port(),
+        let nodes = free_ports(12)
+            .chunks(4)
+            .map(|ports| GaleraNode {
+                port: ports[0],
+                group: ports[1],
+                ist: ports[2],
+                sst: ports[3],
             })
             .collect();
         let galera = Galera { servers, nodes };

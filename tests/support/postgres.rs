@@ -9,7 +9,7 @@
 
 #[path = "host.rs"]
 mod host;
-use host::{command_as, free_port, is_root, output_within_a_minute};
+use host::{command_as, free_port, free_ports, is_root, output_within_a_minute};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -57,12 +57,13 @@ impl Cluster {
             CLUSTERS.fetch_add(1, Ordering::Relaxed)
         ));
         let run_as_postgres = is_root();
+        let ports = free_ports(2);
         let mut cluster = Cluster {
             bin,
             dir,
             run_as_postgres,
-            primary_port: free_port(),
-            replica_port: free_port(),
+            primary_port: ports[0],
+            replica_port: ports[1],
             replica_running: false,
             more_replicas: Vec::new(),
         };
