@@ -10,6 +10,7 @@
 //! ```sh
 //! cargo run --release --example own_reads --features sqlx-postgres
 //! ROWS=200 cargo run --release --example own_reads --features sqlx-postgres # heavier writes
+//! PACE=250 cargo run --release --example own_reads --features sqlx-postgres # 250 inserts/s per writer
 //! ```
 
 #[path = "support/own_reads.rs"]

@@ -11,6 +11,7 @@
 //! ```sh
 //! cargo run --release --example own_reads_mysql --features sqlx-mysql
 //! ROWS=200 cargo run --release --example own_reads_mysql --features sqlx-mysql # heavier writes
+//! PACE=250 cargo run --release --example own_reads_mysql --features sqlx-mysql # 250 inserts/s per writer
 //! ```
 
 #[path = "../tests/support/mariadb.rs"]

@@ -13,7 +13,7 @@ use sqlx::mysql::MySqlPoolOptions;
 use sqlx::{MySqlPool, Row};
 use std::time::{Duration, Instant};
 use tower_lb::policy::P2c;
-use tower_lb::replica::{ReplicaRouter, SqlClassifier};
+use tower_lb::replica::{ReplicaRouter, SqlClassifier, Token};
 use tower_lb::Balance;
 
 async fn pool(url: &str) -> MySqlPool {
@@ -172,4 +172,54 @@ async fn writes_go_to_the_primary_and_own_reads_are_never_stale() {
     assert_eq!(n, 1, "own write seen while the replica is held back");
     assert_eq!(db.stats().reads_behind - before.reads_behind, 1);
     cluster.replica_sql("START SLAVE SQL_THREAD");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_no_replica_can_have_goes_to_the_primary_without_waiting() {
+    let Some(cluster) = mariadb::Cluster::shared() else {
+        return;
+    };
+    let (primary, replica) = (
+        pool(&cluster.primary_url()).await,
+        pool(&cluster.replica_url()).await,
+    );
+    let wait = Duration::from_secs(2);
+    let db = ReplicaRouter::builder(
+        Balance::builder(P2c::new())
+            .endpoint("primary", primary)
+            .build()
+            .unwrap(),
+        Balance::builder(P2c::new())
+            .endpoint("replica", replica)
+            .build()
+            .unwrap(),
+    )
+    .read_your_writes_by_position(Duration::from_secs(30))
+    .replay_wait(wait)
+    .build();
+    // The highest position there is: what a session holds when its write's position could
+    // not be read on the primary.
+    let expires = std::time::SystemTime::now() + Duration::from_secs(20);
+    let expires = expires.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let token: Token = format!("v1.{:x}.{:x}", u64::MAX, expires.as_millis())
+        .parse()
+        .unwrap();
+    let session = db.session_with_token(7, &token);
+    let started = Instant::now();
+    let one: i64 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&session)
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(one, 1);
+    let stats = db.stats();
+    assert_eq!(
+        (stats.reads_behind, stats.replica_reads),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert!(
+        took < wait / 4,
+        "the read waited {took:?} for a position no replica has"
+    );
 }

@@ -112,6 +112,10 @@ macro_rules! measure {
             .ok()
             .and_then(|rows| rows.parse().ok())
             .unwrap_or(4);
+        // Writes per second per writer; unset, as fast as the primary takes them.
+        let pace: Option<u32> = std::env::var("PACE")
+            .ok()
+            .and_then(|pace| pace.parse().ok());
         let insert = $load(rows);
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..WRITERS)
@@ -119,7 +123,15 @@ macro_rules! measure {
                 let (primary, stop, insert) = (primary.clone(), Arc::clone(&stop), insert.clone());
                 tokio::spawn(async move {
                     let mut writes = 0_u64;
+                    let mut ticks = pace.map(|pace| {
+                        let mut ticks = tokio::time::interval(Duration::from_secs(1) / pace.max(1));
+                        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        ticks
+                    });
                     while !stop.load(Ordering::Relaxed) {
+                        if let Some(ticks) = &mut ticks {
+                            ticks.tick().await;
+                        }
                         if sqlx::raw_sql(sqlx::AssertSqlSafe(insert.as_str()))
                             .execute(&primary)
                             .await
@@ -144,7 +156,11 @@ macro_rules! measure {
             plain.push(reading.elapsed());
         }
         let plain = percentiles(&mut plain);
-        print_head(WRITERS, TRIALS, &format!("{rows} rows per insert"), plain);
+        let load = match pace {
+            Some(pace) => format!("{rows} rows per insert, {pace} inserts/s each"),
+            None => format!("{rows} rows per insert, as fast as the primary takes them"),
+        };
+        print_head(WRITERS, TRIALS, &load, plain);
         let mut runs = Vec::new();
         for (name, mode) in MODES {
             let builder = ReplicaRouter::builder(

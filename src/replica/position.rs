@@ -24,6 +24,10 @@ use sha2::Sha256;
 /// have not replayed it.
 pub const DEFAULT_POSITION_CAP: Duration = Duration::from_secs(30);
 
+/// The position of a write whose position could not be read: higher than any replica's, so
+/// the session's reads go to the primary until the cap.
+pub(crate) const UNREAD_POSITION: u64 = u64::MAX;
+
 /// For each slot of sessions, the highest write position to read at, and until when (in
 /// nanoseconds after `epoch`) it holds. Lock-free.
 pub(crate) struct SessionPositions {

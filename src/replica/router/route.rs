@@ -12,6 +12,7 @@ use crate::balance::Lease;
 use crate::endpoint::EndpointStats;
 use crate::error::Error;
 use crate::policy::Pick;
+use crate::replica::position::UNREAD_POSITION;
 use crate::replica::{Access, Nodes, Role};
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
@@ -124,7 +125,10 @@ impl<Cl, X> Shared<Cl, X> {
         }
         match self.sessions.positions().and_then(|p| p.required(slot)) {
             None => route(Role::Replica, Why::Read),
-            Some(position) if checks_positions => route(Role::Replica, Why::ReadAt(position)),
+            // No replica is asked for a position no replica can have.
+            Some(position) if checks_positions && position != UNREAD_POSITION => {
+                route(Role::Replica, Why::ReadAt(position))
+            }
             Some(_) => {
                 self.count_behind();
                 route(Role::Primary, Why::Behind)
@@ -252,11 +256,18 @@ impl<Cl, X> Shared<Cl, X> {
     }
 }
 
-/// Position mode: a replica that has replayed `position`, asking the eligible ones in turn
-/// how far they have (`replayed`, one round trip; `None` if it could not tell) until one has
-/// or `wait` is spent (with no wait, each is asked once). A replica that cannot tell is not
-/// asked again. `None` when none has, or none is in rotation. The lease counts as the read's
-/// call on that replica.
+/// Position mode: a replica that has replayed the session's position. `reached(replica,
+/// budget)` asks one (one round trip; `None` if it could not tell), waiting on the server up
+/// to `budget` where the database can wait there for a position (MariaDB's
+/// `MASTER_GTID_WAIT`) and answering at once where it cannot (PostgreSQL).
+///
+/// The first round asks every eligible replica with no budget: one that has replayed already
+/// is found at once, whichever it is. Later rounds, while `wait` lasts, hand the rest of it
+/// to the replica the policy picks: a database that waits on the server then answers the
+/// moment that replica applies the write, without the router polling (polling costs the
+/// replica CPU that applying the write needs); one that cannot is asked again until `wait` is
+/// spent. A replica that cannot tell is not asked again. `None` when none has, or none is in
+/// rotation. The lease counts as the read's call on that replica.
 #[cfg_attr(
     not(any(
         feature = "sqlx-postgres",
@@ -267,20 +278,20 @@ impl<Cl, X> Shared<Cl, X> {
 )]
 pub(crate) async fn caught_up<N, F, Fut>(
     replicas: &N,
-    position: u64,
     wait: Duration,
-    replayed: F,
+    reached: F,
 ) -> Option<Lease<N::Service>>
 where
     N: Nodes,
     N::Policy: Pick<()>,
-    F: Fn(&N::Service) -> Fut,
-    Fut: Future<Output = Option<u64>>,
+    F: Fn(&N::Service, Duration) -> Fut,
+    Fut: Future<Output = Option<bool>>,
 {
     let deadline = Instant::now() + wait;
     // Asked this round (behind), and never to be asked again (could not tell).
     let (mut asked, mut failed): (Vec<Arc<EndpointStats>>, Vec<Arc<EndpointStats>>) =
         (vec![], vec![]);
+    let mut first_round = true;
     for _ in 0..MAX_REPLAY_CHECKS {
         let avoid = [asked.as_slice(), failed.as_slice()].concat();
         let lease = replicas.lease(&(), &avoid).ok()?;
@@ -290,11 +301,17 @@ where
                 return None;
             }
             asked.clear();
+            first_round = false;
             continue;
         }
-        match replayed(&lease.service).await {
-            Some(replayed) if replayed >= position => return Some(lease),
-            Some(_) => asked.push(Arc::clone(lease.endpoint())),
+        let budget = if first_round {
+            Duration::ZERO
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
+        match reached(&lease.service, budget).await {
+            Some(true) => return Some(lease),
+            Some(false) => asked.push(Arc::clone(lease.endpoint())),
             None => failed.push(Arc::clone(lease.endpoint())),
         }
     }

@@ -5,11 +5,13 @@
 //! over this trait.
 
 use super::sqlx;
+use crate::replica::position::UNREAD_POSITION;
 use crate::replica::router::WriteMark;
 use crate::replica::{Access, SqlClassifier};
 use sqlx::{Database, Either, Execute, Pool};
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 pub(super) type BoxStream<'a, T> = Pin<Box<dyn futures_core::Stream<Item = T> + Send + 'a>>;
 pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -51,9 +53,11 @@ pub trait FrontDatabase: Database {
     #[doc(hidden)]
     fn current_position(primary: &Pool<Self>) -> BoxFuture<'_, Option<u64>>;
 
-    /// How far `replica` has applied its primary's changes.
+    /// Whether `replica` has applied its primary's changes up to `position`, waiting on the
+    /// server at most `budget` for it if the database can (one round trip either way);
+    /// `None` if it could not tell.
     #[doc(hidden)]
-    fn replayed(replica: &Pool<Self>) -> BoxFuture<'_, Option<u64>>;
+    fn reached(replica: &Pool<Self>, position: u64, budget: Duration) -> BoxFuture<'_, Option<bool>>;
 
     /// A write refused because the node is read-only.
     #[doc(hidden)]
@@ -74,6 +78,6 @@ pub(super) async fn capture_position<DB: FrontDatabase, X>(
     let Some((positions, slot)) = mark.and_then(WriteMark::positions) else {
         return;
     };
-    let position = DB::current_position(primary).await.unwrap_or(u64::MAX);
+    let position = DB::current_position(primary).await.unwrap_or(UNREAD_POSITION);
     positions.wrote(slot, position);
 }

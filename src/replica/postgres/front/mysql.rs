@@ -5,7 +5,7 @@
 //! A position is a sequence number of replication domain 0 (MariaDB's default domain): the
 //! primary's `@@gtid_binlog_pos`, read after the write committed (it is global, so any
 //! connection sees the commit once it has returned), against a replica's
-//! `@@gtid_slave_pos`. Positions of other domains are not compared: the session's reads
+//! `@@gtid_slave_pos`, which the replica waits on itself (`MASTER_GTID_WAIT`). Positions of other domains are not compared: the session's reads
 //! then go to the primary until the cap.
 
 use super::database::{BoxFuture, BoxStream, FrontDatabase, Item};
@@ -15,6 +15,7 @@ use crate::replica::mysql::GtidPosition;
 use crate::replica::{Access, SqlClassifier};
 use sqlx::mysql::{MySqlDatabaseError, MySqlRow};
 use sqlx::{Execute, Executor, MySql, MySqlConnection, MySqlPool};
+use std::time::Duration;
 
 impl FrontDatabase for MySql {
     type Sendable<'q> = Statement<'q, MySql>;
@@ -49,8 +50,14 @@ impl FrontDatabase for MySql {
         Box::pin(position(primary, "SELECT @@gtid_binlog_pos"))
     }
 
-    fn replayed(replica: &MySqlPool) -> BoxFuture<'_, Option<u64>> {
-        Box::pin(position(replica, "SELECT @@gtid_slave_pos"))
+    /// `MASTER_GTID_WAIT` on the replica: it returns the moment the replica's SQL thread
+    /// applies the position (0), or when `budget` runs out (-1); the router does not poll.
+    fn reached(
+        replica: &MySqlPool,
+        position: u64,
+        budget: Duration,
+    ) -> BoxFuture<'_, Option<bool>> {
+        Box::pin(reached(replica, position, budget))
     }
 
     /// 1290 (`--read-only`), 1792 (a read-only transaction).
@@ -70,6 +77,22 @@ fn error_number(error: &sqlx::Error) -> Option<u16> {
         sqlx::Error::Database(error) => error
             .try_downcast_ref::<MySqlDatabaseError>()
             .map(MySqlDatabaseError::number),
+        _ => None,
+    }
+}
+
+/// Whether `replica` has applied domain 0 up to `sequence`, waiting up to `budget`.
+async fn reached(replica: &MySqlPool, sequence: u64, budget: Duration) -> Option<bool> {
+    // Only the sequence number of each domain is compared: the server id may be any.
+    let waited: Option<i64> = sqlx::query_scalar("SELECT MASTER_GTID_WAIT(?, ?)")
+        .bind(format!("0-0-{sequence}"))
+        .bind(budget.as_secs_f64())
+        .fetch_one(replica)
+        .await
+        .ok()?;
+    match waited? {
+        0 => Some(true),
+        -1 => Some(false),
         _ => None,
     }
 }

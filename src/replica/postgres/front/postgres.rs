@@ -7,6 +7,7 @@ use super::{sqlx, Statement};
 use crate::replica::position::parse_lsn;
 use crate::replica::{Access, SqlClassifier};
 use sqlx::{Execute, Executor, PgPool, Postgres};
+use std::time::Duration;
 
 impl FrontDatabase for Postgres {
     type Sendable<'q> = Statement<'q, Postgres>;
@@ -41,8 +42,14 @@ impl FrontDatabase for Postgres {
         Box::pin(current_position(primary))
     }
 
-    fn replayed(replica: &sqlx::PgPool) -> BoxFuture<'_, Option<u64>> {
-        Box::pin(replayed(replica))
+    /// A standby has no function to wait for a replay position (in the releases this crate
+    /// is tested on): it answers at once, and the router asks again while the read may wait.
+    fn reached(
+        replica: &sqlx::PgPool,
+        position: u64,
+        _budget: Duration,
+    ) -> BoxFuture<'_, Option<bool>> {
+        Box::pin(async move { Some(replayed(replica).await? >= position) })
     }
 
     fn is_read_only(error: &sqlx::Error) -> bool {

@@ -149,16 +149,16 @@ where
 {
     let mut caught_up = match (route.to, route.position()) {
         (Role::Replica, Some(position)) => {
-            let replayed = |replica: &Pool<DB>| {
+            let reached = |replica: &Pool<DB>, budget| {
                 let replica = replica.clone();
-                async move { DB::replayed(&replica).await }
+                async move { DB::reached(&replica, position, budget).await }
             };
             let wait = router
                 .shared()
                 .sessions
                 .positions()
                 .map_or(Duration::ZERO, |p| p.wait());
-            let search = caught_up(router.replicas(), position, wait, replayed);
+            let search = caught_up(router.replicas(), wait, reached);
             Some(router.shared().position_wait(search).await)
         }
         _ => None,
