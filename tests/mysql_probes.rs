@@ -168,7 +168,19 @@ async fn lag_and_role_follow_a_real_replica() {
     .await;
     println!("promoted replica in the primary pool after {followed:?} (probes every {interval:?})");
     assert!(followed <= interval * 2 + Duration::from_millis(150));
-    // A node that replicates from nothing has no replication to measure: out of reads.
+    // Its replication stopped but still configured: a stopped thread, unbounded time.
     let measured = lag.lag(&"replica").await.unwrap();
     assert!(measured.since_last_replay == Duration::MAX, "{measured:?}");
+    // Replication forgotten: a node that takes writes is a primary, never behind (the role
+    // monitor, not the lag monitor, takes it out of reads); a read-only one is cut off.
+    cluster.replica_sql("RESET SLAVE ALL");
+    let measured = lag.lag(&"replica").await.unwrap();
+    assert_eq!(
+        (measured.transactions_behind, measured.since_last_replay),
+        (0, Duration::ZERO),
+        "{measured:?}"
+    );
+    cluster.replica_sql("SET GLOBAL read_only = 1");
+    let measured = lag.lag(&"replica").await.unwrap();
+    assert_eq!(measured.transactions_behind, u64::MAX, "{measured:?}");
 }

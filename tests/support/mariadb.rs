@@ -5,6 +5,8 @@
 //! One of each per test binary (`shared()`): starting one takes seconds. A static is never
 //! dropped, so a reaper (a shell loop started with the servers) kills them and removes the
 //! directory as soon as the test process is gone, whether it ended, panicked or was killed.
+//! A test that kills servers starts its own primary and replica (`Cluster::start()`), stopped
+//! when it is dropped (also when the test panics), and by the reaper at the latest.
 //!
 //! Without the binaries, `shared()` prints a loud skip notice and returns `None`, unless `CI`
 //! is set: then it panics, so that CI cannot pass by skipping. As root (mariadbd refuses to
@@ -45,7 +47,9 @@ impl Cluster {
         CLUSTER.get_or_init(Cluster::start).as_ref()
     }
 
-    fn start() -> Option<Cluster> {
+    /// A cluster of the caller's own, for a test that kills or promotes its servers: stopped
+    /// when dropped. `None` as for [`shared`](Self::shared).
+    pub fn start() -> Option<Cluster> {
         let servers = Servers::new("mariadb", &[MARIADBD, INSTALL_DB])?;
         let [primary_port, replica_port] = free_ports(2)[..] else {
             unreachable!("two ports asked")
@@ -113,6 +117,22 @@ impl Cluster {
         client(self.replica_port, sql)
     }
 
+    /// Kills the primary with SIGKILL, as a crash would.
+    pub fn kill_primary(&self) {
+        self.servers.kill("primary");
+    }
+
+    /// Kills the replica with SIGKILL, as a crash would.
+    pub fn kill_replica(&self) {
+        self.servers.kill("replica");
+    }
+
+    /// Promotes the replica as an operator does: it stops replicating, forgets its primary,
+    /// and takes writes.
+    pub fn promote_replica(&self) {
+        self.replica_sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0");
+    }
+
     /// Waits (bounded) until the replica has applied everything the primary has written.
     pub fn wait_for_replica(&self) {
         let position = self.primary_sql("SELECT @@gtid_binlog_pos");
@@ -125,6 +145,15 @@ impl Cluster {
             "0",
             "the replica did not catch up within 30 s"
         );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for server in ["primary", "replica"] {
+            self.servers.kill_if_running(server);
+        }
+        let _ = std::fs::remove_dir_all(&self.servers.dir);
     }
 }
 
@@ -299,11 +328,16 @@ impl Servers {
             );
             return None;
         }
-        let dir = std::env::temp_dir().join(format!("tower-lb-{kind}-{}", std::process::id()));
+        static CLUSTERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tower-lb-{kind}-{}-{n}", std::process::id()));
         let servers = Servers {
             dir,
             run_as_mysql: is_root(),
         };
+        // A dir left by an earlier process with the same pid (killed before
+        // its Drop ran) would make mariadb-install-db refuse the data dir.
+        let _ = std::fs::remove_dir_all(&servers.dir);
         std::fs::create_dir_all(&servers.dir).expect("temp dir");
         if servers.run_as_mysql {
             let status = Command::new("chown")
@@ -401,8 +435,15 @@ impl Servers {
 
     /// Kills server `name` with SIGKILL and waits (bounded) until it is gone.
     fn kill(&self, name: &str) {
+        assert!(self.kill_if_running(name), "{name} is not running");
+    }
+
+    /// [`kill`](Self::kill), if it runs; whether it did.
+    fn kill_if_running(&self, name: &str) -> bool {
         let pid_file = self.dir.join(format!("{name}.pid"));
-        let pid = std::fs::read_to_string(&pid_file).expect("pid file");
+        let Ok(pid) = std::fs::read_to_string(&pid_file) else {
+            return false;
+        };
         let pid = pid.trim();
         let _ = Command::new("kill").args(["-9", pid]).status();
         let started = Instant::now();
@@ -416,6 +457,7 @@ impl Servers {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = std::fs::remove_file(pid_file);
+        true
     }
 
     fn command(&self, program: &str) -> Command {

@@ -27,8 +27,11 @@ use std::time::Duration;
 /// replica is asked; without an answer the replica is judged against the later of the
 /// primary's last known position and what it has received (`Gtid_IO_Pos`).
 ///
-/// A node with no replication configured (a primary, or a promoted replica after `RESET
-/// SLAVE ALL`) counts as far behind: it leaves the read set. The probing user needs the
+/// A node with no replication configured that takes writes (a primary, or a replica promoted
+/// with `RESET SLAVE ALL`) is never behind: a primary is current by definition, and taking it
+/// out of the read set is the role monitor's business, which does so only once it is in the
+/// write set (else reads, falling back to the primary, would have no node in between). A
+/// read-only node with no replication is cut off: far behind. The probing user needs the
 /// `SLAVE MONITOR` privilege (`REPLICATION CLIENT` before MariaDB 10.5), which does not let
 /// it write on a read-only replica. MySQL's own GTIDs (`uuid:1-42` sets) are not read.
 ///
@@ -129,15 +132,23 @@ where
                 Some(position)
             };
             let applied = async {
-                let position: String = sqlx::query_scalar("SELECT @@gtid_slave_pos")
-                    .fetch_one(&replica)
-                    .await?;
-                Ok::<_, BoxError>((replication(&replica).await?, position))
+                let (position, read_only): (String, i64) =
+                    sqlx::query_as("SELECT @@gtid_slave_pos, @@read_only")
+                        .fetch_one(&replica)
+                        .await?;
+                Ok::<_, BoxError>((replication(&replica).await?, position, read_only))
             };
             let (written, applied) = tokio::join!(written, applied);
-            let (replication, applied) = applied?;
+            let (replication, applied, read_only) = applied?;
             let Some(replication) = replication else {
-                return Ok(Lag::transactions(u64::MAX, Duration::MAX)); // not a replica
+                return Ok(if read_only == 0 {
+                    // A primary (a promoted replica): never behind. The role monitor takes it
+                    // out of the read set as it takes it into writes, so that reads have a
+                    // node all through a promotion.
+                    Lag::transactions(0, Duration::ZERO)
+                } else {
+                    Lag::transactions(u64::MAX, Duration::MAX) // cut off from any primary
+                });
             };
             let applied = GtidPosition::parse(&applied)?;
             let target = written.unwrap_or_else(|| lock(&known).max(&replication.received));

@@ -18,13 +18,22 @@ use std::task::{ready, Context, Poll};
 use tower_service::Service;
 
 /// Pins the writing session when the write completes or is dropped (a dropped write may have
-/// committed).
+/// committed), unless the write was never handed to a node.
 pub(crate) struct WriteMark<Cl, X> {
     pub(super) shared: Arc<Shared<Cl, X>>,
     pub(super) slot: usize,
+    /// The write provably never reached a node (no primary to take it, no connection to
+    /// it): it changed nothing, so it must not pin the session's reads to the primary (that
+    /// would send them to the primary that is not there).
+    pub(super) never_sent: bool,
 }
 
 impl<Cl, X> WriteMark<Cl, X> {
+    /// Drops the mark of a write that never reached a node, without pinning the session.
+    pub(crate) fn never_sent(mut self) {
+        self.never_sent = true;
+    }
+
     /// In position mode: the table to record the write's position in, and the session's slot.
     #[cfg_attr(
         not(any(
@@ -41,6 +50,9 @@ impl<Cl, X> WriteMark<Cl, X> {
 
 impl<Cl, X> Drop for WriteMark<Cl, X> {
     fn drop(&mut self) {
+        if self.never_sent {
+            return;
+        }
         if let Some(windows) = self.shared.sessions.windows() {
             windows.wrote(self.slot);
         }

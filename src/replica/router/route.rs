@@ -67,6 +67,14 @@ impl<Cl, X> Route<Cl, X> {
         self.to == Role::Replica
     }
 
+    /// The request was never handed to a node (it failed before that): a write's mark is
+    /// dropped without pinning its session.
+    pub(crate) fn never_sent(&mut self) {
+        if let Some(mark) = self.mark.take() {
+            mark.never_sent();
+        }
+    }
+
     /// Position mode: the position a replica must have replayed to serve this read.
     #[cfg_attr(
         not(any(
@@ -107,6 +115,7 @@ impl<Cl, X> Shared<Cl, X> {
                 mark: slot.map(|slot| WriteMark {
                     shared: Arc::clone(self),
                     slot,
+                    never_sent: false,
                 }),
                 ..route(Role::Primary, Why::Write)
             };
@@ -176,6 +185,8 @@ impl<Cl, X> Shared<Cl, X> {
             }
         }
         take(Role::Primary).map_err(|reason| {
+            // Nothing was sent: a write that had no primary leaves its session unpinned.
+            route.never_sent();
             if route.why == Why::Write {
                 self.counters.writes_without_primary.fetch_add(1, Relaxed);
                 tracing::warn!(%reason, "write refused: no primary in rotation");

@@ -27,8 +27,11 @@ use std::time::Duration;
 /// then 0 bytes behind and keeps serving reads; one that stops replaying WAL it has received
 /// is behind and, once it has not replayed for the monitor's `max_lag`, lagging.
 ///
-/// A node that is not in recovery (a promoted replica) has no replay position and counts as
-/// far behind: it leaves the read set.
+/// A node that is not in recovery and takes writes (a promoted replica) is never behind: a
+/// primary is current by definition, and taking it out of the read set is the role
+/// monitor's business, which does so only once it is in the write set (else reads, falling
+/// back to the primary, would have no node in between). One not in recovery that is fenced
+/// read-only (an old primary after a switchover) replays nothing: far behind.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -89,14 +92,21 @@ where
                 let position = parse_lsn(&text)?;
                 Some(known.fetch_max(position, Relaxed).max(position))
             };
-            let replayed = sqlx::query_as::<_, (Option<String>, Option<String>, f64)>(
+            let replayed = sqlx::query_as::<_, (Option<String>, Option<String>, f64, bool)>(
                 "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
                  EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), \
-                 pg_postmaster_start_time()))::float8",
+                 pg_postmaster_start_time()))::float8, \
+                 NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
             )
             .fetch_one(&replica);
             let (written, replayed) = tokio::join!(written, replayed);
-            let (received, replayed, seconds) = replayed?;
+            let (received, replayed, seconds, takes_writes) = replayed?;
+            if takes_writes {
+                // A primary (a promoted replica): never behind. The role monitor takes it out
+                // of the read set as it takes it into writes, so that reads have a node all
+                // through a promotion.
+                return Ok(Lag::new(0, Duration::ZERO));
+            }
             let received = received.as_deref().and_then(parse_lsn);
             let target = written.or_else(|| {
                 let known = Some(known.load(Relaxed)).filter(|&p| p > 0);

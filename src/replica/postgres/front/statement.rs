@@ -106,6 +106,7 @@ where
                 if DB::worth_resending(&error) && shared.resend(&mut route, &error) {
                     continue;
                 }
+                route.never_sent(); // no connection: the statement never left
                 return Err(error);
             }
         };
@@ -133,6 +134,8 @@ where
             }
         }
     }
+    // Every node it was routed to left before it was sent.
+    route.never_sent();
     Err(unavailable(Error::NodesLeftRotation { times: MAX_ROUTES }))
 }
 
