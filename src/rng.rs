@@ -35,6 +35,19 @@ impl Rng {
         }
     }
 
+    /// Two numbers, as two calls of [`u64`](Self::u64) would give them, for one access to the
+    /// state: a weighted two-choice pick draws twice on every request.
+    #[inline]
+    pub(crate) fn two_u64(&self) -> (u64, u64) {
+        let states = match self {
+            Rng::Thread => thread_advance(2),
+            Rng::Seeded(state) => state
+                .fetch_add(WY_INCREMENT.wrapping_mul(2), Ordering::Relaxed)
+                .wrapping_add(WY_INCREMENT.wrapping_mul(2)),
+        };
+        (wymix(states.wrapping_sub(WY_INCREMENT)), wymix(states))
+    }
+
     /// A uniform index below `n` (which must be non-zero).
     #[inline]
     pub(crate) fn below(&self, n: usize) -> usize {
@@ -65,6 +78,12 @@ fn wymix(s: u64) -> u64 {
 /// (`fastrand`'s own generator has one, on every pick); 0 means not seeded yet.
 #[inline]
 fn thread_u64() -> u64 {
+    wymix(thread_advance(1))
+}
+
+/// Advances this thread's state by `steps` numbers and returns the state of the last.
+#[inline]
+fn thread_advance(steps: u64) -> u64 {
     thread_local! {
         static STATE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }
@@ -73,9 +92,9 @@ fn thread_u64() -> u64 {
         if s == 0 {
             s = fastrand::u64(..) | 1;
         }
-        s = s.wrapping_add(WY_INCREMENT);
+        s = s.wrapping_add(steps.wrapping_mul(WY_INCREMENT));
         state.set(s);
-        wymix(s)
+        s
     })
 }
 
@@ -101,6 +120,16 @@ mod tests {
                 assert!(x < n);
             }
         }
+    }
+
+    #[test]
+    fn two_numbers_at_once_are_the_next_two() {
+        let (one, other) = (Rng::seeded(7), Rng::seeded(7));
+        for _ in 0..3 {
+            assert_eq!(one.two_u64(), (other.u64(), other.u64()));
+        }
+        let (a, b) = Rng::Thread.two_u64();
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -35,6 +35,13 @@ impl EndpointStats {
         if succeeded && word == 0 {
             return;
         }
+        self.track_health_word(word, succeeded);
+    }
+
+    /// `track_health` past its fast path. Out of line, so the registers it needs are not
+    /// saved and restored on every completion.
+    #[inline(never)]
+    fn track_health_word(self: &Arc<Self>, word: u32, succeeded: bool) {
         let Some(sink) = self.accounting.as_ref().and_then(|a| a.health.as_ref()) else {
             return;
         };

@@ -167,6 +167,7 @@ impl EndpointStats {
 
     /// Counts a call as started; returns its start time, in nanoseconds after `epoch`, when
     /// calls are timed (`now_ns` is called only then, and reads the pick's clock).
+    #[inline]
     pub(crate) fn start_call(&self, now_ns: impl FnOnce() -> u64) -> u64 {
         self.started.fetch_add(1, Ordering::Relaxed);
         let Some(accounting) = &self.accounting else {
@@ -190,15 +191,22 @@ impl EndpointStats {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(ewma) = self.accounting.as_ref().and_then(|a| a.ewma.as_ref()) {
-            let now = self.now_ns(Instant::now);
-            let mut sample = now.saturating_sub(started_ns) as f64;
-            if !succeeded {
-                sample = sample.max(ewma.penalty_ns);
-            }
-            self.rtt.record(now, sample, ewma);
+            self.record_latency(started_ns, succeeded, ewma);
         }
         self.track_health(succeeded);
         self.end_call();
+    }
+
+    /// Folds a completed call's latency into the estimate. Out of line: inlined, its
+    /// registers were saved and restored on every completion, timed or not.
+    #[inline(never)]
+    fn record_latency(&self, started_ns: u64, succeeded: bool, ewma: &PeakEwma) {
+        let now = self.now_ns(Instant::now);
+        let mut sample = now.saturating_sub(started_ns) as f64;
+        if !succeeded {
+            sample = sample.max(ewma.penalty_ns);
+        }
+        self.rtt.record(now, sample, ewma);
     }
 
     /// Records a call dropped before it completed (a timeout, a lost `select!`). The endpoint

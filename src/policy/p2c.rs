@@ -158,8 +158,8 @@ impl<Req> Pick<Req> for P2c {
         if n < 2 {
             return Some(0);
         }
-        let random = self.rng.u64();
         let (first, second) = if table.draws.is_uniform() {
+            let random = self.rng.u64();
             // One 64-bit draw: the high half picks the first candidate, the low half the
             // second among the other n - 1, so the two are always distinct.
             let first = below_u32((random >> 32) as u32, n);
@@ -169,8 +169,9 @@ impl<Req> Pick<Req> for P2c {
             }
             (first, second)
         } else {
+            let (random, again) = self.rng.two_u64();
             let first = table.draws.draw(random, n);
-            let second = table.draws.draw(self.rng.u64(), n);
+            let second = table.draws.draw(again, n);
             if first == second {
                 return Some(first);
             }
