@@ -3,6 +3,7 @@
 use super::{Candidates, Pick, Policy};
 use crate::endpoint::EndpointStats;
 use crate::rng::Rng;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -84,11 +85,28 @@ impl Cursor {
 /// The stripe of the calling thread: threads take stripes in turn as they first pick.
 #[inline]
 fn this_threads_stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+        // Const-initialised, with "none yet" as a value: a lazily initialised thread-local is
+        // read through an out-of-line accessor, a call on every pick.
+        static STRIPE: Cell<usize> = const { Cell::new(NO_STRIPE) };
     }
-    STRIPE.with(|stripe| *stripe)
+    STRIPE.with(|stripe| match stripe.get() {
+        NO_STRIPE => {
+            let taken = take_stripe();
+            stripe.set(taken);
+            taken
+        }
+        taken => taken,
+    })
+}
+
+/// A thread that has not picked yet.
+const NO_STRIPE: usize = usize::MAX;
+
+#[cold]
+fn take_stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
 }
 
 /// `a % d` given `inverse = 2^128 / d` rounded up (Lemire, Kaser & Kurz, "Faster remainder by
