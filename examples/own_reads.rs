@@ -3,14 +3,16 @@
 //! a session's reads right after its write a replica serves, whether any is stale, and what
 //! waiting for the replica to replay the write adds to the read.
 //!
-//! Four writers keep the primary busy (each `INSERT` adds `ROWS` rows of 200 bytes, 4 by
-//! default); each trial is one session's `INSERT` followed at once by its `SELECT` of what it
+//! `WRITERS` writers (4 by default, 0 for an idle primary) keep the primary busy (each `INSERT`
+//! adds `ROWS` rows of 200 bytes, 4 by default); `REPLICATION=paused` stops the replica's apply
+//! for the run, `REPLICATION=delayed` makes it apply each transaction a second late; each trial is one session's `INSERT` followed at once by its `SELECT` of what it
 //! wrote, through the router.
 //!
 //! ```sh
 //! cargo run --release --example own_reads --features sqlx-postgres
 //! ROWS=200 cargo run --release --example own_reads --features sqlx-postgres # heavier writes
 //! PACE=250 cargo run --release --example own_reads --features sqlx-postgres # 250 inserts/s per writer
+//! WRITERS=0 REPLICATION=paused cargo run --release --example own_reads --features sqlx-postgres
 //! ```
 
 #[path = "support/own_reads.rs"]
@@ -19,7 +21,7 @@ mod own_reads;
 #[path = "../tests/support/postgres.rs"]
 mod postgres;
 
-use own_reads::{percentiles, print_head, print_row, Mode, Run, MODES, TRIALS, WRITERS};
+use own_reads::{percentiles, print_head, print_row, Mode, Replication, Run, MODES, TRIALS};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +33,12 @@ use tower_lb::{Balance, BoxError};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let Some(cluster) = postgres::Cluster::start() else {
+    let replication = Replication::from_env()?;
+    let apply_delay = match replication {
+        Replication::Delayed => Duration::from_secs(1),
+        _ => Duration::ZERO,
+    };
+    let Some(cluster) = postgres::Cluster::start_with_apply_delay(apply_delay) else {
         println!("PostgreSQL's server binaries are not installed: nothing to show.");
         return Ok(());
     };
@@ -57,10 +64,16 @@ async fn main() -> Result<(), BoxError> {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    if replication == Replication::Paused {
+        sqlx::raw_sql("SELECT pg_wal_replay_pause()")
+            .execute(&replica)
+            .await?;
+    }
 
     measure!(
         primary: primary,
         replica: replica,
+        replication: replication,
         router: tower_lb::replica::PgRouter<Balance<&'static str, PgPool, P2c>>,
         load: |rows| format!("INSERT INTO load SELECT repeat('x', 200) FROM generate_series(1, {rows})"),
         write: "INSERT INTO posts (author) VALUES ($1)",

@@ -4,14 +4,16 @@
 //! waiting for the replica to apply the write adds to the read. The PostgreSQL twin is
 //! `own_reads`.
 //!
-//! Four writers keep the primary busy (each `INSERT` adds `ROWS` rows of 200 bytes, 4 by
-//! default); each trial is one session's `INSERT` followed at once by its `SELECT` of what it
+//! `WRITERS` writers (4 by default, 0 for an idle primary) keep the primary busy (each `INSERT`
+//! adds `ROWS` rows of 200 bytes, 4 by default); `REPLICATION=paused` stops the replica's apply
+//! for the run, `REPLICATION=delayed` makes it apply each transaction a second late; each trial is one session's `INSERT` followed at once by its `SELECT` of what it
 //! wrote, through the router.
 //!
 //! ```sh
 //! cargo run --release --example own_reads_mysql --features sqlx-mysql
 //! ROWS=200 cargo run --release --example own_reads_mysql --features sqlx-mysql # heavier writes
 //! PACE=250 cargo run --release --example own_reads_mysql --features sqlx-mysql # 250 inserts/s per writer
+//! WRITERS=0 REPLICATION=paused cargo run --release --example own_reads_mysql --features sqlx-mysql
 //! ```
 
 #[path = "../tests/support/mariadb.rs"]
@@ -20,7 +22,7 @@ mod mariadb;
 #[macro_use]
 mod own_reads;
 
-use own_reads::{percentiles, print_head, print_row, Mode, Run, MODES, TRIALS, WRITERS};
+use own_reads::{percentiles, print_head, print_row, Mode, Replication, Run, MODES, TRIALS};
 
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +34,7 @@ use tower_lb::{Balance, BoxError};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    let replication = Replication::from_env()?;
     let Some(cluster) = mariadb::Cluster::shared() else {
         println!("MariaDB's server binaries are not installed: nothing to show.");
         return Ok(());
@@ -62,10 +65,20 @@ async fn main() -> Result<(), BoxError> {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    match replication {
+        Replication::Live => {}
+        Replication::Paused => {
+            cluster.replica_sql("STOP SLAVE SQL_THREAD");
+        }
+        Replication::Delayed => {
+            cluster.replica_sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 1; START SLAVE");
+        }
+    }
 
     measure!(
         primary: primary,
         replica: replica,
+        replication: replication,
         router: tower_lb::replica::MySqlRouter<Balance<&'static str, MySqlPool, P2c>>,
         // MariaDB's SEQUENCE engine makes the rows.
         load: |rows| format!("INSERT INTO busy SELECT REPEAT('x', 200) FROM seq_1_to_{rows}"),

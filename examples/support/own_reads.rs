@@ -20,8 +20,37 @@ pub enum Mode {
 
 /// Write-then-read trials per mode.
 pub const TRIALS: i32 = 2000;
-/// Writers keeping the primary busy.
-pub const WRITERS: usize = 4;
+/// Writers keeping the primary busy: `WRITERS` from the environment (0 for an idle primary),
+/// 4 by default.
+pub fn writers() -> usize {
+    std::env::var("WRITERS")
+        .ok()
+        .and_then(|writers| writers.parse().ok())
+        .unwrap_or(4)
+}
+
+/// What replication does during the run, from `REPLICATION`: it runs (`live`, the default),
+/// its apply is stopped (`paused`: nothing the trials write reaches the replica), or it
+/// applies each transaction a second late (`delayed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replication {
+    Live,
+    Paused,
+    Delayed,
+}
+
+impl Replication {
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var("REPLICATION").as_deref() {
+            Err(_) | Ok("live") => Ok(Replication::Live),
+            Ok("paused") => Ok(Replication::Paused),
+            Ok("delayed") => Ok(Replication::Delayed),
+            Ok(other) => Err(format!(
+                "REPLICATION={other}: expected live, paused or delayed"
+            )),
+        }
+    }
+}
 
 /// The modes compared, with their names in the table.
 pub const MODES: [(&str, Mode); 5] = [
@@ -64,8 +93,22 @@ pub fn micros(duration: Duration) -> String {
 }
 
 /// The table's head, and its reference row: a plain replica read under the same load.
-pub fn print_head(writers: usize, trials: i32, load: &str, plain: (Duration, Duration)) {
-    println!("{writers} writers busy on the primary ({load}); {trials} write-then-read trials per mode\n");
+pub fn print_head(
+    writers: usize,
+    replication: Replication,
+    trials: i32,
+    load: &str,
+    plain: (Duration, Duration),
+) {
+    let replication = match replication {
+        Replication::Live => "replication live",
+        Replication::Paused => "replication paused",
+        Replication::Delayed => "replication delayed by 1 s",
+    };
+    match writers {
+        0 => println!("idle primary, {replication}; {trials} write-then-read trials per mode\n"),
+        _ => println!("{writers} writers busy on the primary ({load}), {replication}; {trials} write-then-read trials per mode\n"),
+    }
     println!("| read-your-own-writes | own-reads on the replica | stale | read p50 | read p99 | p99 over a plain replica read |");
     println!("|---|---:|---:|---:|---:|---:|");
     println!(
@@ -95,13 +138,15 @@ pub fn print_row(
 }
 
 /// The measurement itself, written once for both databases (a macro, so that each example
-/// runs it on its own concrete pool and router types): four writers busy on `$primary`,
-/// then the [`MODES`] in turn, trial by trial, each trial a session's `$write` and its
-/// `$read` of it, and the table. `$load(rows)` is the writers' statement.
+/// runs it on its own concrete pool and router types): [`writers`] busy on `$primary`, then
+/// the [`MODES`] in turn, trial by trial, each trial a session's `$write` and its `$read` of
+/// it, and the table. `$load(rows)` is the writers' statement; `$replication` says what the
+/// caller made replication do.
 macro_rules! measure {
     (
         primary: $primary:expr,
         replica: $replica:expr,
+        replication: $replication:expr,
         router: $router:ty,
         load: $load:expr,
         write: $write:expr,
@@ -118,7 +163,7 @@ macro_rules! measure {
             .and_then(|pace| pace.parse().ok());
         let insert = $load(rows);
         let stop = Arc::new(AtomicBool::new(false));
-        let writers: Vec<_> = (0..WRITERS)
+        let writers: Vec<_> = (0..own_reads::writers())
             .map(|_| {
                 let (primary, stop, insert) = (primary.clone(), Arc::clone(&stop), insert.clone());
                 tokio::spawn(async move {
@@ -160,7 +205,7 @@ macro_rules! measure {
             Some(pace) => format!("{rows} rows per insert, {pace} inserts/s each"),
             None => format!("{rows} rows per insert, as fast as the primary takes them"),
         };
-        print_head(WRITERS, TRIALS, &load, plain);
+        print_head(own_reads::writers(), $replication, TRIALS, &load, plain);
         let mut runs = Vec::new();
         for (name, mode) in MODES {
             let builder = ReplicaRouter::builder(
