@@ -26,6 +26,9 @@ pub struct ReplicaRouterBuilder<P: Nodes, R, Cl, X> {
     role_monitor: Option<RoleMonitor<P::Key>>,
     max_primary_read_share: Option<f64>,
     reads: Reads,
+    /// Set by the MySQL front's `causal_reads` (Galera): a session's pinned reads first wait
+    /// on their node for the cluster's writes.
+    pub(in crate::replica) causal_reads: bool,
     #[cfg(feature = "metrics")]
     metrics: Option<crate::telemetry::Metrics>,
 }
@@ -112,6 +115,7 @@ where
             role_monitor: None,
             max_primary_read_share: None,
             reads: Reads::PreferReplicas,
+            causal_reads: false,
             #[cfg(feature = "metrics")]
             metrics: None,
         }
@@ -136,6 +140,7 @@ where
             role_monitor: self.role_monitor,
             max_primary_read_share: self.max_primary_read_share,
             reads: self.reads,
+            causal_reads: self.causal_reads,
             #[cfg(feature = "metrics")]
             metrics: self.metrics,
         }
@@ -157,6 +162,7 @@ where
             role_monitor: self.role_monitor,
             max_primary_read_share: self.max_primary_read_share,
             reads: self.reads,
+            causal_reads: self.causal_reads,
             #[cfg(feature = "metrics")]
             metrics: self.metrics,
         }
@@ -343,6 +349,7 @@ where
                 sessions: Sessions::new(mode),
                 read_cap: self.max_primary_read_share.map(PrimaryReadCap::new),
                 reads: self.reads,
+                causal_reads: self.causal_reads,
                 counters,
                 #[cfg(feature = "metrics")]
                 position_waits: (self.metrics.as_ref())
@@ -362,6 +369,7 @@ impl<P: Nodes, R, Cl, X> Debug for ReplicaRouterBuilder<P, R, Cl, X> {
         f.debug_struct("ReplicaRouterBuilder")
             .field("consistency", &self.consistency)
             .field("reads", &self.reads)
+            .field("causal_reads", &self.causal_reads)
             .finish_non_exhaustive()
     }
 }

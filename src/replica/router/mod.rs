@@ -101,6 +101,10 @@ pub(crate) struct Shared<Cl, X> {
     read_cap: Option<shed::PrimaryReadCap>,
     /// Where reads go.
     reads: Reads,
+    /// Whether a session's pinned reads first wait on their node until it has applied the
+    /// cluster's writes (Galera's causal reads: "the primary" is any of several nodes).
+    #[cfg_attr(not(feature = "sqlx-mysql"), allow(dead_code))]
+    pub(crate) causal_reads: bool,
     counters: Arc<Counters>,
     /// How long own-reads waited for a replica's replay, when published.
     #[cfg(feature = "metrics")]

@@ -59,6 +59,12 @@ pub trait FrontDatabase: Database {
     #[doc(hidden)]
     fn reached(replica: &Pool<Self>, position: u64, budget: Duration) -> BoxFuture<'_, Option<bool>>;
 
+    /// Waits on `connection`'s node until it has applied every write the cluster committed
+    /// before the call (one round trip): for a pinned read on a multi-primary cluster,
+    /// whose "primary" may be another node than the one that took the session's write.
+    #[doc(hidden)]
+    fn causal_barrier(connection: &mut Self::Connection) -> BoxFuture<'_, Result<(), sqlx::Error>>;
+
     /// A write refused because the node is read-only.
     #[doc(hidden)]
     fn is_read_only(error: &sqlx::Error) -> bool;

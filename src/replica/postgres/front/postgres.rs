@@ -52,6 +52,12 @@ impl FrontDatabase for Postgres {
         Box::pin(async move { Some(replayed(replica).await? >= position) })
     }
 
+    /// PostgreSQL has one primary: a pinned read runs on the node that took the write, and
+    /// no router over PostgreSQL pools asks for causal reads (`causal_reads` is MySQL's).
+    fn causal_barrier(_: &mut sqlx::PgConnection) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn is_read_only(error: &sqlx::Error) -> bool {
         is_read_only(error)
     }

@@ -34,9 +34,13 @@ pub(super) fn unavailable(error: Error) -> sqlx::Error {
 /// `Io` error of kind `NotConnected` (the statement never reached a node) that wraps them.
 ///
 /// ```
+/// # #[cfg(feature = "sqlx-postgres")] // the example's pools are PostgreSQL's
 /// use sqlx::postgres::PgPool;
+/// # #[cfg(feature = "sqlx-postgres")]
 /// use tower_lb::{policy::P2c, replica::{router_error, ReplicaRouter}, Balance, Error};
 ///
+/// # #[cfg(not(feature = "sqlx-postgres"))] fn main() {}
+/// # #[cfg(feature = "sqlx-postgres")]
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // Lazy pools connect at their first use: nothing is reached here.
 /// let node = || PgPool::connect_lazy("postgres://postgres@127.0.0.1:5432/app");

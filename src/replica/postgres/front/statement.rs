@@ -85,6 +85,8 @@ where
     let shared = router.shared();
     let access = DB::classify(&shared.classify, DB::text(&statement));
     let mut route = shared.decide(access, slot, true);
+    // Decided once: a resend changes the route's reason, not what the read must see.
+    let causal = shared.causal_reads && route.why == Why::Pinned;
     let mut statement = Some(statement);
     for _ in 0..MAX_ROUTES {
         let lease = lease(router, &mut route).await.map_err(unavailable)?;
@@ -110,6 +112,16 @@ where
                 return Err(error);
             }
         };
+        if causal {
+            if let Err(error) = DB::causal_barrier(&mut connection).await {
+                fail::<X, DB>(shared, lease, &route, &error);
+                if DB::worth_resending(&error) && shared.resend(&mut route, &error) {
+                    continue;
+                }
+                route.never_sent();
+                return Err(error);
+            }
+        }
         // Only a read on a replica may be sent again, so only it is copied (its arguments
         // cloned): anything else is sent itself, and whatever comes of it is the answer.
         let sent = match (route.may_resend(), statement.take()) {
