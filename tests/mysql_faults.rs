@@ -281,3 +281,80 @@ async fn a_dead_primary_fails_writes_fast_reads_go_on_and_writes_follow_a_promot
         "the promoted node has both rows"
     );
 }
+
+/// A switchover the router did not see coming: the old primary made read-only, the replica
+/// promoted, the next scheduled role probe a minute away. The write the old primary refuses
+/// (1290) wakes the role monitor, and writes follow the promoted node at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_as_read_only_reprobes_roles_at_once() {
+    let Some(cluster) = mariadb::Cluster::start() else {
+        return;
+    };
+    cluster.primary_sql(&format!(
+        "GRANT SLAVE MONITOR ON *.* TO '{}'@'127.0.0.1'",
+        mariadb::USER
+    ));
+    let (db1, db2) = (
+        patient(&cluster.primary_url()).await,
+        patient(&cluster.replica_url()).await,
+    );
+    let nodes = [("db-1", db1.clone()), ("db-2", db2.clone())];
+    let interval = Duration::from_secs(60);
+    let pool = |panic_threshold| {
+        Balance::builder(P2c::new())
+            .panic_threshold(panic_threshold)
+            .endpoints(nodes.clone())
+            .build()
+            .unwrap()
+    };
+    let db: Router = ReplicaRouter::builder(pool(0.5), pool(0.0))
+        .role_monitor(RoleMonitor::new(MySqlRoleProbe::new(nodes.clone())).every(interval))
+        .build();
+    db.ready(Duration::from_secs(10)).await.unwrap();
+    sqlx::query("CREATE TABLE switch (id INT AUTO_INCREMENT PRIMARY KEY)")
+        .execute(&db)
+        .await
+        .unwrap();
+    cluster.wait_for_replica();
+
+    // Switchover: fence db-1 (read_only binds the ordinary user), promote db-2.
+    cluster.primary_sql("SET GLOBAL read_only = ON");
+    cluster.promote_replica();
+    let insert = || sqlx::query("INSERT INTO switch () VALUES ()").execute(&db);
+    let refused = insert().await.unwrap_err();
+    let refused_at = Instant::now();
+    let number = match &refused {
+        sqlx::Error::Database(error) => error
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(|error| error.number()),
+        _ => None,
+    };
+    assert_eq!(
+        number,
+        Some(1290),
+        "the old primary refuses as read-only: {refused}"
+    );
+    while let Err(error) = insert().await {
+        assert!(
+            refused_at.elapsed() < Duration::from_secs(2),
+            "writes did not follow the promoted node (next scheduled probe in {interval:?}): \
+             {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let followed_after = refused_at.elapsed();
+    for _ in 0..20 {
+        insert()
+            .await
+            .expect("the fenced node is out of the primary pool");
+    }
+    let landed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM switch")
+        .fetch_one(&db2)
+        .await
+        .unwrap();
+    assert_eq!(landed, 21, "every write landed on the promoted node");
+    println!(
+        "1290 on the fenced primary: writes followed the promoted node {followed_after:?} \
+         later (scheduled probes every {interval:?})"
+    );
+}

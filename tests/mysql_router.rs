@@ -223,3 +223,73 @@ async fn a_position_no_replica_can_have_goes_to_the_primary_without_waiting() {
         "the read waited {took:?} for a position no replica has"
     );
 }
+
+/// Position mode on a replica applying each transaction two seconds late (`MASTER_DELAY`,
+/// of whole seconds of the event's timestamp: one to two seconds after the commit):
+/// with no wait a session's read goes to the primary; with a budget longer than the delay
+/// the replica waits for the write (`MASTER_GTID_WAIT`) and serves it; a budget shorter than
+/// the delay gives up in time. A cluster of its own: the delay would slow the other tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn position_mode_waits_for_the_replica_within_its_budget() {
+    let Some(cluster) = mariadb::Cluster::start() else {
+        return;
+    };
+    cluster.primary_sql(&format!(
+        "CREATE TABLE {}.t (author INT)",
+        mariadb::DATABASE
+    ));
+    cluster.wait_for_replica();
+    let delay = Duration::from_secs(2);
+    cluster.replica_sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 2; START SLAVE");
+    let (primary, replica) = (
+        pool(&cluster.primary_url()).await,
+        pool(&cluster.replica_url()).await,
+    );
+    for (user, wait, on_replica) in [
+        (1, Duration::ZERO, false),
+        (2, Duration::from_secs(5), true),
+        (3, Duration::from_millis(10), false),
+    ] {
+        let db = ReplicaRouter::builder(
+            Balance::builder(P2c::new())
+                .endpoint("primary", primary.clone())
+                .build()
+                .unwrap(),
+            Balance::builder(P2c::new())
+                .endpoint("replica", replica.clone())
+                .build()
+                .unwrap(),
+        )
+        .read_your_writes_by_position(Duration::from_secs(30))
+        .replay_wait(wait)
+        .build();
+        let session = db.session(user);
+        sqlx::query("INSERT INTO t VALUES (?)")
+            .bind(user)
+            .execute(&session)
+            .await
+            .unwrap();
+        let reading = Instant::now();
+        let mine: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t WHERE author = ?")
+            .bind(user)
+            .fetch_one(&session)
+            .await
+            .unwrap();
+        let took = reading.elapsed();
+        let stats = db.stats();
+        assert_eq!(mine, 1, "wait {wait:?}: the session reads its own write");
+        assert_eq!(
+            (stats.replica_reads, stats.reads_behind),
+            if on_replica { (1, 0) } else { (0, 1) },
+            "wait {wait:?}: served by the replica: {on_replica}"
+        );
+        assert!(
+            took < wait + delay + Duration::from_secs(1),
+            "wait {wait:?}: the read took {took:?}"
+        );
+        if on_replica {
+            assert!(took >= delay / 3, "it waited for the replica: {took:?}");
+        }
+        println!("replay_wait {wait:?}: on the replica {on_replica}, read took {took:?}");
+    }
+}
