@@ -22,17 +22,17 @@ mod lag;
 mod mysql;
 mod nodes;
 mod position;
-#[cfg(any(
-    feature = "sqlx-postgres",
-    feature = "sqlx-0_8",
-    feature = "sqlx-mysql"
-))]
-mod postgres;
 mod probing;
 mod role;
 mod router;
 mod session;
 mod sql;
+#[cfg(any(
+    feature = "sqlx-postgres",
+    feature = "sqlx-0_8",
+    feature = "sqlx-mysql"
+))]
+mod sqlx_front;
 
 pub use classify::{Access, Classify, HttpMethods};
 pub use lag::{BoxFuture, Lag, LagMonitor, LagProbe};
@@ -40,16 +40,22 @@ pub use lag::{BoxFuture, Lag, LagMonitor, LagProbe};
 pub use mysql::{GaleraRoleProbe, MySqlLagProbe, MySqlRoleProbe};
 pub use nodes::Nodes;
 pub use position::{Token, TokenError, DEFAULT_POSITION_CAP};
+pub use role::{Role, RoleMonitor, RoleProbe};
+pub use router::{
+    Reads, ReplicaRouter, ReplicaRouterBuilder, ResponseFuture, RouterStats, WholeRouter,
+    DEFAULT_WINDOW,
+};
+pub use sql::SqlClassifier;
 #[cfg(feature = "sqlx-0_8")]
-pub use postgres::sqlx_0_8;
+pub use sqlx_front::sqlx_0_8;
 #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-mysql"))]
-pub use postgres::{router_error, RouterTransaction};
+pub use sqlx_front::{router_error, RouterTransaction};
 #[cfg(any(feature = "sqlx-postgres", feature = "sqlx-0_8"))]
-pub use postgres::{LoadBalanceHosts, PgRouter, PgUrlError, TargetSessionAttrs};
+pub use sqlx_front::{LoadBalanceHosts, PgRouter, PgUrlError, TargetSessionAttrs};
 #[cfg(feature = "sqlx-mysql")]
-pub use postgres::{MySqlRouter, MySqlSession, MySqlTransaction};
+pub use sqlx_front::{MySqlRouter, MySqlSession, MySqlTransaction};
 #[cfg(feature = "sqlx-postgres")]
-pub use postgres::{
+pub use sqlx_front::{
     PgHosts, PgHostsPrimary, PgHostsReplicas, PgHostsRouter, PgLagProbe, PgRoleProbe, PgTransaction,
 };
 #[cfg(any(
@@ -57,10 +63,4 @@ pub use postgres::{
     feature = "sqlx-0_8",
     feature = "sqlx-mysql"
 ))]
-pub use postgres::{PgSession, SqlxPool};
-pub use role::{Role, RoleMonitor, RoleProbe};
-pub use router::{
-    Reads, ReplicaRouter, ReplicaRouterBuilder, ResponseFuture, RouterStats, WholeRouter,
-    DEFAULT_WINDOW,
-};
-pub use sql::SqlClassifier;
+pub use sqlx_front::{PgSession, SqlxPool};

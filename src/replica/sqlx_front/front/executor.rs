@@ -9,7 +9,7 @@ use super::sqlstate::unavailable;
 use super::statement::{results, Fetch};
 use super::{prepare_and_describe, sqlx};
 use crate::policy::Pick;
-use crate::replica::postgres::PgSession;
+use crate::replica::sqlx_front::PgSession;
 use crate::replica::{Nodes, ReplicaRouter, SqlClassifier};
 use futures_core::Stream;
 use sqlx::{Database, Either, Execute, Executor, Pool};

@@ -5,7 +5,7 @@ use super::sqlstate::{is_query_fault, unavailable};
 use super::sqlx;
 use crate::error::Error;
 use crate::policy::Pick;
-use crate::replica::postgres::{Sealed, SqlxPool};
+use crate::replica::sqlx_front::{Sealed, SqlxPool};
 use crate::replica::router::WriteMark;
 use crate::replica::{Access, Nodes, ReplicaRouter, SqlClassifier};
 use sqlx::{Database, Pool};

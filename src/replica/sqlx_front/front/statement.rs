@@ -13,7 +13,7 @@ use super::sqlx;
 use crate::balance::Lease;
 use crate::error::Error;
 use crate::policy::Pick;
-use crate::replica::postgres::rows::Rows;
+use crate::replica::sqlx_front::rows::Rows;
 use crate::replica::router::route::{caught_up, Route, Why};
 use crate::replica::router::Shared;
 use crate::replica::{Nodes, ReplicaRouter, Role, SqlClassifier};

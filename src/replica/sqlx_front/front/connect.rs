@@ -7,8 +7,8 @@ use crate::error::Error;
 use crate::pool::Excluder;
 use crate::replica::role::ROLE_UNKNOWN;
 use crate::policy::{Either, P2c, Random};
-use crate::replica::postgres::hosts::HostList;
-use crate::replica::postgres::PgRouter;
+use crate::replica::sqlx_front::hosts::HostList;
+use crate::replica::sqlx_front::PgRouter;
 use crate::replica::{
     LoadBalanceHosts, Nodes, PgUrlError, ReplicaRouter, ReplicaRouterBuilder, RoleMonitor,
     SqlClassifier, TargetSessionAttrs, WholeRouter,

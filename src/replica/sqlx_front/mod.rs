@@ -1,6 +1,7 @@
-//! PostgreSQL through sqlx: the router as a sqlx `Executor`, and the probes the replica
-//! monitors use, for each supported sqlx major (features `sqlx-postgres` for sqlx 0.9,
-//! `sqlx-0_8` for 0.8).
+//! The sqlx front: the router as a sqlx `Executor` over PostgreSQL pools, for each supported
+//! sqlx major (features `sqlx-postgres` for sqlx 0.9, `sqlx-0_8` for 0.8), and over MySQL and
+//! MariaDB pools (`sqlx-mysql`, sqlx 0.9), with PostgreSQL's probes for the replica monitors
+//! (MySQL's are in `replica::mysql`, which holds no front).
 //!
 //! The front is written once. What holds no sqlx type is compiled once:
 //! - `session`: [`PgRouter`], [`PgSession`] (what a user holds) and [`SqlxPool`], through
@@ -18,6 +19,8 @@
 //! - `front/transaction`: [`PgTransaction`], on the primary;
 //! - `front/sqlstate`: what a server's error means for routing, and the router's errors in sqlx's;
 //! - `front/postgres`: PostgreSQL's statements, WAL positions and SQLSTATEs (`FrontDatabase`);
+//! - `front/mysql`: MySQL's and MariaDB's, with GTID positions and Galera's causal reads
+//!   (sqlx 0.9 only);
 //! - `front/probes`: lag and role;
 //! - `front/connect`: [`PgHosts`], a router from a multi-host URL.
 
