@@ -37,26 +37,40 @@ async fn patient(url: &str) -> MySqlPool {
         .unwrap()
 }
 
-/// Both nodes in both pools, the role and lag monitors sorting them every [`INTERVAL`]; a
-/// table `t` with one row, in reads.
-async fn router(cluster: &mariadb::Cluster) -> Router {
+/// The primary and the replica as `keys` name them, in patient pools; the ordinary user may
+/// read replication status (the role and lag probes do).
+async fn both_nodes(
+    cluster: &mariadb::Cluster,
+    keys: [&'static str; 2],
+) -> [(&'static str, MySqlPool); 2] {
     cluster.primary_sql(&format!(
         "GRANT SLAVE MONITOR ON *.* TO '{}'@'127.0.0.1'",
         mariadb::USER
     ));
-    let (primary, replica) = (
-        patient(&cluster.primary_url()).await,
-        patient(&cluster.replica_url()).await,
-    );
-    let nodes = [("primary", primary.clone()), ("replica", replica)];
-    let pool = |panic_threshold| {
-        Balance::builder(P2c::new())
-            .panic_threshold(panic_threshold)
-            .endpoints(nodes.clone())
-            .build()
-            .unwrap()
-    };
-    let db = ReplicaRouter::builder(pool(0.5), pool(0.0))
+    [
+        (keys[0], patient(&cluster.primary_url()).await),
+        (keys[1], patient(&cluster.replica_url()).await),
+    ]
+}
+
+/// A balancer over `nodes` with the given panic threshold.
+fn balancer(
+    nodes: &[(&'static str, MySqlPool)],
+    panic_threshold: f64,
+) -> Balance<&'static str, MySqlPool, P2c> {
+    Balance::builder(P2c::new())
+        .panic_threshold(panic_threshold)
+        .endpoints(nodes.iter().cloned())
+        .build()
+        .unwrap()
+}
+
+/// Both nodes in both pools, the role and lag monitors sorting them every [`INTERVAL`]; a
+/// table `t` with one row, in reads.
+async fn router(cluster: &mariadb::Cluster) -> Router {
+    let nodes = both_nodes(cluster, ["primary", "replica"]).await;
+    let primary = nodes[0].1.clone();
+    let db = ReplicaRouter::builder(balancer(&nodes, 0.5), balancer(&nodes, 0.0))
         .role_monitor(RoleMonitor::new(MySqlRoleProbe::new(nodes.clone())).every(INTERVAL))
         .lag_monitor(
             LagMonitor::new(
@@ -290,24 +304,10 @@ async fn a_write_refused_as_read_only_reprobes_roles_at_once() {
     let Some(cluster) = mariadb::Cluster::start() else {
         return;
     };
-    cluster.primary_sql(&format!(
-        "GRANT SLAVE MONITOR ON *.* TO '{}'@'127.0.0.1'",
-        mariadb::USER
-    ));
-    let (db1, db2) = (
-        patient(&cluster.primary_url()).await,
-        patient(&cluster.replica_url()).await,
-    );
-    let nodes = [("db-1", db1.clone()), ("db-2", db2.clone())];
+    let nodes = both_nodes(&cluster, ["db-1", "db-2"]).await;
+    let db2 = nodes[1].1.clone();
     let interval = Duration::from_secs(60);
-    let pool = |panic_threshold| {
-        Balance::builder(P2c::new())
-            .panic_threshold(panic_threshold)
-            .endpoints(nodes.clone())
-            .build()
-            .unwrap()
-    };
-    let db: Router = ReplicaRouter::builder(pool(0.5), pool(0.0))
+    let db: Router = ReplicaRouter::builder(balancer(&nodes, 0.5), balancer(&nodes, 0.0))
         .role_monitor(RoleMonitor::new(MySqlRoleProbe::new(nodes.clone())).every(interval))
         .build();
     db.ready(Duration::from_secs(10)).await.unwrap();

@@ -13,7 +13,7 @@ use sqlx::mysql::MySqlPoolOptions;
 use sqlx::{MySqlPool, Row};
 use std::time::{Duration, Instant};
 use tower_lb::policy::P2c;
-use tower_lb::replica::{ReplicaRouter, SqlClassifier, Token};
+use tower_lb::replica::{ReplicaRouter, ReplicaRouterBuilder, SqlClassifier, Token, WholeRouter};
 use tower_lb::Balance;
 
 async fn pool(url: &str) -> MySqlPool {
@@ -22,6 +22,26 @@ async fn pool(url: &str) -> MySqlPool {
         .connect(url)
         .await
         .unwrap()
+}
+
+/// One node's balancer.
+type Node = Balance<&'static str, MySqlPool, P2c>;
+
+/// A router over one primary and one replica pool, to be configured.
+fn builder(
+    primary: &MySqlPool,
+    replica: &MySqlPool,
+) -> ReplicaRouterBuilder<Node, Node, SqlClassifier, WholeRouter> {
+    ReplicaRouter::builder(
+        Balance::builder(P2c::new())
+            .endpoint("primary", primary.clone())
+            .build()
+            .unwrap(),
+        Balance::builder(P2c::new())
+            .endpoint("replica", replica.clone())
+            .build()
+            .unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,20 +60,11 @@ async fn writes_go_to_the_primary_and_own_reads_are_never_stale() {
     );
     // The classifier given is PostgreSQL's (the builder's default): the front reads MySQL's
     // dialect for MySQL pools whatever it is, so `@v` below is session state, not a read.
-    let db = ReplicaRouter::builder(
-        Balance::builder(P2c::new())
-            .endpoint("primary", primary.clone())
-            .build()
-            .unwrap(),
-        Balance::builder(P2c::new())
-            .endpoint("replica", replica.clone())
-            .build()
-            .unwrap(),
-    )
-    .classify(SqlClassifier::new())
-    .read_your_writes_by_position(Duration::from_secs(30))
-    .replay_wait(Duration::from_millis(50))
-    .build();
+    let db = builder(&primary, &replica)
+        .classify(SqlClassifier::new())
+        .read_your_writes_by_position(Duration::from_secs(30))
+        .replay_wait(Duration::from_millis(50))
+        .build();
 
     // Plain reads on the replica, writes on the primary, session state on the primary.
     for _ in 0..20 {
@@ -184,19 +195,10 @@ async fn a_position_no_replica_can_have_goes_to_the_primary_without_waiting() {
         pool(&cluster.replica_url()).await,
     );
     let wait = Duration::from_secs(2);
-    let db = ReplicaRouter::builder(
-        Balance::builder(P2c::new())
-            .endpoint("primary", primary)
-            .build()
-            .unwrap(),
-        Balance::builder(P2c::new())
-            .endpoint("replica", replica)
-            .build()
-            .unwrap(),
-    )
-    .read_your_writes_by_position(Duration::from_secs(30))
-    .replay_wait(wait)
-    .build();
+    let db = builder(&primary, &replica)
+        .read_your_writes_by_position(Duration::from_secs(30))
+        .replay_wait(wait)
+        .build();
     // The highest position there is: what a session holds when its write's position could
     // not be read on the primary.
     let expires = std::time::SystemTime::now() + Duration::from_secs(20);
@@ -250,19 +252,10 @@ async fn position_mode_waits_for_the_replica_within_its_budget() {
         (2, Duration::from_secs(5), true),
         (3, Duration::from_millis(10), false),
     ] {
-        let db = ReplicaRouter::builder(
-            Balance::builder(P2c::new())
-                .endpoint("primary", primary.clone())
-                .build()
-                .unwrap(),
-            Balance::builder(P2c::new())
-                .endpoint("replica", replica.clone())
-                .build()
-                .unwrap(),
-        )
-        .read_your_writes_by_position(Duration::from_secs(30))
-        .replay_wait(wait)
-        .build();
+        let db = builder(&primary, &replica)
+            .read_your_writes_by_position(Duration::from_secs(30))
+            .replay_wait(wait)
+            .build();
         let session = db.session(user);
         sqlx::query("INSERT INTO t VALUES (?)")
             .bind(user)

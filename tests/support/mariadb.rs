@@ -372,6 +372,12 @@ impl Servers {
     }
 
     fn install(&self, name: &str) {
+        // One install at a time in a process: two clusters of one test binary once failed to
+        // install side by side ("Installation of system tables failed"), never one alone.
+        static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = INSTALLING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut command = self.command(INSTALL_DB);
         command.args([
             "--no-defaults".to_string(),
@@ -380,12 +386,21 @@ impl Servers {
             "--skip-test-db".into(),
         ]);
         let output = output_within_a_minute(command, INSTALL_DB);
-        assert!(
-            output.status.success(),
-            "{INSTALL_DB} failed: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        if !output.status.success() {
+            // The server's own log says why; the directory is removed with the cluster.
+            let logs: String = std::fs::read_dir(self.dir.join(name))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "err"))
+                .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
+                .collect();
+            panic!(
+                "{INSTALL_DB} failed: {}\n{}\n{logs}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
     }
 
     /// Starts server `name` on `port` with `extra` arguments; returns once it answers.
