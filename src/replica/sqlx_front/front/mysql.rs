@@ -96,6 +96,10 @@ where
     /// another node than the one that took the write, and Galera applies a write on the
     /// other nodes after it commits: the read may miss it.
     ///
+    /// A causal read waits while the cluster cannot commit: with a node killed, until the
+    /// cluster evicts it (measured on three nodes: one such read took 6.0 s, none failed, of
+    /// 12 806 over the kill), where a plain read answers at once.
+    ///
     /// Window mode only, and only on Galera nodes (on a MariaDB server without Galera the
     /// wait does nothing; MySQL has no such variable and the read fails). Position mode needs
     /// asynchronous GTID replicas, as Galera nodes do not report a replica's position.
