@@ -20,10 +20,16 @@ pub struct ReplicaRouterBuilder<P: Nodes, R, Cl, X> {
     replicas: R,
     classify: Cl,
     session: X,
+    pub(in crate::replica) settings: Settings<P::Key>,
+}
+
+/// What a builder holds besides its pools, classifier and session: carried over whole when
+/// `classify` or `session` change the builder's type.
+pub(in crate::replica) struct Settings<K> {
     consistency: Consistency,
     replay_wait: Duration,
-    lag_monitor: Option<LagMonitor<P::Key>>,
-    role_monitor: Option<RoleMonitor<P::Key>>,
+    lag_monitor: Option<LagMonitor<K>>,
+    role_monitor: Option<RoleMonitor<K>>,
     max_primary_read_share: Option<f64>,
     reads: Reads,
     /// Set by the MySQL front's `causal_reads` (Galera): a session's pinned reads first wait
@@ -109,15 +115,17 @@ where
             replicas,
             classify: SqlClassifier::new(),
             session: WholeRouter,
-            consistency: Consistency::Window(DEFAULT_WINDOW),
-            replay_wait: Duration::ZERO,
-            lag_monitor: None,
-            role_monitor: None,
-            max_primary_read_share: None,
-            reads: Reads::PreferReplicas,
-            causal_reads: false,
-            #[cfg(feature = "metrics")]
-            metrics: None,
+            settings: Settings {
+                consistency: Consistency::Window(DEFAULT_WINDOW),
+                replay_wait: Duration::ZERO,
+                lag_monitor: None,
+                role_monitor: None,
+                max_primary_read_share: None,
+                reads: Reads::PreferReplicas,
+                causal_reads: false,
+                #[cfg(feature = "metrics")]
+                metrics: None,
+            },
         }
     }
 }
@@ -134,15 +142,7 @@ where
             replicas: self.replicas,
             classify,
             session: self.session,
-            consistency: self.consistency,
-            replay_wait: self.replay_wait,
-            lag_monitor: self.lag_monitor,
-            role_monitor: self.role_monitor,
-            max_primary_read_share: self.max_primary_read_share,
-            reads: self.reads,
-            causal_reads: self.causal_reads,
-            #[cfg(feature = "metrics")]
-            metrics: self.metrics,
+            settings: self.settings,
         }
     }
 
@@ -156,22 +156,14 @@ where
             replicas: self.replicas,
             classify: self.classify,
             session,
-            consistency: self.consistency,
-            replay_wait: self.replay_wait,
-            lag_monitor: self.lag_monitor,
-            role_monitor: self.role_monitor,
-            max_primary_read_share: self.max_primary_read_share,
-            reads: self.reads,
-            causal_reads: self.causal_reads,
-            #[cfg(feature = "metrics")]
-            metrics: self.metrics,
+            settings: self.settings,
         }
     }
 
     /// How long after a session's write its reads stay on the primary (default 2 s).
     /// `Duration::ZERO` turns read-your-own-writes off; `Duration::MAX` pins for good.
     pub fn read_your_writes(mut self, window: Duration) -> Self {
-        self.consistency = Consistency::Window(window);
+        self.settings.consistency = Consistency::Window(window);
         self
     }
 
@@ -189,7 +181,7 @@ where
     /// [`DEFAULT_POSITION_CAP`](crate::replica::DEFAULT_POSITION_CAP)); the tower front, which cannot
     /// check a replica's position, keeps such reads on the primary.
     pub fn read_your_writes_by_position(mut self, cap: Duration) -> Self {
-        self.consistency = Consistency::Position(cap);
+        self.settings.consistency = Consistency::Position(cap);
         self
     }
 
@@ -211,7 +203,7 @@ where
     /// its session's write.
     /// Measured with `cargo run --example own_reads --features sqlx-postgres`.
     pub fn replay_wait(mut self, budget: Duration) -> Self {
-        self.replay_wait = budget;
+        self.settings.replay_wait = budget;
         self
     }
 
@@ -220,7 +212,7 @@ where
     /// the primary. Started on the tokio runtime (at the first call if built outside one); it
     /// ends with the replica pool's last handle.
     pub fn lag_monitor(mut self, monitor: LagMonitor<P::Key>) -> Self {
-        self.lag_monitor = Some(monitor);
+        self.settings.lag_monitor = Some(monitor);
         self
     }
 
@@ -228,7 +220,7 @@ where
     /// that writes follow a promoted replica and fail fast while there is no primary (see
     /// [`RoleMonitor`]; put every node in both pools). Started like the lag monitor.
     pub fn role_monitor(mut self, monitor: RoleMonitor<P::Key>) -> Self {
-        self.role_monitor = Some(monitor);
+        self.settings.role_monitor = Some(monitor);
         self
     }
 
@@ -263,14 +255,14 @@ where
     /// # }
     /// ```
     pub fn max_primary_read_share(mut self, share: f64) -> Self {
-        self.max_primary_read_share = Some(share);
+        self.settings.max_primary_read_share = Some(share);
         self
     }
 
     /// Where reads go (default [`Reads::PreferReplicas`]: replicas, the primary when none is
     /// fit).
     pub fn reads(mut self, reads: Reads) -> Self {
-        self.reads = reads;
+        self.settings.reads = reads;
         self
     }
 
@@ -280,38 +272,39 @@ where
     /// the names are in [`telemetry`](crate::telemetry)). Name the primary and replica pools'
     /// own metrics on their builders.
     pub fn metrics(mut self, metrics: crate::telemetry::Metrics) -> Self {
-        self.metrics = Some(metrics);
+        self.settings.metrics = Some(metrics);
         self
     }
 
     /// The router.
     pub fn build(self) -> ReplicaRouter<P, R, Cl, X> {
-        let mode = match self.consistency {
+        let settings = self.settings;
+        let mode = match settings.consistency {
             Consistency::Window(window) if window.is_zero() => None,
             Consistency::Window(window) => {
                 Some(ReadYourWrites::Window(SessionWindows::new(window)))
             }
             Consistency::Position(cap) => Some(ReadYourWrites::Position(
-                SessionPositions::new(cap).waiting(self.replay_wait),
+                SessionPositions::new(cap).waiting(settings.replay_wait),
             )),
         };
         let mut spawns: Vec<StartFn> = Vec::new();
         let counters = Arc::new(Counters::default());
         #[cfg(feature = "metrics")]
-        if let Some(metrics) = &self.metrics {
+        if let Some(metrics) = &settings.metrics {
             let (counters, metrics) = (Arc::downgrade(&counters), metrics.clone());
             spawns.push(Box::new(move |runtime| {
                 runtime.spawn(super::publish::publish(counters, metrics));
             }));
         }
-        let first_rounds: Vec<_> = (self.lag_monitor.iter().map(LagMonitor::rounds))
-            .chain(self.role_monitor.iter().map(RoleMonitor::rounds))
+        let first_rounds: Vec<_> = (settings.lag_monitor.iter().map(LagMonitor::rounds))
+            .chain(settings.role_monitor.iter().map(RoleMonitor::rounds))
             .collect();
-        let lag_monitor = match self.lag_monitor {
+        let lag_monitor = match settings.lag_monitor {
             None => DriverStatus::new(DriverState::NotNeeded),
             Some(monitor) => {
                 #[cfg(feature = "metrics")]
-                let monitor = monitor.published(self.metrics.clone());
+                let monitor = monitor.published(settings.metrics.clone());
                 let status = DriverStatus::new(DriverState::WaitingForRuntime);
                 let (replicas, running) = (self.replicas.downgrade(), status.clone());
                 spawns.push(Box::new(move |runtime| {
@@ -320,8 +313,8 @@ where
                 status
             }
         };
-        let reprobe_roles = self.role_monitor.as_ref().map(RoleMonitor::waker);
-        let role_monitor = match self.role_monitor {
+        let reprobe_roles = settings.role_monitor.as_ref().map(RoleMonitor::waker);
+        let role_monitor = match settings.role_monitor {
             None => DriverStatus::new(DriverState::NotNeeded),
             Some(monitor) => {
                 role::hold_ambiguous_nodes(&self.primary, &self.replicas);
@@ -347,12 +340,12 @@ where
                 classify: self.classify,
                 session: self.session,
                 sessions: Sessions::new(mode),
-                read_cap: self.max_primary_read_share.map(PrimaryReadCap::new),
-                reads: self.reads,
-                causal_reads: self.causal_reads,
+                read_cap: settings.max_primary_read_share.map(PrimaryReadCap::new),
+                reads: settings.reads,
+                causal_reads: settings.causal_reads,
                 counters,
                 #[cfg(feature = "metrics")]
-                position_waits: (self.metrics.as_ref())
+                position_waits: (settings.metrics.as_ref())
                     .map(|m| m.router_histogram(crate::telemetry::POSITION_WAIT)),
                 lag_monitor,
                 role_monitor,
@@ -367,9 +360,9 @@ where
 impl<P: Nodes, R, Cl, X> Debug for ReplicaRouterBuilder<P, R, Cl, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplicaRouterBuilder")
-            .field("consistency", &self.consistency)
-            .field("reads", &self.reads)
-            .field("causal_reads", &self.causal_reads)
+            .field("consistency", &self.settings.consistency)
+            .field("reads", &self.settings.reads)
+            .field("causal_reads", &self.settings.causal_reads)
             .finish_non_exhaustive()
     }
 }

@@ -124,7 +124,7 @@ where
     /// # Ok(()) }
     /// ```
     pub fn causal_reads(mut self) -> Self {
-        self.causal_reads = true;
+        self.settings.causal_reads = true;
         self
     }
 }
