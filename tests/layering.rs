@@ -211,11 +211,31 @@ fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
                 .expect("inside the crate")
                 .to_string_lossy()
                 .replace('\\', "/");
-            if rel != "src/lib.rs" {
+            if rel != "src/lib.rs" && !is_test_module(&path) {
                 out.push((rel, fs::read_to_string(&path).expect("readable")));
             }
         }
     }
+}
+
+/// Whether the file at `path` is a module its parent declares `#[cfg(test)]` (`mod tests;`
+/// kept in a file of its own): test code, like the `#[cfg(test)]` items left out of a file.
+fn is_test_module(path: &Path) -> bool {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_stem()) else {
+        return false;
+    };
+    let declared = format!("#[cfg(test)]\nmod {};", name.to_string_lossy());
+    ["mod.rs"]
+        .iter()
+        .map(|parent| dir.join(parent))
+        .chain(dir.parent().map(|up| {
+            up.join(format!(
+                "{}.rs",
+                dir.file_name().unwrap_or_default().to_string_lossy()
+            ))
+        }))
+        .filter(|parent| parent != path)
+        .any(|parent| fs::read_to_string(parent).is_ok_and(|text| text.contains(&declared)))
 }
 
 #[test]
