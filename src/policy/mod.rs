@@ -280,6 +280,31 @@ pub(crate) mod testing {
         counts
     }
 
+    /// A `u64` request is its own hash key (the policy layer's tests do not reach up to
+    /// `sticky`'s extractors).
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct ItsOwnKey;
+
+    impl HashKey<u64> for ItsOwnKey {
+        type Key<'a> = u64;
+
+        fn key(&self, request: &u64) -> Option<u64> {
+            Some(*request)
+        }
+    }
+
+    /// A request without a key.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct NoKey;
+
+    impl HashKey<()> for NoKey {
+        type Key<'a> = u64;
+
+        fn key(&self, _: &()) -> Option<u64> {
+            None
+        }
+    }
+
     pub(crate) fn endpoints(weights: &[u32]) -> Vec<Arc<EndpointStats>> {
         weights
             .iter()

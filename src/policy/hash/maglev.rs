@@ -309,7 +309,7 @@ fn smallest_prime_from(n: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sticky::key_fn;
+    use crate::policy::testing::{ItsOwnKey, NoKey};
 
     fn members(weights: impl IntoIterator<Item = u32>) -> Vec<Arc<EndpointStats>> {
         weights
@@ -322,10 +322,10 @@ mod tests {
             .collect()
     }
 
-    type ByKey = Maglev<crate::sticky::KeyFn<fn(&u64) -> Option<u64>>>;
+    type ByKey = Maglev<ItsOwnKey>;
 
     fn by_key() -> ByKey {
-        Maglev::new(key_fn((|key: &u64| Some(*key)) as fn(&u64) -> Option<u64>))
+        Maglev::new(ItsOwnKey)
     }
 
     #[test]
@@ -423,8 +423,7 @@ mod tests {
     #[test]
     fn requests_without_a_key_use_the_fallback() {
         let endpoints = members([1; 4]);
-        let policy = Maglev::new(key_fn(|_: &()| None::<u64>))
-            .fallback(crate::policy::RoundRobin::new().with_rng(0));
+        let policy = Maglev::new(NoKey).fallback(crate::policy::RoundRobin::new().with_rng(0));
         assert_eq!(
             crate::policy::testing::picks(&policy, &endpoints, 4),
             [0, 1, 2, 3]

@@ -2,7 +2,7 @@
 //! tables changed step by step, large pools, bad settings.
 
 use super::*;
-use crate::sticky::{key_fn, KeyFn};
+use crate::policy::testing::{ItsOwnKey, NoKey};
 use hashring::HashRing;
 
 fn members(n: usize) -> Vec<Arc<EndpointStats>> {
@@ -55,7 +55,7 @@ fn the_ring_spreads_keys_within_30_percent_of_the_mean() {
 fn picks_follow_the_arcs() {
     // The policy's picks over many keys match the exact arc shares (χ², α = 1e-6).
     let endpoints = members(8);
-    let policy = ConsistentHash::new(key_fn(|k: &u64| Some(*k)));
+    let policy = ConsistentHash::new(ItsOwnKey);
     let table = policy.table(&endpoints);
     let mut counts = vec![0u64; 8];
     for key in 0..200_000u64 {
@@ -72,8 +72,7 @@ fn picks_follow_the_arcs() {
 #[test]
 fn requests_without_a_key_use_the_fallback() {
     let endpoints = members(4);
-    let policy = ConsistentHash::new(key_fn(|_: &()| None::<u64>))
-        .fallback(crate::policy::RoundRobin::new().with_rng(0));
+    let policy = ConsistentHash::new(NoKey).fallback(crate::policy::RoundRobin::new().with_rng(0));
     assert_eq!(
         crate::policy::testing::picks(&policy, &endpoints, 8),
         [0, 1, 2, 3, 0, 1, 2, 3]
@@ -100,11 +99,11 @@ fn owners_by_key<T>(table: &Ring<T>, endpoints: &[Arc<EndpointStats>]) -> Vec<u6
         .collect()
 }
 
-type ByKey = ConsistentHash<KeyFn<fn(&u64) -> Option<u64>>>;
+type ByKey = ConsistentHash<ItsOwnKey>;
 
 /// A policy whose lookups are flat tables from `flat_from` virtual nodes on.
 fn flat_from(flat_from: usize) -> ByKey {
-    let mut policy = ConsistentHash::new(key_fn((|k: &u64| Some(*k)) as fn(&u64) -> Option<u64>));
+    let mut policy = ConsistentHash::new(ItsOwnKey);
     policy.placements = Arc::new(Mutex::new(Placements::flat_from(flat_from)));
     policy
 }
@@ -248,7 +247,7 @@ fn max_over_mean<T>(table: &Ring<T>, endpoints: &[Arc<EndpointStats>]) -> f64 {
 #[test]
 fn at_4096_endpoints_the_table_fits_in_4_mib_and_spreads_within_30_percent() {
     let endpoints = large_pool();
-    let table = ConsistentHash::new(key_fn(|k: &u64| Some(*k))).table(&endpoints);
+    let table = ConsistentHash::new(ItsOwnKey).table(&endpoints);
     assert!(
         table.memory() <= 4 * 1024 * 1024,
         "{} bytes",
@@ -267,7 +266,7 @@ fn at_4096_endpoints_the_table_fits_in_4_mib_and_spreads_within_30_percent() {
 #[test]
 fn at_4096_endpoints_removing_one_moves_only_its_own_buckets() {
     let mut endpoints = large_pool();
-    let policy = ConsistentHash::new(key_fn(|k: &u64| Some(*k)));
+    let policy = ConsistentHash::new(ItsOwnKey);
     let total_weight: u32 = endpoints.iter().map(|e| e.weight()).sum();
     let before = owners_by_key(&policy.table(&endpoints), &endpoints);
     let mut ratios = Vec::new();
@@ -318,7 +317,7 @@ fn a_pool_outgrowing_two_byte_slots_gets_a_wide_table() {
 
 #[test]
 fn bad_load_factors_are_clamped() {
-    let policy = ConsistentHash::new(key_fn(|k: &u64| Some(*k)));
+    let policy = ConsistentHash::new(ItsOwnKey);
     assert_eq!(policy.clone().bounded_load(0.5).load_factor, Some(1.0));
     assert_eq!(policy.clone().bounded_load(f64::NAN).load_factor, Some(1.0));
     assert_eq!(policy.vnodes(0).vnodes, 1);
