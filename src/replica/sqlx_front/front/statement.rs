@@ -94,6 +94,17 @@ where
             Role::Primary => acquire(router.primary(), &lease).await,
             Role::Replica => acquire(router.replicas(), &lease).await,
         };
+        // A causal read's barrier is part of taking the connection: if it fails, the
+        // statement was not sent, as when the connection could not be had.
+        let acquired = match acquired {
+            Acquired::Connection(mut connection) if causal => {
+                match DB::causal_barrier(&mut connection).await {
+                    Ok(()) => Acquired::Connection(connection),
+                    Err(error) => Acquired::Failed(error),
+                }
+            }
+            acquired => acquired,
+        };
         let mut connection = match acquired {
             Acquired::Connection(connection) => connection,
             Acquired::NodeLeft => {
@@ -108,20 +119,10 @@ where
                 if DB::worth_resending(&error) && shared.resend(&mut route, &error) {
                     continue;
                 }
-                route.never_sent(); // no connection: the statement never left
+                route.never_sent(); // no connection (or no barrier): the statement never left
                 return Err(error);
             }
         };
-        if causal {
-            if let Err(error) = DB::causal_barrier(&mut connection).await {
-                fail::<X, DB>(shared, lease, &route, &error);
-                if DB::worth_resending(&error) && shared.resend(&mut route, &error) {
-                    continue;
-                }
-                route.never_sent();
-                return Err(error);
-            }
-        }
         // Only a read on a replica may be sent again, so only it is copied (its arguments
         // cloned): anything else is sent itself, and whatever comes of it is the answer.
         let sent = match (route.may_resend(), statement.take()) {
