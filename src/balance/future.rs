@@ -104,38 +104,61 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    // Small enough to be inlined into the caller's poll, the pending and failed cases being
+    // out of line: a call that answers at once then hands its output straight back instead
+    // of through memory (an output written field by field and read back whole stalls the
+    // load). Pick bench, round robin: 30-35 ns over the floor out of line, 22-23 inlined.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.kind.project() {
-            KindProj::Failed { error } => Poll::Ready(Err(error
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            KindProj::Called { call, guard } => {
-                let Poll::Ready(result) = call.poll(cx) else {
-                    let Some(after) = *this.timeout else {
-                        return Poll::Pending;
-                    };
-                    let deadline = this
-                        .deadline
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
-                    ready!(deadline.as_mut().poll(cx));
+            KindProj::Failed { error } => Poll::Ready(Err(take_error(error))),
+            KindProj::Called { call, guard } => match call.poll(cx) {
+                Poll::Ready(result) => {
+                    // Completing releases the in-flight count now, not whenever the future
+                    // is dropped.
                     if let Some(guard) = guard.take() {
-                        guard.complete(false);
+                        let failed = this.classify.is_failure(result.as_ref());
+                        if let Some(span) = this.classify.hold_off(result.as_ref()) {
+                            guard.stats().hold_off(span);
+                        }
+                        guard.complete(!failed);
                     }
-                    return Poll::Ready(Err(Error::Timeout { after }.into()));
-                };
-                // Completing releases the in-flight count now, not whenever the future is dropped.
-                if let Some(guard) = guard.take() {
-                    let failed = this.classify.is_failure(result.as_ref());
-                    if let Some(span) = this.classify.hold_off(result.as_ref()) {
-                        guard.stats().hold_off(span);
-                    }
-                    guard.complete(!failed);
+                    Poll::Ready(result.map_err(Into::into))
                 }
-                Poll::Ready(result.map_err(Into::into))
-            }
+                Poll::Pending => poll_deadline(guard, *this.timeout, this.deadline, cx).map(Err),
+            },
         }
     }
+}
+
+/// A failed call's error, once.
+#[cold]
+fn take_error(error: &mut Option<BoxError>) -> BoxError {
+    error
+        .take()
+        .expect("ResponseFuture polled after completion")
+}
+
+/// For a call that pends: the timeout's error once it runs out (the call then counted as a
+/// failure), pending until then, and for ever without a timeout. The timer is armed on the
+/// first pending poll.
+#[inline(never)]
+fn poll_deadline(
+    guard: &mut Option<InFlight>,
+    timeout: Option<Duration>,
+    deadline: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+) -> Poll<BoxError> {
+    let Some(after) = timeout else {
+        return Poll::Pending;
+    };
+    let deadline = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+    ready!(deadline.as_mut().poll(cx));
+    if let Some(guard) = guard.take() {
+        guard.complete(false);
+    }
+    Poll::Ready(Error::Timeout { after }.into())
 }
 
 impl<S, Req, C> std::fmt::Debug for ResponseFuture<S, Req, C>
