@@ -25,27 +25,27 @@ impl Rng {
 
     #[inline]
     pub(crate) fn u64(&self) -> u64 {
-        match self {
-            Rng::Thread => thread_u64(),
-            Rng::Seeded(state) => wymix(
-                state
-                    .fetch_add(WY_INCREMENT, Ordering::Relaxed)
-                    .wrapping_add(WY_INCREMENT),
-            ),
-        }
+        wymix(self.advance(1))
     }
 
     /// Two numbers, as two calls of [`u64`](Self::u64) would give them, for one access to the
     /// state: a weighted two-choice pick draws twice on every request.
     #[inline]
     pub(crate) fn two_u64(&self) -> (u64, u64) {
-        let states = match self {
-            Rng::Thread => thread_advance(2),
-            Rng::Seeded(state) => state
-                .fetch_add(WY_INCREMENT.wrapping_mul(2), Ordering::Relaxed)
-                .wrapping_add(WY_INCREMENT.wrapping_mul(2)),
-        };
-        (wymix(states.wrapping_sub(WY_INCREMENT)), wymix(states))
+        let last = self.advance(2);
+        (wymix(last.wrapping_sub(WY_INCREMENT)), wymix(last))
+    }
+
+    /// Advances the state by `steps` numbers and returns the state of the last.
+    #[inline]
+    fn advance(&self, steps: u64) -> u64 {
+        match self {
+            Rng::Thread => thread_advance(steps),
+            Rng::Seeded(state) => {
+                let by = steps.wrapping_mul(WY_INCREMENT);
+                state.fetch_add(by, Ordering::Relaxed).wrapping_add(by)
+            }
+        }
     }
 
     /// A uniform index below `n` (which must be non-zero).
@@ -73,15 +73,10 @@ fn wymix(s: u64) -> u64 {
     ((t >> 64) as u64) ^ (t as u64)
 }
 
-/// The next number of this thread's generator. Its state is a `const`-initialised
-/// thread-local with no destructor, so reading it is one TLS access with no lazy-init check
-/// (`fastrand`'s own generator has one, on every pick); 0 means not seeded yet.
-#[inline]
-fn thread_u64() -> u64 {
-    wymix(thread_advance(1))
-}
-
-/// Advances this thread's state by `steps` numbers and returns the state of the last.
+/// Advances this thread's generator by `steps` numbers and returns the state of the last.
+/// Its state is a `const`-initialised thread-local with no destructor, so reading it is one
+/// TLS access with no lazy-init check (`fastrand`'s own generator has one, on every pick);
+/// 0 means not seeded yet.
 #[inline]
 fn thread_advance(steps: u64) -> u64 {
     thread_local! {
