@@ -13,12 +13,12 @@
 
 #[path = "support/mariadb.rs"]
 mod mariadb;
+#[path = "support/mysql_nodes.rs"]
+mod mysql_nodes;
 
-use sqlx::mysql::MySqlPoolOptions;
+use mysql_nodes::{builder, pool};
 use sqlx::{AssertSqlSafe, MySqlPool};
-use tower_lb::policy::P2c;
-use tower_lb::replica::{ReplicaRouter, SqlClassifier};
-use tower_lb::Balance;
+use tower_lb::replica::SqlClassifier;
 
 /// Calls of `tidy`, which writes: none may reach the replica.
 const UNDECLARED_CALLS: &[&str] = &[
@@ -37,14 +37,6 @@ const UNDECLARED_CALLS: &[&str] = &[
     // so neither may the router.
     "CALL claims_to_read()",
 ];
-
-async fn pool(url: &str) -> MySqlPool {
-    MySqlPoolOptions::new()
-        .max_connections(2)
-        .connect(url)
-        .await
-        .unwrap()
-}
 
 async fn audit_rows(pool: &MySqlPool) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM audit")
@@ -75,18 +67,9 @@ async fn no_call_of_an_undeclared_procedure_reaches_the_replica() {
         pool(&cluster.replica_url()).await,
     );
 
-    let db = ReplicaRouter::builder(
-        Balance::builder(P2c::new())
-            .endpoint("primary", primary.clone())
-            .build()
-            .unwrap(),
-        Balance::builder(P2c::new())
-            .endpoint("replica", replica.clone())
-            .build()
-            .unwrap(),
-    )
-    .classify(SqlClassifier::mysql().read_functions(["report"]))
-    .build();
+    let db = builder(&primary, &replica)
+        .classify(SqlClassifier::mysql().read_functions(["report"]))
+        .build();
 
     let caller = db.session(1);
     for call in UNDECLARED_CALLS {

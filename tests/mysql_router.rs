@@ -8,41 +8,13 @@
 
 #[path = "support/mariadb.rs"]
 mod mariadb;
+#[path = "support/mysql_nodes.rs"]
+mod mysql_nodes;
 
-use sqlx::mysql::MySqlPoolOptions;
-use sqlx::{MySqlPool, Row};
+use mysql_nodes::{builder, pool};
+use sqlx::Row;
 use std::time::{Duration, Instant};
-use tower_lb::policy::P2c;
-use tower_lb::replica::{ReplicaRouter, ReplicaRouterBuilder, SqlClassifier, Token, WholeRouter};
-use tower_lb::Balance;
-
-async fn pool(url: &str) -> MySqlPool {
-    MySqlPoolOptions::new()
-        .max_connections(4)
-        .connect(url)
-        .await
-        .unwrap()
-}
-
-/// One node's balancer.
-type Node = Balance<&'static str, MySqlPool, P2c>;
-
-/// A router over one primary and one replica pool, to be configured.
-fn builder(
-    primary: &MySqlPool,
-    replica: &MySqlPool,
-) -> ReplicaRouterBuilder<Node, Node, SqlClassifier, WholeRouter> {
-    ReplicaRouter::builder(
-        Balance::builder(P2c::new())
-            .endpoint("primary", primary.clone())
-            .build()
-            .unwrap(),
-        Balance::builder(P2c::new())
-            .endpoint("replica", replica.clone())
-            .build()
-            .unwrap(),
-    )
-}
+use tower_lb::replica::{SqlClassifier, Token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_go_to_the_primary_and_own_reads_are_never_stale() {
