@@ -6,12 +6,15 @@
 
 #[path = "support/mariadb.rs"]
 mod mariadb;
+#[path = "support/mysql_nodes.rs"]
+mod mysql_nodes;
 
+use mysql_nodes::multi_primary;
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::MySqlPool;
 use std::time::{Duration, Instant};
 use tower_lb::policy::P2c;
-use tower_lb::replica::{GaleraRoleProbe, ReplicaRouter, Role, RoleMonitor, RoleProbe};
+use tower_lb::replica::{GaleraRoleProbe, Role, RoleMonitor, RoleProbe};
 use tower_lb::Balance;
 
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
@@ -45,18 +48,9 @@ async fn a_galera_node_leaves_writes_when_it_dies_and_returns_once_synced() {
     }
 
     let interval = Duration::from_millis(200);
-    let db = ReplicaRouter::builder(
-        Balance::builder(P2c::new())
-            .endpoints(pools.clone())
-            .build()
-            .unwrap(),
-        Balance::builder(P2c::new())
-            .endpoints(pools.clone())
-            .build()
-            .unwrap(),
-    )
-    .role_monitor(RoleMonitor::new(GaleraRoleProbe::new(pools.clone())).every(interval))
-    .build();
+    let db = multi_primary(&pools)
+        .role_monitor(RoleMonitor::new(GaleraRoleProbe::new(pools.clone())).every(interval))
+        .build();
     db.ready(Duration::from_secs(10)).await.unwrap();
     assert!(
         NODES.iter().all(|key| in_rotation(db.primary(), key)),

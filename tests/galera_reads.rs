@@ -8,14 +8,17 @@
 
 #[path = "support/mariadb.rs"]
 mod mariadb;
+#[path = "support/mysql_nodes.rs"]
+mod mysql_nodes;
 
+use mysql_nodes::multi_primary;
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::MySqlPool;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower_lb::policy::P2c;
-use tower_lb::replica::{MySqlRouter, ReplicaRouter};
+use tower_lb::replica::MySqlRouter;
 use tower_lb::Balance;
 
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
@@ -61,16 +64,7 @@ async fn causal_reads_see_the_sessions_write_on_any_node() {
         })
         .collect();
     let router = |causal: bool| {
-        let builder = ReplicaRouter::builder(
-            Balance::builder(P2c::new())
-                .endpoints(pools.clone())
-                .build()
-                .unwrap(),
-            Balance::builder(P2c::new())
-                .endpoints(pools.clone())
-                .build()
-                .unwrap(),
-        );
+        let builder = multi_primary(&pools);
         match causal {
             true => builder.causal_reads().build(),
             false => builder.build(),

@@ -7,15 +7,16 @@
 
 #[path = "support/mariadb.rs"]
 mod mariadb;
+#[path = "support/mysql_nodes.rs"]
+mod mysql_nodes;
 
+use mysql_nodes::multi_primary;
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::MySqlPool;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower_lb::policy::P2c;
-use tower_lb::replica::{GaleraRoleProbe, ReplicaRouter, RoleMonitor};
-use tower_lb::Balance;
+use tower_lb::replica::{GaleraRoleProbe, RoleMonitor};
 
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
 
@@ -45,18 +46,9 @@ async fn no_acknowledged_write_is_lost_when_a_galera_node_is_killed() {
         .collect();
     let interval = Duration::from_millis(200);
     let db = Arc::new(
-        ReplicaRouter::builder(
-            Balance::builder(P2c::new())
-                .endpoints(pools.clone())
-                .build()
-                .unwrap(),
-            Balance::builder(P2c::new())
-                .endpoints(pools.clone())
-                .build()
-                .unwrap(),
-        )
-        .role_monitor(RoleMonitor::new(GaleraRoleProbe::new(pools.clone())).every(interval))
-        .build(),
+        multi_primary(&pools)
+            .role_monitor(RoleMonitor::new(GaleraRoleProbe::new(pools.clone())).every(interval))
+            .build(),
     );
     db.ready(Duration::from_secs(10)).await.unwrap();
 

@@ -36,3 +36,17 @@ pub fn builder(
             .unwrap(),
     )
 }
+
+/// A router over a multi-primary cluster's nodes (Galera): every node in both pools, for the
+/// role probe to sort out.
+pub fn multi_primary(
+    pools: &[(&'static str, MySqlPool)],
+) -> ReplicaRouterBuilder<Node, Node, SqlClassifier, WholeRouter> {
+    let every_node = || {
+        Balance::builder(P2c::new())
+            .endpoints(pools.to_vec())
+            .build()
+            .unwrap()
+    };
+    ReplicaRouter::builder(every_node(), every_node())
+}
